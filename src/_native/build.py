@@ -1,0 +1,115 @@
+"""cffi build script for sslsock's C core (wired by setup.py's ``cffi_modules``).
+
+Which OpenSSL:
+- ``SSLSOCK_OPENSSL_DIR=/prefix``: headers in ``/prefix/include``, libraries in
+  ``/prefix/lib64`` or ``/prefix/lib``; linked statically when ``libssl.a`` is there and
+  ``SSLSOCK_OPENSSL_STATIC`` is not ``0``, else dynamically with an rpath.
+- otherwise ``pkg-config openssl`` (the system's libssl), falling back to the compiler's
+  default paths.
+Without OpenSSL's headers the build stops with a message naming the package to install.
+
+``SSLSOCK_SANITIZE=address,undefined`` builds the core with those sanitizers (for CI).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+SOURCES = ["errors.c", "ctx.c", "conn.c", "listener.c"]
+
+
+def _pkg_config(*args: str) -> list[str] | None:
+    try:
+        out = subprocess.run(
+            ["pkg-config", *args, "openssl"], check=True, capture_output=True, text=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return shlex.split(out)
+
+
+def _missing_headers(message: str) -> None:
+    sys.stderr.write(
+        "\n*** sslsock: cannot build the C core: " + message + "\n"
+        "*** Install OpenSSL's development files (Debian/Ubuntu: apt-get install libssl-dev "
+        "pkg-config; Fedora: dnf install openssl-devel), or point SSLSOCK_OPENSSL_DIR at an "
+        "OpenSSL prefix.\n\n"
+    )
+    raise SystemExit(1)
+
+
+def openssl_flags() -> dict[str, list[str]]:
+    prefix = os.environ.get("SSLSOCK_OPENSSL_DIR")
+    if prefix:
+        p = Path(prefix)
+        inc = p / "include"
+        if not (inc / "openssl" / "ssl.h").exists():
+            _missing_headers(f"SSLSOCK_OPENSSL_DIR={prefix} has no include/openssl/ssl.h")
+        libdir = next((d for d in (p / "lib64", p / "lib") if d.is_dir()), p / "lib")
+        static = (libdir / "libssl.a").exists() and os.environ.get("SSLSOCK_OPENSSL_STATIC") != "0"
+        if static:
+            return {
+                "include_dirs": [str(inc)],
+                "extra_objects": [str(libdir / "libssl.a"), str(libdir / "libcrypto.a")],
+                "libraries": ["pthread", "dl"],
+                "library_dirs": [],
+                "extra_link_args": [],
+            }
+        return {
+            "include_dirs": [str(inc)],
+            "extra_objects": [],
+            "libraries": ["ssl", "crypto"],
+            "library_dirs": [str(libdir)],
+            "extra_link_args": [f"-Wl,-rpath,{libdir}"],
+        }
+    cflags = _pkg_config("--cflags")
+    libs = _pkg_config("--libs")
+    include_dirs = [f[2:] for f in cflags or [] if f.startswith("-I")]
+    library_dirs = [f[2:] for f in libs or [] if f.startswith("-L")]
+    candidates = include_dirs + ["/usr/include", "/usr/local/include"]
+    if not any((Path(d) / "openssl" / "ssl.h").exists() for d in candidates):
+        _missing_headers("openssl/ssl.h was not found (pkg-config openssl: "
+                         + ("not found" if cflags is None else "no usable include path") + ")")
+    return {
+        "include_dirs": include_dirs,
+        "extra_objects": [],
+        "libraries": ["ssl", "crypto"],
+        "library_dirs": library_dirs,
+        "extra_link_args": [],
+    }
+
+
+def _sanitize_flags() -> list[str]:
+    which = os.environ.get("SSLSOCK_SANITIZE", "").strip()
+    if not which:
+        return []
+    return [f"-fsanitize={which}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all", "-g"]
+
+
+ffibuilder = FFI()
+ffibuilder.cdef((HERE / "cdef.h").read_text())
+_flags = openssl_flags()
+_san = _sanitize_flags()
+ffibuilder.set_source(
+    "sslsock._native",
+    '#include "sslsock_core.h"',
+    sources=[str((HERE / s).relative_to(Path.cwd())) if HERE.is_relative_to(Path.cwd())
+             else str(HERE / s) for s in SOURCES],
+    include_dirs=[str(HERE)] + _flags["include_dirs"],
+    libraries=_flags["libraries"] + ["pthread"],
+    library_dirs=_flags["library_dirs"],
+    extra_objects=_flags["extra_objects"],
+    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                        # error messages are truncated on purpose to fit their records
+                        "-Wno-format-truncation"] + _san,
+    extra_link_args=_flags["extra_link_args"] + _san,
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,837 @@
+/*
+ * Connections: blocking-looking calls over a non-blocking socket.
+ *
+ * Theory of operation
+ *  - The socket is always non-blocking.  A call that must wait does so in poll() with the
+ *    caller's deadline, holding no SSL lock, so a read blocked in one thread never stops a
+ *    write in another.  SSL_* calls run under ssl_lock and never block.
+ *  - read_lock serialises readers (the framing state is theirs), write_lock serialises
+ *    writers (so two frames never interleave).  Lock order: read/write lock, then ssl_lock.
+ *  - ss_conn_close sets `closing`, sends close_notify and shuts the socket down: poll()
+ *    wakes in every blocked call, which sees `closing` and returns SS_E_CLOSED.  Memory and
+ *    the descriptor go in ss_conn_free, once no call is in progress (the binding ensures it).
+ *  - A fatal error (reset, TLS error, malformed frame) moves the connection to BROKEN and
+ *    is kept: every later call fails with the same record.  A time-out is not fatal unless
+ *    part of a frame had already been written.
+ *  - Framing state lives in the connection, so a read that times out half-way through a
+ *    frame loses nothing: the next read continues it.
+ */
+
+#include "ss_internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* 64 MiB: the default largest message (SPEC §5); a size header above it breaks the
+ * connection before anything of that size is allocated. */
+#define SS_DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
+/* A size header is at most 20 digits (2^64 has 20) plus CR LF. */
+#define SS_MAX_SIZE_DIGITS 20
+/* Buffers larger than this are given back once empty (ss_conn_trim). */
+#define SS_KEEP_BUFFER (64u << 10)
+
+int ss_set_nodelay(int fd)
+{
+    int one = 1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+void ss_addr_to_str(const struct sockaddr *sa, char *host, size_t host_len, int *port)
+{
+    host[0] = '\0';
+    *port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, (socklen_t)host_len);
+        *port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) /* show 127.0.0.1, not ::ffff:127.0.0.1 */
+            inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, (socklen_t)host_len);
+        else
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, (socklen_t)host_len);
+        *port = ntohs(in6->sin6_port);
+    }
+}
+
+ss_conn *ss_conn_wrap(int fd, SSL *ssl, ss_ctx *ctx, const struct sockaddr *peer,
+                      socklen_t peer_len)
+{
+    ss_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->fd = fd;
+    c->ssl = ssl;
+    c->ctx = ctx;
+    if (ctx)
+        ss_ctx_ref(ctx);
+    pthread_mutex_init(&c->ssl_lock, NULL);
+    pthread_mutex_init(&c->read_lock, NULL);
+    pthread_mutex_init(&c->write_lock, NULL);
+    atomic_init(&c->closing, 0);
+    atomic_init(&c->state, SS_STATE_OPEN);
+    c->mode = SS_MODE_SIZE;
+    memcpy(c->tag, "<EOF>", 5);
+    c->tag_len = 5;
+    c->max_message = SS_DEFAULT_MAX_MESSAGE;
+    c->want = -1;
+    if (peer && peer_len <= sizeof c->peer) {
+        memcpy(&c->peer, peer, peer_len);
+        c->peer_len = peer_len;
+    }
+    return c;
+}
+
+/* ---- buffers --------------------------------------------------------------------- */
+
+static int buf_reserve(ss_buf *b, size_t extra)
+{
+    if (b->off + b->len + extra <= b->cap)
+        return 0;
+    if (b->off) { /* slide the unread bytes to the front before growing */
+        memmove(b->data, b->data + b->off, b->len);
+        b->off = 0;
+        if (b->len + extra <= b->cap)
+            return 0;
+    }
+    size_t cap = b->cap ? b->cap : SS_RECORD;
+    while (cap < b->len + extra)
+        cap *= 2; /* doubling keeps large messages linear, not quadratic */
+    char *d = realloc(b->data, cap);
+    if (!d)
+        return -1;
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+static void buf_consume(ss_buf *b, size_t n)
+{
+    b->off += n;
+    b->len -= n;
+    if (b->len == 0)
+        b->off = 0;
+}
+
+static void buf_release_if_big(ss_buf *b)
+{
+    if (b->len == 0 && b->cap > SS_KEEP_BUFFER) {
+        free(b->data);
+        b->data = NULL;
+        b->cap = 0;
+        b->off = 0;
+    }
+}
+
+/* Printable form of up to 24 bytes of a bad frame, for the error message. */
+static void escape(char *dst, size_t dst_len, const char *src, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && i < 24 && o + 5 < dst_len; i++) {
+        unsigned char ch = (unsigned char)src[i];
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+            dst[o++] = (char)ch;
+        else
+            o += (size_t)snprintf(dst + o, dst_len - o, "\\x%02x", ch);
+    }
+    if (n > 24 && o + 4 < dst_len)
+        o += (size_t)snprintf(dst + o, dst_len - o, "...");
+    dst[o] = '\0';
+}
+
+/* ---- state ----------------------------------------------------------------------- */
+
+static int closed_error(ss_err *err)
+{
+    return ss_fail(err, SS_E_CLOSED, "the socket was closed (SocketClose) while in use");
+}
+
+/* Record a fatal error: the connection is BROKEN from now on, with this reason. */
+static int breaks(ss_conn *c, int rc, ss_err *err)
+{
+    if (rc == SS_E_TIMEOUT || rc == SS_E_CLOSED)
+        return rc;
+    pthread_mutex_lock(&c->ssl_lock);
+    if (atomic_load(&c->state) == SS_STATE_OPEN) {
+        c->broken = *err;
+        atomic_store(&c->state, SS_STATE_BROKEN);
+    }
+    pthread_mutex_unlock(&c->ssl_lock);
+    return rc;
+}
+
+static int check_usable(ss_conn *c, ss_err *err)
+{
+    if (atomic_load(&c->closing))
+        return closed_error(err);
+    if (atomic_load(&c->state) == SS_STATE_BROKEN) {
+        pthread_mutex_lock(&c->ssl_lock);
+        *err = c->broken;
+        pthread_mutex_unlock(&c->ssl_lock);
+        return err->code;
+    }
+    return SS_OK;
+}
+
+static int wait_fd(ss_conn *c, short events, long long deadline, ss_err *err,
+                   const char *doing)
+{
+    for (;;) {
+        if (atomic_load(&c->closing))
+            return closed_error(err);
+        struct pollfd p = {.fd = c->fd, .events = events};
+        int n = poll(&p, 1, ss_remaining(deadline));
+        if (atomic_load(&c->closing))
+            return closed_error(err);
+        if (n > 0)
+            return SS_OK; /* readable, writable, or an error the next I/O call reports */
+        if (n == 0)
+            return ss_fail(err, SS_E_TIMEOUT, "time-out %s", doing);
+        if (errno != EINTR)
+            return ss_fail_errno(err, SS_E_SYSTEM, errno, "poll() failed %s", doing);
+    }
+}
+
+static int io_error(int errnum, ss_err *err, const char *doing)
+{
+    if (errnum == ECONNRESET || errnum == EPIPE || errnum == ECONNABORTED ||
+        errnum == ETIMEDOUT)
+        return ss_fail_errno(err, SS_E_RESET, errnum, "the connection was lost %s", doing);
+    return ss_fail_errno(err, SS_E_SYSTEM, errnum, "socket error %s", doing);
+}
+
+/* Read at most len bytes (>= 1). Returns the count, or a negative SS_E_* code. */
+static long io_read(ss_conn *c, char *buf, size_t len, long long deadline, ss_err *err)
+{
+    static const char doing[] = "while reading";
+    if (len > INT_MAX)
+        len = INT_MAX;
+    for (;;) {
+        int rc;
+        if (!c->ssl) {
+            ssize_t r = recv(c->fd, buf, len, 0);
+            if (r > 0) {
+                atomic_fetch_add(&c->bytes_in, (unsigned long long)r);
+                return r;
+            }
+            if (r == 0)
+                return ss_fail(err, SS_E_PEER_CLOSED, "the peer closed the connection");
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                if (atomic_load(&c->closing))
+                    return closed_error(err);
+                return io_error(errno, err, doing);
+            }
+            rc = wait_fd(c, POLLIN, deadline, err, doing);
+            if (rc)
+                return rc;
+            continue;
+        }
+        pthread_mutex_lock(&c->ssl_lock);
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, buf, (int)len);
+        int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
+        int errnum = errno;
+        pthread_mutex_unlock(&c->ssl_lock);
+        if (n > 0) {
+            atomic_fetch_add(&c->bytes_in, (unsigned long long)n);
+            return n;
+        }
+        switch (e) {
+        case SSL_ERROR_WANT_READ:
+            rc = wait_fd(c, POLLIN, deadline, err, doing);
+            break;
+        case SSL_ERROR_WANT_WRITE:
+            rc = wait_fd(c, POLLOUT, deadline, err, doing);
+            break;
+        case SSL_ERROR_ZERO_RETURN:
+            return ss_fail(err, SS_E_PEER_CLOSED, "the peer closed the connection");
+        case SSL_ERROR_SYSCALL:
+            if (atomic_load(&c->closing))
+                return closed_error(err);
+            if (errnum == 0 || errnum == EAGAIN)
+                return ss_fail(err, SS_E_PEER_CLOSED,
+                               "the peer closed the connection without close_notify");
+            return io_error(errnum, err, doing);
+        default:
+            if (atomic_load(&c->closing))
+                return closed_error(err);
+            if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+                ERR_clear_error();
+                return ss_fail(err, SS_E_PEER_CLOSED,
+                               "the peer closed the connection without close_notify");
+            }
+            return ss_fail_ssl(err, SS_E_TLS, "TLS error while reading");
+        }
+        if (rc)
+            return rc;
+    }
+}
+
+/* Write all of buf. *written counts what went out, so callers can tell a clean time-out
+ * (nothing sent) from a torn frame. */
+static int io_write_all(ss_conn *c, const char *buf, size_t len, long long deadline,
+                        size_t *written, ss_err *err)
+{
+    static const char doing[] = "while writing";
+    while (len > 0) {
+        int rc = 0;
+        size_t chunk = len > INT_MAX ? INT_MAX : len;
+        if (!c->ssl) {
+            ssize_t r = send(c->fd, buf, chunk, MSG_NOSIGNAL);
+            if (r > 0) {
+                buf += r;
+                len -= (size_t)r;
+                *written += (size_t)r;
+                atomic_fetch_add(&c->bytes_out, (unsigned long long)r);
+                continue;
+            }
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                return atomic_load(&c->closing) ? closed_error(err) : io_error(errno, err, doing);
+            rc = wait_fd(c, POLLOUT, deadline, err, doing);
+            if (rc)
+                return rc;
+            continue;
+        }
+        pthread_mutex_lock(&c->ssl_lock);
+        ERR_clear_error();
+        int n = SSL_write(c->ssl, buf, (int)chunk);
+        int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
+        int errnum = errno;
+        pthread_mutex_unlock(&c->ssl_lock);
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+            *written += (size_t)n;
+            atomic_fetch_add(&c->bytes_out, (unsigned long long)n);
+            continue;
+        }
+        if (atomic_load(&c->closing))
+            return closed_error(err);
+        switch (e) {
+        case SSL_ERROR_WANT_WRITE:
+            rc = wait_fd(c, POLLOUT, deadline, err, doing);
+            break;
+        case SSL_ERROR_WANT_READ:
+            rc = wait_fd(c, POLLIN, deadline, err, doing);
+            break;
+        case SSL_ERROR_SYSCALL:
+            return io_error(errnum ? errnum : EPIPE, err, doing);
+        case SSL_ERROR_ZERO_RETURN:
+            return ss_fail(err, SS_E_PEER_CLOSED, "the peer closed the connection");
+        default:
+            return ss_fail_ssl(err, SS_E_TLS, "TLS error while writing");
+        }
+        if (rc)
+            return rc;
+    }
+    return SS_OK;
+}
+
+/* Receive more bytes into c->in. */
+static long fill(ss_conn *c, long long deadline, ss_err *err)
+{
+    if (buf_reserve(&c->in, SS_RECORD) != 0)
+        return ss_fail(err, SS_E_NOMEM, "out of memory buffering a message");
+    ss_buf *b = &c->in;
+    long n = io_read(c, b->data + b->off + b->len, b->cap - b->off - b->len, deadline, err);
+    if (n > 0)
+        b->len += (size_t)n;
+    return n;
+}
+
+/* ---- framing: reading -------------------------------------------------------------- */
+
+/* Parse "digits [CR] LF" at the front of c->in.  Returns 1 when parsed (c->want set),
+ * 0 when more bytes are needed, or a negative code for a malformed / oversized header. */
+static int parse_size_header(ss_conn *c, ss_err *err)
+{
+    const char *p = c->in.data + c->in.off;
+    size_t n = c->in.len, digits = 0;
+    unsigned long long value = 0;
+    char shown[128];
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '\n' || (ch == '\r' && i + 1 < n && p[i + 1] == '\n')) {
+            if (digits == 0) {
+                escape(shown, sizeof shown, p, i + 1);
+                return ss_fail(err, SS_E_FRAME,
+                               "malformed frame: empty size header \"%s\" "
+                               "(SocketSizeAtBeginning expects a decimal byte count, CR LF)",
+                               shown);
+            }
+            buf_consume(&c->in, i + 1 + (ch == '\r'));
+            c->want = (long long)value;
+            c->msg.len = 0;
+            return 1;
+        }
+        if (ch == '\r' && i + 1 == n)
+            return 0; /* CR at the end: LF may follow */
+        if (ch < '0' || ch > '9') {
+            escape(shown, sizeof shown, p, n < i + 8 ? n : i + 8);
+            return ss_fail(err, SS_E_FRAME,
+                           "malformed frame: the size header \"%s\" is not a decimal number "
+                           "(byte %zu is 0x%02x); is the peer in the same transmission mode?",
+                           shown, i, (unsigned char)ch);
+        }
+        if (++digits > SS_MAX_SIZE_DIGITS)
+            return ss_fail(err, SS_E_TOO_BIG,
+                           "the size header has more than %d digits: larger than any "
+                           "message this socket accepts (%zu bytes)",
+                           SS_MAX_SIZE_DIGITS, c->max_message);
+        /* saturate: 20 digits can exceed 2^64, and any such value is over the limit */
+        value = value <= (ULLONG_MAX - 9) / 10 ? value * 10 + (unsigned)(ch - '0') : ULLONG_MAX;
+        if (value > c->max_message) /* refuse before the header even ends */
+            return ss_fail(err, SS_E_TOO_BIG,
+                           "the peer announced a message of %s%llu bytes, more than this "
+                           "socket's %zu-byte limit; the connection is closed (raise the "
+                           "limit if such messages are expected)",
+                           i + 1 < n && p[i + 1] >= '0' && p[i + 1] <= '9' ? "over " : "",
+                           value, c->max_message);
+    }
+    return 0;
+}
+
+static int read_sized(ss_conn *c, long long deadline, const char **out, size_t *out_len,
+                      ss_err *err)
+{
+    while (c->want < 0) {
+        int r = parse_size_header(c, err);
+        if (r < 0)
+            return r;
+        if (r == 1)
+            break;
+        long n = fill(c, deadline, err);
+        if (n < 0)
+            return (int)n;
+    }
+    size_t want = (size_t)c->want;
+    ss_buf *m = &c->msg;
+    if (m->cap < want) {
+        char *d = realloc(m->data, want);
+        if (!d)
+            return ss_fail(err, SS_E_NOMEM, "out of memory for a %zu-byte message", want);
+        m->data = d;
+        m->cap = want;
+    }
+    size_t take = c->in.len < want - m->len ? c->in.len : want - m->len;
+    if (take) {
+        memcpy(m->data + m->len, c->in.data + c->in.off, take);
+        m->len += take;
+        buf_consume(&c->in, take);
+    }
+    while (m->len < want) { /* large payloads go straight into the message buffer */
+        long n = io_read(c, m->data + m->len, want - m->len, deadline, err);
+        if (n < 0)
+            return (int)n;
+        m->len += (size_t)n;
+    }
+    c->want = -1;
+    *out = m->data;
+    *out_len = want;
+    m->len = 0;
+    return SS_OK;
+}
+
+static int read_tagged(ss_conn *c, long long deadline, const char **out, size_t *out_len,
+                       ss_err *err)
+{
+    for (;;) {
+        const char *p = c->in.data + c->in.off;
+        size_t n = c->in.len;
+        /* resume the search where the last one stopped (tag_len-1 bytes back) */
+        size_t from = c->scanned >= c->tag_len ? c->scanned - (c->tag_len - 1) : 0;
+        if (n >= c->tag_len && from < n) {
+            const char *hit = memmem(p + from, n - from, c->tag, c->tag_len);
+            if (hit) {
+                size_t pos = (size_t)(hit - p);
+                *out = p;
+                *out_len = pos;
+                /* END_TAG drops what came after the tag; END_TAG_BUFFER keeps it. */
+                buf_consume(&c->in, c->mode == SS_MODE_END_TAG ? n : pos + c->tag_len);
+                c->scanned = 0;
+                return SS_OK;
+            }
+        }
+        c->scanned = n;
+        if (n > c->max_message + c->tag_len)
+            return ss_fail(err, SS_E_TOO_BIG,
+                           "no end tag within this socket's %zu-byte message limit; the "
+                           "connection is closed (is the peer sending the same end tag?)",
+                           c->max_message);
+        long r = fill(c, deadline, err);
+        if (r < 0)
+            return (int)r;
+    }
+}
+
+int ss_conn_read(ss_conn *c, int timeout_ms, size_t max_bytes, const char **out,
+                 size_t *out_len, ss_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    long long deadline = ss_deadline(timeout_ms);
+    pthread_mutex_lock(&c->read_lock);
+    int rc = check_usable(c, err);
+    if (rc == SS_OK) {
+        switch (c->mode) {
+        case SS_MODE_SIZE:
+            rc = read_sized(c, deadline, out, out_len, err);
+            break;
+        case SS_MODE_END_TAG:
+        case SS_MODE_END_TAG_BUFFER:
+            rc = read_tagged(c, deadline, out, out_len, err);
+            break;
+        default: /* SS_MODE_NO_END_TAG */
+            if (c->in.len == 0) {
+                long n = fill(c, deadline, err);
+                rc = n < 0 ? (int)n : SS_OK;
+            }
+            if (rc == SS_OK) {
+                size_t take = c->in.len < max_bytes ? c->in.len : max_bytes;
+                *out = c->in.data + c->in.off;
+                *out_len = take;
+                buf_consume(&c->in, take);
+            }
+        }
+        if (rc == SS_E_PEER_CLOSED && c->in.len == 0 && c->want < 0) {
+            /* a clean end between messages: not an error that breaks anything */
+        } else if (rc != SS_OK) {
+            rc = breaks(c, rc, err);
+        }
+    }
+    pthread_mutex_unlock(&c->read_lock);
+    return rc;
+}
+
+void ss_conn_trim(ss_conn *c)
+{
+    pthread_mutex_lock(&c->read_lock);
+    buf_release_if_big(&c->in);
+    if (c->want < 0 && c->msg.cap > SS_KEEP_BUFFER) {
+        free(c->msg.data);
+        c->msg.data = NULL;
+        c->msg.cap = 0;
+        c->msg.len = 0;
+    }
+    pthread_mutex_unlock(&c->read_lock);
+}
+
+/* ---- framing: writing -------------------------------------------------------------- */
+
+int ss_conn_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_err *err)
+{
+    /* One record's worth of staging: a small message and its header or tag leave in one
+     * TLS record (and one TCP segment) instead of two. */
+    char stage[SS_RECORD + 32];
+    long long deadline = ss_deadline(timeout_ms);
+    size_t written = 0;
+    pthread_mutex_lock(&c->write_lock);
+    int rc = check_usable(c, err);
+    if (rc == SS_OK) {
+        switch (c->mode) {
+        case SS_MODE_SIZE: {
+            int h = snprintf(stage, 32, "%zu\r\n", len);
+            size_t first = len < SS_RECORD - (size_t)h ? len : SS_RECORD - (size_t)h;
+            memcpy(stage + h, data, first);
+            rc = io_write_all(c, stage, (size_t)h + first, deadline, &written, err);
+            if (rc == SS_OK && len > first)
+                rc = io_write_all(c, data + first, len - first, deadline, &written, err);
+            break;
+        }
+        case SS_MODE_END_TAG:
+        case SS_MODE_END_TAG_BUFFER: {
+            /* payload, with its last part and the tag staged together */
+            size_t tail = len < SS_RECORD - c->tag_len ? len : SS_RECORD - c->tag_len;
+            size_t head = len - tail;
+            if (head)
+                rc = io_write_all(c, data, head, deadline, &written, err);
+            if (rc == SS_OK) {
+                memcpy(stage, data + head, tail);
+                memcpy(stage + tail, c->tag, c->tag_len);
+                rc = io_write_all(c, stage, tail + c->tag_len, deadline, &written, err);
+            }
+            break;
+        }
+        default:
+            rc = io_write_all(c, data, len, deadline, &written, err);
+        }
+        if (rc == SS_E_TIMEOUT && written > 0) {
+            /* a torn frame: the peer can no longer parse the stream */
+            rc = breaks(c, ss_fail(err, SS_E_FRAME,
+                                   "time-out while writing, after %zu bytes of the frame: "
+                                   "the connection is no longer usable", written), err);
+        } else if (rc != SS_OK) {
+            rc = breaks(c, rc, err);
+        }
+    }
+    pthread_mutex_unlock(&c->write_lock);
+    return rc;
+}
+
+int ss_conn_set_mode(ss_conn *c, int mode, const char *tag, size_t tag_len, ss_err *err)
+{
+    if (mode < SS_MODE_END_TAG || mode > SS_MODE_NO_END_TAG)
+        return ss_fail(err, SS_E_INVALID, "unknown transmission mode %d", mode);
+    if ((mode == SS_MODE_END_TAG || mode == SS_MODE_END_TAG_BUFFER) &&
+        (tag_len == 0 || tag_len > sizeof c->tag))
+        return ss_fail(err, SS_E_INVALID, "the end tag must be 1 to %zu bytes long",
+                       sizeof c->tag);
+    pthread_mutex_lock(&c->read_lock);
+    pthread_mutex_lock(&c->write_lock);
+    c->mode = mode;
+    if (tag_len) {
+        memcpy(c->tag, tag, tag_len);
+        c->tag_len = tag_len;
+    }
+    c->scanned = 0;
+    pthread_mutex_unlock(&c->write_lock);
+    pthread_mutex_unlock(&c->read_lock);
+    return SS_OK;
+}
+
+void ss_conn_set_max_message(ss_conn *c, size_t max_message)
+{
+    pthread_mutex_lock(&c->read_lock);
+    c->max_message = max_message;
+    pthread_mutex_unlock(&c->read_lock);
+}
+
+/* ---- connect, close, info -------------------------------------------------------- */
+
+static int tcp_connect(const char *host, int port, long long deadline, int *fd_out,
+                       struct sockaddr_storage *peer, socklen_t *peer_len, ss_err *err)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
+    struct addrinfo *res = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int g = getaddrinfo(host, portstr, &hints, &res);
+    if (g != 0) {
+        ss_fail(err, SS_E_ADDRESS, "cannot resolve \"%s\"", host);
+        snprintf(err->detail, sizeof err->detail, "%s", gai_strerror(g));
+        return SS_E_ADDRESS;
+    }
+    int last_errno = 0;
+    int rc = SS_E_ADDRESS;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        if (fd < 0) {
+            last_errno = errno;
+            continue;
+        }
+        int ok = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+        if (!ok && errno == EINPROGRESS) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int n;
+            do
+                n = poll(&p, 1, ss_remaining(deadline));
+            while (n < 0 && errno == EINTR);
+            if (n == 0) {
+                close(fd);
+                rc = ss_fail(err, SS_E_TIMEOUT, "time-out connecting to %s port %d", host, port);
+                last_errno = -1;
+                break;
+            }
+            int soerr = 0;
+            socklen_t sl = sizeof soerr;
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+            ok = soerr == 0;
+            errno = soerr;
+        }
+        if (ok) {
+            ss_set_nodelay(fd);
+            memcpy(peer, ai->ai_addr, ai->ai_addrlen);
+            *peer_len = ai->ai_addrlen;
+            *fd_out = fd;
+            freeaddrinfo(res);
+            return SS_OK;
+        }
+        last_errno = errno;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    if (last_errno == -1)
+        return rc;
+    if (last_errno == ECONNREFUSED)
+        return ss_fail_errno(err, SS_E_ADDRESS, last_errno,
+                             "no server is listening on %s port %d", host, port);
+    return ss_fail_errno(err, SS_E_ADDRESS, last_errno ? last_errno : EHOSTUNREACH,
+                         "cannot connect to %s port %d", host, port);
+}
+
+static int is_ip_literal(const char *s)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+int ss_connect(ss_ctx *ctx, const char *host, int port, const char *server_name,
+               int timeout_ms, ss_conn **out, ss_err *err)
+{
+    *out = NULL;
+    ERR_clear_error();
+    long long deadline = ss_deadline(timeout_ms);
+    struct sockaddr_storage peer;
+    socklen_t peer_len = 0;
+    int fd = -1;
+    int rc = tcp_connect(host, port, deadline, &fd, &peer, &peer_len, err);
+    if (rc != SS_OK)
+        return rc;
+    SSL *ssl = NULL;
+    if (ctx) {
+        ssl = SSL_new(ctx->ssl_ctx);
+        if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+            rc = ss_fail_ssl(err, SS_E_NOMEM, "cannot create a TLS connection");
+            goto fail;
+        }
+        if (server_name && server_name[0]) {
+            if (is_ip_literal(server_name)) {
+                X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), server_name);
+            } else {
+                SSL_set_tlsext_host_name(ssl, server_name);
+                SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+                SSL_set1_host(ssl, server_name);
+            }
+        }
+        SSL_set_connect_state(ssl);
+        char what[160];
+        snprintf(what, sizeof what, "TLS handshake with %s port %d", host, port);
+        for (;;) {
+            ERR_clear_error();
+            int r = SSL_do_handshake(ssl);
+            if (r == 1)
+                break;
+            int e = SSL_get_error(ssl, r);
+            short ev = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+            if (!ev) {
+                rc = ss_handshake_error(ssl, r, err, what);
+                goto fail;
+            }
+            struct pollfd p = {.fd = fd, .events = ev};
+            int n = poll(&p, 1, ss_remaining(deadline));
+            if (n == 0) {
+                rc = ss_fail(err, SS_E_TIMEOUT, "time-out during the %s", what);
+                goto fail;
+            }
+            if (n < 0 && errno != EINTR) {
+                rc = ss_fail_errno(err, SS_E_SYSTEM, errno, "poll() failed during the %s", what);
+                goto fail;
+            }
+        }
+        rc = ss_check_negotiated(ssl, ctx, err);
+        if (rc != SS_OK) {
+            SSL_shutdown(ssl); /* say goodbye before any data flows */
+            goto fail;
+        }
+    }
+    ss_conn *c = ss_conn_wrap(fd, ssl, ctx, (struct sockaddr *)&peer, peer_len);
+    if (!c) {
+        rc = ss_fail(err, SS_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    *out = c;
+    return SS_OK;
+fail:
+    SSL_free(ssl);
+    close(fd);
+    return rc;
+}
+
+void ss_conn_close(ss_conn *c, int timeout_ms)
+{
+    if (atomic_exchange(&c->closing, 1))
+        return;
+    if (c->ssl && atomic_load(&c->state) == SS_STATE_OPEN) {
+        long long deadline = ss_deadline(timeout_ms);
+        for (int tries = 0; tries < 4; tries++) { /* close_notify, bounded in time */
+            pthread_mutex_lock(&c->ssl_lock);
+            ERR_clear_error();
+            int r = SSL_shutdown(c->ssl);
+            int e = r < 0 ? SSL_get_error(c->ssl, r) : SSL_ERROR_NONE;
+            pthread_mutex_unlock(&c->ssl_lock);
+            if (r >= 0 || e != SSL_ERROR_WANT_WRITE)
+                break;
+            struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+            if (poll(&p, 1, ss_remaining(deadline)) <= 0)
+                break;
+        }
+        ERR_clear_error();
+    }
+    atomic_store(&c->state, SS_STATE_CLOSED);
+    shutdown(c->fd, SHUT_RDWR); /* wakes every poll() blocked on this socket */
+}
+
+void ss_conn_free(ss_conn *c)
+{
+    if (!c)
+        return;
+    if (!atomic_load(&c->closing))
+        ss_conn_close(c, 0);
+    SSL_free(c->ssl);
+    close(c->fd);
+    free(c->in.data);
+    free(c->msg.data);
+    ss_ctx_free(c->ctx);
+    pthread_mutex_destroy(&c->ssl_lock);
+    pthread_mutex_destroy(&c->read_lock);
+    pthread_mutex_destroy(&c->write_lock);
+    free(c);
+}
+
+void ss_conn_get_info(ss_conn *c, ss_conn_info *info)
+{
+    memset(info, 0, sizeof *info);
+    if (c->peer_len)
+        ss_addr_to_str((struct sockaddr *)&c->peer, info->peer_addr, sizeof info->peer_addr,
+                       &info->peer_port);
+    struct sockaddr_storage local;
+    socklen_t ll = sizeof local;
+    if (getsockname(c->fd, (struct sockaddr *)&local, &ll) == 0)
+        ss_addr_to_str((struct sockaddr *)&local, info->local_addr, sizeof info->local_addr,
+                       &info->local_port);
+    if (c->ssl) {
+        pthread_mutex_lock(&c->ssl_lock);
+        snprintf(info->protocol, sizeof info->protocol, "%s", SSL_get_version(c->ssl));
+        const char *cipher = SSL_get_cipher_name(c->ssl);
+        snprintf(info->cipher, sizeof info->cipher, "%s", cipher ? cipher : "");
+        pthread_mutex_unlock(&c->ssl_lock);
+    }
+    info->state = atomic_load(&c->closing) ? SS_STATE_CLOSED : atomic_load(&c->state);
+    info->mode = c->mode;
+    info->bytes_in = atomic_load(&c->bytes_in);
+    info->bytes_out = atomic_load(&c->bytes_out);
+}
+
+int ss_conn_peer_cert(ss_conn *c, unsigned char *buf, int buf_len)
+{
+    if (!c->ssl)
+        return 0;
+    pthread_mutex_lock(&c->ssl_lock);
+    X509 *x = SSL_get1_peer_certificate(c->ssl);
+    pthread_mutex_unlock(&c->ssl_lock);
+    if (!x)
+        return 0;
+    int n = i2d_X509(x, NULL);
+    if (n > 0 && n <= buf_len) {
+        unsigned char *p = buf;
+        i2d_X509(x, &p);
+    }
+    X509_free(x);
+    return n < 0 ? 0 : n;
+}

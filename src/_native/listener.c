@@ -1,0 +1,535 @@
+/*
+ * Listeners and the accept engine.
+ *
+ * Theory of operation
+ *  - A listener owns one listening socket (non-blocking) and N worker threads (default one
+ *    per core).  Each worker has its own epoll set holding the listening socket
+ *    (EPOLLEXCLUSIVE: one worker wakes per new connection), a shared stop eventfd, and the
+ *    handshakes it is running.
+ *  - A worker accepts, then drives SSL_do_handshake non-blocking, re-arming epoll for
+ *    whatever the handshake waits on.  Thousands of handshakes proceed at once; a slow or
+ *    silent client only costs a slot in the pending list.
+ *  - Each worker's pending list is in deadline order for free (same time-out for all, appended
+ *    at accept), so expiring stalled handshakes looks only at the head, and epoll_wait
+ *    sleeps until that head's deadline.
+ *  - A finished handshake becomes an ss_conn in the ready queue (mutex + condition
+ *    variable).  ss_listener_wait / ss_listener_accept wait on it with a time-out.
+ *  - Limits: at most max_pending handshakes at once (beyond: accepted and closed at once,
+ *    counted), at most max_ready connections waiting for the program (beyond: closed,
+ *    counted).  Every refusal and failure is counted in the stats.
+ *  - Ownership: a pending handshake belongs to its worker; a ready connection to the queue
+ *    until ss_listener_accept hands it to the caller.  ss_listener_shutdown sets `stopping`
+ *    and signals the eventfd: workers leave their loops, waiters wake.  ss_listener_free
+ *    joins the workers and frees what is left.
+ *  - Why each loop ends: the worker loop on `stopping`; the accept burst on EAGAIN or after
+ *    ACCEPT_BURST; waits on their deadline or `stopping`.
+ */
+
+#include "ss_internal.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+/* 10 s: long enough for a loaded machine and a far client, short enough that a silent
+ * connection does not hold a slot for long. */
+#define DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
+/* Handshakes in progress at once; each costs about 20-40 KiB while it runs. */
+#define DEFAULT_MAX_PENDING 8192
+/* Completed connections the program has not accepted yet. */
+#define DEFAULT_MAX_READY 4096
+/* The kernel caps the backlog at net.core.somaxconn (4096 on current kernels). */
+#define DEFAULT_BACKLOG 4096
+/* Connections taken per wake-up before serving the handshakes already running. */
+#define ACCEPT_BURST 64
+#define MAX_EVENTS 64
+
+typedef struct hs {
+    int fd;
+    SSL *ssl;
+    long long deadline;
+    uint32_t events; /* what epoll is armed for */
+    struct hs *prev, *next;
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+} hs;
+
+typedef struct worker {
+    struct ss_listener *l;
+    int epfd;
+    pthread_t thread;
+    int started;
+    hs *head, *tail; /* pending handshakes, earliest deadline first */
+} worker;
+
+struct ss_listener {
+    int fd;
+    int port;
+    ss_ctx *ctx; /* NULL: plain TCP */
+    int stop_fd; /* eventfd, readable once stopping */
+    atomic_int stopping;
+    int handshake_timeout_ms;
+    int max_pending;
+    int max_ready;
+    int nworkers;
+    worker *workers;
+    atomic_int pending;
+    /* ready queue and counters */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    ss_conn **ready; /* ring buffer of max_ready */
+    int ready_head, ready_len;
+    ss_listener_stats st;
+};
+
+/* The two non-connection epoll entries are told apart by these addresses. */
+static char LISTEN_TAG, STOP_TAG;
+
+static void count(ss_listener *l, uint64_t *field)
+{
+    pthread_mutex_lock(&l->lock);
+    (*field)++;
+    pthread_mutex_unlock(&l->lock);
+}
+
+static void count_failure(ss_listener *l, uint64_t *field, const ss_err *e)
+{
+    pthread_mutex_lock(&l->lock);
+    (*field)++;
+    snprintf(l->st.last_failure, sizeof l->st.last_failure, "%s%s%s", e->message,
+             e->detail[0] ? ": " : "", e->detail);
+    pthread_mutex_unlock(&l->lock);
+}
+
+/* Hand a connection to the ready queue; closes it when the queue is full. */
+static void enqueue(ss_listener *l, int fd, SSL *ssl, const struct sockaddr *peer,
+                    socklen_t peer_len)
+{
+    ss_conn *c = ss_conn_wrap(fd, ssl, l->ctx, peer, peer_len);
+    pthread_mutex_lock(&l->lock);
+    if (c && l->ready_len < l->max_ready && !atomic_load(&l->stopping)) {
+        l->ready[(l->ready_head + l->ready_len) % l->max_ready] = c;
+        l->ready_len++;
+        l->st.handshakes++;
+        pthread_cond_signal(&l->cond);
+        c = NULL;
+        fd = -1;
+        ssl = NULL;
+    } else {
+        l->st.dropped_ready++;
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (c) {
+        ss_conn_free(c);
+    } else if (fd >= 0) {
+        SSL_free(ssl);
+        close(fd);
+    }
+}
+
+static void unlink_hs(worker *w, hs *h)
+{
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        w->head = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    else
+        w->tail = h->prev;
+    h->prev = h->next = NULL;
+}
+
+static void drop_hs(worker *w, hs *h)
+{
+    unlink_hs(w, h);
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+    SSL_free(h->ssl);
+    close(h->fd);
+    atomic_fetch_sub(&w->l->pending, 1);
+    free(h);
+}
+
+/* Advance one handshake as far as it goes without waiting. */
+static void step(worker *w, hs *h)
+{
+    ss_listener *l = w->l;
+    ERR_clear_error();
+    int r = SSL_do_handshake(h->ssl);
+    if (r == 1) {
+        unlink_hs(w, h);
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+        atomic_fetch_sub(&l->pending, 1);
+        enqueue(l, h->fd, h->ssl, (struct sockaddr *)&h->peer, h->peer_len);
+        free(h);
+        return;
+    }
+    int e = SSL_get_error(h->ssl, r);
+    uint32_t want = e == SSL_ERROR_WANT_READ ? EPOLLIN : e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : 0;
+    if (!want) {
+        ss_err err;
+        char host[64];
+        int port;
+        ss_addr_to_str((struct sockaddr *)&h->peer, host, sizeof host, &port);
+        char what[128];
+        snprintf(what, sizeof what, "TLS handshake with %s port %d", host, port);
+        int rc = ss_handshake_error(h->ssl, r, &err, what);
+        count_failure(l, rc == SS_E_RESET ? &l->st.failed_io : &l->st.failed_tls, &err);
+        drop_hs(w, h);
+        return;
+    }
+    if (want != h->events) {
+        struct epoll_event ev = {.events = want, .data.ptr = h};
+        int op = h->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        if (epoll_ctl(w->epfd, op, h->fd, &ev) != 0) {
+            ss_err err;
+            ss_fail_errno(&err, SS_E_SYSTEM, errno, "epoll_ctl failed");
+            count_failure(l, &l->st.failed_io, &err);
+            drop_hs(w, h);
+            return;
+        }
+        h->events = want;
+    }
+}
+
+static void accept_burst(worker *w)
+{
+    ss_listener *l = w->l;
+    for (int i = 0; i < ACCEPT_BURST; i++) {
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof peer;
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                ss_err err;
+                ss_fail_errno(&err, SS_E_SYSTEM, errno, "accept() failed");
+                count_failure(l, &l->st.dropped_pending, &err);
+                /* The connection stays in the backlog and the socket stays readable: back
+                 * off 10 ms instead of spinning until a descriptor frees up. */
+                struct timespec ts = {0, 10 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            return; /* EAGAIN, or an error already counted */
+        }
+        count(l, &l->st.accepted);
+        ss_set_nodelay(fd);
+        if (!l->ctx) {
+            enqueue(l, fd, NULL, (struct sockaddr *)&peer, peer_len);
+            continue;
+        }
+        if (atomic_load(&l->pending) >= l->max_pending) {
+            count(l, &l->st.dropped_pending);
+            close(fd);
+            continue;
+        }
+        hs *h = calloc(1, sizeof *h);
+        SSL *ssl = h ? SSL_new(l->ctx->ssl_ctx) : NULL;
+        if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+            ERR_clear_error();
+            SSL_free(ssl);
+            free(h);
+            close(fd);
+            count(l, &l->st.dropped_pending);
+            continue;
+        }
+        SSL_set_accept_state(ssl);
+        h->fd = fd;
+        h->ssl = ssl;
+        h->deadline = ss_now_ms() + l->handshake_timeout_ms;
+        memcpy(&h->peer, &peer, peer_len);
+        h->peer_len = peer_len;
+        h->prev = w->tail;
+        if (w->tail)
+            w->tail->next = h;
+        else
+            w->head = h;
+        w->tail = h;
+        atomic_fetch_add(&l->pending, 1);
+        step(w, h); /* the ClientHello is often there already */
+    }
+}
+
+static void expire(worker *w)
+{
+    long long now = ss_now_ms();
+    while (w->head && w->head->deadline <= now) {
+        count(w->l, &w->l->st.timed_out);
+        drop_hs(w, w->head);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    ss_listener *l = w->l;
+    struct epoll_event events[MAX_EVENTS];
+    while (!atomic_load(&l->stopping)) {
+        int timeout = -1;
+        if (w->head) {
+            long long left = w->head->deadline - ss_now_ms();
+            timeout = left < 0 ? 0 : (int)left;
+        }
+        int n = epoll_wait(w->epfd, events, MAX_EVENTS, timeout);
+        if (n < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < n && !atomic_load(&l->stopping); i++) {
+            void *p = events[i].data.ptr;
+            if (p == &STOP_TAG)
+                break;
+            if (p == &LISTEN_TAG)
+                accept_burst(w);
+            else
+                step(w, p);
+        }
+        expire(w);
+    }
+    while (w->head)
+        drop_hs(w, w->head);
+    return NULL;
+}
+
+static int bind_listen(const ss_listener_config *cfg, int *fd_out, int *port_out, ss_err *err)
+{
+    const char *host = cfg->host && cfg->host[0] ? cfg->host : NULL;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE,
+                             .ai_family = host ? AF_UNSPEC : AF_INET6};
+    struct addrinfo *res = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", cfg->port);
+    int g = getaddrinfo(host, portstr, &hints, &res);
+    if (g != 0 && !host) { /* no IPv6 on this machine: all IPv4 interfaces */
+        hints.ai_family = AF_INET;
+        g = getaddrinfo(NULL, portstr, &hints, &res);
+    }
+    if (g != 0) {
+        ss_fail(err, SS_E_ADDRESS, "cannot resolve the address \"%s\" to listen on", host ? host : "");
+        snprintf(err->detail, sizeof err->detail, "%s", gai_strerror(g));
+        return SS_E_ADDRESS;
+    }
+    int rc = SS_E_ADDRESS, fd = -1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            rc = ss_fail_errno(err, SS_E_SYSTEM, errno, "socket() failed");
+            continue;
+        }
+        int one = 1, zero = 0;
+        if (cfg->reuse_addr)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (cfg->reuse_port)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        if (ai->ai_family == AF_INET6 && !host) /* "::" serves IPv4 too */
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+            listen(fd, cfg->backlog > 0 ? cfg->backlog : DEFAULT_BACKLOG) == 0) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            char h[64];
+            getsockname(fd, (struct sockaddr *)&ss, &sl);
+            ss_addr_to_str((struct sockaddr *)&ss, h, sizeof h, port_out);
+            *fd_out = fd;
+            freeaddrinfo(res);
+            return SS_OK;
+        }
+        int errnum = errno;
+        close(fd);
+        fd = -1;
+        if (errnum == EADDRINUSE)
+            rc = ss_fail_errno(err, SS_E_IN_USE, errnum,
+                               "port %d is already in use%s%s: another socket listens on it "
+                               "(close it, or choose another port)",
+                               cfg->port, host ? " on " : "", host ? host : "");
+        else if (errnum == EACCES)
+            rc = ss_fail_errno(err, SS_E_ADDRESS, errnum, "not allowed to listen on port %d",
+                               cfg->port);
+        else
+            rc = ss_fail_errno(err, SS_E_ADDRESS, errnum, "cannot listen on %s port %d",
+                               host ? host : "all interfaces", cfg->port);
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+static int online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
+int ss_listener_new(ss_ctx *ctx, const ss_listener_config *cfg, ss_listener **out, ss_err *err)
+{
+    *out = NULL;
+    ERR_clear_error();
+    ss_listener *l = calloc(1, sizeof *l);
+    if (!l)
+        return ss_fail(err, SS_E_NOMEM, "out of memory creating a listener");
+    l->fd = l->stop_fd = -1;
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&l->stopping, 0);
+    atomic_init(&l->pending, 0);
+    l->handshake_timeout_ms = cfg->handshake_timeout_ms > 0 ? cfg->handshake_timeout_ms
+                                                            : DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    l->max_pending = cfg->max_pending > 0 ? cfg->max_pending : DEFAULT_MAX_PENDING;
+    l->max_ready = cfg->max_ready > 0 ? cfg->max_ready : DEFAULT_MAX_READY;
+    l->nworkers = cfg->threads > 0 ? (cfg->threads > 64 ? 64 : cfg->threads) : online_cpus();
+    l->ready = calloc((size_t)l->max_ready, sizeof *l->ready);
+    l->workers = calloc((size_t)l->nworkers, sizeof *l->workers);
+    if (!l->ready || !l->workers) {
+        ss_listener_free(l);
+        return ss_fail(err, SS_E_NOMEM, "out of memory creating a listener");
+    }
+    int rc = bind_listen(cfg, &l->fd, &l->port, err);
+    if (rc != SS_OK) {
+        ss_listener_free(l);
+        return rc;
+    }
+    l->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (l->stop_fd < 0) {
+        rc = ss_fail_errno(err, SS_E_SYSTEM, errno, "eventfd() failed");
+        ss_listener_free(l);
+        return rc;
+    }
+    if (ctx) {
+        ss_ctx_ref(ctx);
+        l->ctx = ctx;
+    }
+    for (int i = 0; i < l->nworkers; i++) {
+        worker *w = &l->workers[i];
+        w->l = l;
+        w->epfd = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event lev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &LISTEN_TAG};
+        struct epoll_event sev = {.events = EPOLLIN, .data.ptr = &STOP_TAG};
+        if (w->epfd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->fd, &lev) != 0 ||
+            epoll_ctl(w->epfd, EPOLL_CTL_ADD, l->stop_fd, &sev) != 0) {
+            rc = ss_fail_errno(err, SS_E_SYSTEM, errno, "epoll setup failed");
+            ss_listener_shutdown(l);
+            ss_listener_free(l);
+            return rc;
+        }
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            rc = ss_fail_errno(err, SS_E_SYSTEM, errno, "cannot start a handshake thread");
+            ss_listener_shutdown(l);
+            ss_listener_free(l);
+            return rc;
+        }
+        w->started = 1;
+    }
+    *out = l;
+    return SS_OK;
+}
+
+int ss_listener_port(ss_listener *l) { return l->port; }
+
+/* Wait (lock held) until a connection is ready, the deadline passes, or shutdown. */
+static int wait_ready(ss_listener *l, int timeout_ms, ss_err *err)
+{
+    struct timespec until;
+    if (timeout_ms > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += timeout_ms / 1000;
+        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+    }
+    while (l->ready_len == 0 && !atomic_load(&l->stopping)) {
+        if (timeout_ms == 0)
+            break;
+        if (timeout_ms < 0)
+            pthread_cond_wait(&l->cond, &l->lock);
+        else if (pthread_cond_timedwait(&l->cond, &l->lock, &until) == ETIMEDOUT)
+            break;
+    }
+    if (atomic_load(&l->stopping))
+        return ss_fail(err, SS_E_CLOSED, "the listener was closed (SocketClose) while waiting");
+    if (l->ready_len == 0)
+        return ss_fail(err, SS_E_TIMEOUT, "no client connected within the time-out");
+    return SS_OK;
+}
+
+int ss_listener_wait(ss_listener *l, int timeout_ms, ss_err *err)
+{
+    pthread_mutex_lock(&l->lock);
+    int rc = wait_ready(l, timeout_ms, err);
+    pthread_mutex_unlock(&l->lock);
+    return rc;
+}
+
+int ss_listener_accept(ss_listener *l, int timeout_ms, ss_conn **out, ss_err *err)
+{
+    *out = NULL;
+    pthread_mutex_lock(&l->lock);
+    int rc = wait_ready(l, timeout_ms, err);
+    if (rc == SS_OK) {
+        *out = l->ready[l->ready_head];
+        l->ready_head = (l->ready_head + 1) % l->max_ready;
+        l->ready_len--;
+        l->st.taken++;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return rc;
+}
+
+void ss_listener_get_stats(ss_listener *l, ss_listener_stats *st)
+{
+    pthread_mutex_lock(&l->lock);
+    *st = l->st;
+    st->ready = (uint64_t)l->ready_len;
+    pthread_mutex_unlock(&l->lock);
+    st->pending = (uint64_t)atomic_load(&l->pending);
+}
+
+void ss_listener_shutdown(ss_listener *l)
+{
+    if (atomic_exchange(&l->stopping, 1))
+        return;
+    if (l->stop_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t w = write(l->stop_fd, &one, sizeof one);
+        (void)w;
+    }
+    pthread_mutex_lock(&l->lock);
+    pthread_cond_broadcast(&l->cond);
+    pthread_mutex_unlock(&l->lock);
+}
+
+void ss_listener_free(ss_listener *l)
+{
+    if (!l)
+        return;
+    ss_listener_shutdown(l);
+    for (int i = 0; l->workers && i < l->nworkers; i++) {
+        if (l->workers[i].started)
+            pthread_join(l->workers[i].thread, NULL);
+        if (l->workers[i].epfd > 0)
+            close(l->workers[i].epfd);
+    }
+    for (int i = 0; i < l->ready_len; i++)
+        ss_conn_free(l->ready[(l->ready_head + i) % l->max_ready]);
+    if (l->fd >= 0)
+        close(l->fd);
+    if (l->stop_fd >= 0)
+        close(l->stop_fd);
+    ss_ctx_free(l->ctx);
+    free(l->ready);
+    free(l->workers);
+    pthread_mutex_destroy(&l->lock);
+    pthread_cond_destroy(&l->cond);
+    free(l);
+}

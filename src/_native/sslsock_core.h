@@ -1,0 +1,181 @@
+/*
+ * sslsock core: TLS listeners, connections and framing over OpenSSL's libssl.
+ *
+ * Plain C, no Python.h: the cffi binding is one user of this header, not a requirement.
+ *
+ * Conventions
+ *  - Every function that can fail returns SS_OK (0) or a negative SS_E_* code and fills
+ *    the caller's ss_err record right after the failing call (OpenSSL's error queue drained
+ *    into it, errno, or the verify result).
+ *  - Durations are milliseconds; a negative time-out means "no limit".
+ *  - Objects have one owner and one free function.  The *_shutdown / ss_conn_close
+ *    functions are safe to call from another thread while a call is blocked on the same
+ *    object: they wake it (it returns SS_E_CLOSED).  The *_free functions must only be
+ *    called once no other call on the object is in progress.
+ */
+#ifndef SSLSOCK_CORE_H
+#define SSLSOCK_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SS_OK 0
+#define SS_E_TIMEOUT (-1)     /* nothing within the time-out; the object stays usable */
+#define SS_E_PEER_CLOSED (-2) /* the peer closed (with or without close_notify) */
+#define SS_E_RESET (-3)       /* the peer reset the connection */
+#define SS_E_TLS (-4)         /* TLS handshake / protocol failure */
+#define SS_E_VERIFY (-5)      /* certificate verification failed */
+#define SS_E_SYSTEM (-6)      /* another OS error */
+#define SS_E_FRAME (-7)       /* malformed frame for the transmission mode */
+#define SS_E_TOO_BIG (-8)     /* frame larger than the connection's message limit */
+#define SS_E_ADDRESS (-9)     /* resolving or binding an address failed */
+#define SS_E_IN_USE (-10)     /* the port is in use */
+#define SS_E_CLOSED (-11)     /* closed locally */
+#define SS_E_NOMEM (-12)
+#define SS_E_INVALID (-13)    /* bad argument */
+#define SS_E_CONFIG (-14)     /* certificate, key or context configuration refused */
+
+typedef struct ss_err {
+    int code;          /* SS_E_* */
+    int sys_code;      /* errno, OpenSSL reason code, or X509 verify result */
+    char message[256]; /* what failed, in the caller's terms */
+    char detail[512];  /* the OS / OpenSSL reason */
+} ss_err;
+
+/* Protocol versions, as a bitmask. */
+#define SS_V_SSL3 0x01
+#define SS_V_TLS1 0x02
+#define SS_V_TLS1_1 0x04
+#define SS_V_TLS1_2 0x08
+#define SS_V_TLS1_3 0x10
+
+/* Which of SS_V_* this libssl can negotiate (compiled in, method available). */
+unsigned ss_versions_supported(void);
+const char *ss_openssl_version_linked(void);
+const char *ss_openssl_version_compiled(void);
+long ss_openssl_security_level_default(void);
+
+/* ---- TLS contexts ------------------------------------------------------------------- */
+
+typedef struct ss_ctx_config {
+    int is_server;
+    unsigned versions;          /* SS_V_* the socket may negotiate, exactly */
+    int security_level;         /* for TLS >= 1.2; -1 keeps the library default */
+    int legacy_security_level;  /* for SSL 3 / TLS 1.0 / 1.1 connections (usually 0) */
+    const char *cipher_list;    /* TLS <= 1.2 cipher string, NULL for OpenSSL's default */
+    const char *ciphersuites;   /* TLS 1.3 suites, NULL for OpenSSL's default */
+    const char *cert_pem;       /* certificate chain, leaf first (server; client for mTLS) */
+    size_t cert_pem_len;
+    const char *key_pem;        /* unencrypted private key */
+    size_t key_pem_len;
+    int verify_peer;            /* client: verify the server; server: require a client cert */
+    int use_system_ca;          /* add the system's default trust store */
+    const char *ca_pem;         /* extra trust anchors (PEM bundle), may be NULL */
+    size_t ca_pem_len;
+} ss_ctx_config;
+
+typedef struct ss_ctx ss_ctx;
+
+int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err);
+void ss_ctx_free(ss_ctx *ctx); /* reference counted: listeners and connections keep theirs */
+
+/* ---- connections ------------------------------------------------------------------- */
+
+#define SS_MODE_END_TAG 0        /* payload + tag; read up to the tag, rest dropped */
+#define SS_MODE_SIZE 1           /* "N\r\n" + payload */
+#define SS_MODE_END_TAG_BUFFER 2 /* as END_TAG, bytes after the tag kept */
+#define SS_MODE_NO_END_TAG 3     /* raw bytes */
+
+#define SS_STATE_OPEN 0
+#define SS_STATE_BROKEN 1
+#define SS_STATE_CLOSED 2
+
+typedef struct ss_conn ss_conn;
+
+typedef struct ss_conn_info {
+    char peer_addr[64];
+    int peer_port;
+    char local_addr[64];
+    int local_port;
+    char protocol[24]; /* "TLSv1.3", "" for plain TCP */
+    char cipher[64];
+    int state;         /* SS_STATE_* */
+    int mode;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+} ss_conn_info;
+
+/* Connect to host:port (name or literal), with a TLS handshake when ctx is not NULL.
+ * server_name: SNI and the name (or IP literal) the certificate must match when the
+ * context verifies; NULL or "" for none. */
+int ss_connect(ss_ctx *ctx, const char *host, int port, const char *server_name,
+               int timeout_ms, ss_conn **out, ss_err *err);
+
+int ss_conn_set_mode(ss_conn *c, int mode, const char *tag, size_t tag_len, ss_err *err);
+void ss_conn_set_max_message(ss_conn *c, size_t max_message);
+
+/* Read the next message.  *out points into the connection's buffers and stays valid until
+ * the next ss_conn_read or ss_conn_trim on this connection (callers serialise reads).
+ * max_bytes only applies to SS_MODE_NO_END_TAG. */
+int ss_conn_read(ss_conn *c, int timeout_ms, size_t max_bytes, const char **out,
+                 size_t *out_len, ss_err *err);
+/* Give back buffer memory beyond what an idle connection needs (after a large message). */
+void ss_conn_trim(ss_conn *c);
+
+/* Write one message, framed by the connection's mode. */
+int ss_conn_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_err *err);
+
+/* Send close_notify (waiting at most timeout_ms), shut the socket down, and wake any call
+ * blocked on it.  Idempotent. */
+void ss_conn_close(ss_conn *c, int timeout_ms);
+void ss_conn_free(ss_conn *c);
+
+void ss_conn_get_info(ss_conn *c, ss_conn_info *info);
+/* DER of the peer certificate into buf; returns its length (0: none), even when larger
+ * than buf_len (then nothing is copied). */
+int ss_conn_peer_cert(ss_conn *c, unsigned char *buf, int buf_len);
+
+/* ---- listeners and the accept engine ------------------------------------------------ */
+
+typedef struct ss_listener_config {
+    const char *host;          /* NULL or "": all interfaces (IPv6 dual stack when possible) */
+    int port;                  /* 0: the system picks */
+    int reuse_addr;            /* SO_REUSEADDR */
+    int reuse_port;            /* SO_REUSEPORT: share the port among processes on purpose */
+    int backlog;               /* <= 0: default */
+    int threads;               /* handshake threads; <= 0: one per core */
+    int handshake_timeout_ms;  /* <= 0: default */
+    int max_pending;           /* handshakes in progress at once; <= 0: default */
+    int max_ready;             /* finished connections waiting for accept; <= 0: default */
+} ss_listener_config;
+
+typedef struct ss_listener_stats {
+    uint64_t accepted;          /* TCP connections taken from the kernel */
+    uint64_t handshakes;        /* completed handshakes (or plain connections) queued */
+    uint64_t failed_tls;        /* handshake failed: protocol, alert, verification */
+    uint64_t failed_io;         /* peer reset or closed during the handshake */
+    uint64_t timed_out;         /* handshake not done within the time-out */
+    uint64_t dropped_pending;   /* refused: too many handshakes in progress */
+    uint64_t dropped_ready;     /* refused: too many connections waiting for accept */
+    uint64_t taken;             /* handed to the program by ss_listener_accept */
+    uint64_t pending;           /* handshakes in progress now */
+    uint64_t ready;             /* waiting for accept now */
+    char last_failure[256];     /* reason of the latest failed handshake */
+} ss_listener_stats;
+
+typedef struct ss_listener ss_listener;
+
+int ss_listener_new(ss_ctx *ctx, const ss_listener_config *cfg, ss_listener **out,
+                    ss_err *err);
+int ss_listener_port(ss_listener *l);
+/* SS_OK once a connection is ready (without taking it). */
+int ss_listener_wait(ss_listener *l, int timeout_ms, ss_err *err);
+/* Take the next ready connection, waiting at most timeout_ms (0: do not wait). */
+int ss_listener_accept(ss_listener *l, int timeout_ms, ss_conn **out, ss_err *err);
+void ss_listener_get_stats(ss_listener *l, ss_listener_stats *st);
+void ss_listener_shutdown(ss_listener *l);
+void ss_listener_free(ss_listener *l);
+
+void ss_free(void *p);
+
+#endif

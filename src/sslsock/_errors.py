@@ -1,0 +1,213 @@
+"""The exception tree, and the one place where C error records become exceptions.
+
+Every exception raised by sslsock derives from :class:`Error`; most also derive from the
+builtin a caller would naturally catch (``TimeoutError``, ``ConnectionError``,
+``ValueError``, ``OSError``).  Each carries the four fields WLanguage's ``ErrorInfo``
+exposes: a code (:class:`ErrorCode`), a message saying what was asked and what to do, and
+the system side (OpenSSL's or the OS's reason, and its numeric code).
+"""
+from __future__ import annotations
+
+import enum
+from typing import Optional
+
+
+class ErrorCode(enum.IntEnum):
+    """Stable error codes, readable as ``ErrorInfo(errCode)``.
+
+    The values below 100 mirror the C core's negative return codes (``SS_E_*``, sign
+    dropped); 100 and above are raised by the Python layers only.
+    """
+
+    OK = 0
+    TIMEOUT = 1
+    PEER_CLOSED = 2
+    RESET = 3
+    TLS = 4
+    VERIFY = 5
+    SYSTEM = 6
+    FRAME = 7
+    TOO_BIG = 8
+    ADDRESS = 9
+    IN_USE = 10
+    CLOSED = 11
+    NO_MEMORY = 12
+    INVALID = 13
+    CONFIG = 14
+    # Python-side codes
+    CERTIFICATE = 100
+    OPTIONS = 101
+    NAME = 102
+    PORT = 103
+    ARGUMENT = 104
+    NO_CLIENT = 105
+
+
+class Error(Exception):
+    """Base of every sslsock exception.
+
+    ``message`` says what went wrong in the caller's terms; ``system_message`` and
+    ``system_code`` carry the underlying OpenSSL or OS reason when there is one.
+    """
+
+    code: ErrorCode = ErrorCode.SYSTEM
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: Optional[ErrorCode] = None,
+        system_code: int = 0,
+        system_message: str = "",
+    ) -> None:
+        if code is not None:
+            self.code = code
+        self.message = message
+        self.system_code = system_code
+        self.system_message = system_message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if self.system_message and self.system_message not in self.message:
+            return f"{self.message} ({self.system_message})"
+        return self.message
+
+    # OSError-derived subclasses would otherwise replace str() with "[Errno ...]".
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code.name})"
+
+
+class ArgumentError(Error, ValueError):
+    """A bad argument: wrong value or range (port, name, mode, size ...)."""
+
+    code = ErrorCode.ARGUMENT
+
+
+class CertificateError(Error, ValueError):
+    """The certificate identifier, the store, or a certificate file is not usable."""
+
+    code = ErrorCode.CERTIFICATE
+
+
+class OptionsError(Error, ValueError):
+    """The SSL-options mask cannot be honoured (unknown bits, contradictions, no version)."""
+
+    code = ErrorCode.OPTIONS
+
+
+class SocketNameError(Error, KeyError):
+    """A socket name that is not registered, or one that is taken (programming errors)."""
+
+    code = ErrorCode.NAME
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return Error.__str__(self)
+
+
+class SocketTimeout(Error, TimeoutError):
+    """Nothing arrived (or could be sent) within the time allowed; the socket stays usable."""
+
+    code = ErrorCode.TIMEOUT
+
+    def __str__(self) -> str:
+        return Error.__str__(self)
+
+
+class ConnectionFailure(Error, ConnectionError):
+    """Base of connection-level failures; after one the connection is unusable."""
+
+    code = ErrorCode.SYSTEM
+
+    def __str__(self) -> str:
+        return Error.__str__(self)
+
+
+class PeerClosed(ConnectionFailure):
+    """The peer closed the connection (cleanly or not) ; no more data will come."""
+
+    code = ErrorCode.PEER_CLOSED
+
+
+class ConnectionReset(ConnectionFailure):
+    """The peer reset the connection or vanished mid-exchange."""
+
+    code = ErrorCode.RESET
+
+
+class TLSError(ConnectionFailure):
+    """The TLS layer failed: handshake, protocol alert, record error."""
+
+    code = ErrorCode.TLS
+
+
+class VerificationError(TLSError):
+    """The peer's certificate did not verify; ``system_message`` has OpenSSL's reason."""
+
+    code = ErrorCode.VERIFY
+
+
+class FrameError(ConnectionFailure):
+    """A malformed or oversized frame for the transmission mode; the connection is broken."""
+
+    code = ErrorCode.FRAME
+
+
+class SocketClosed(Error, OSError):
+    """The socket was closed locally (by SocketClose / close())."""
+
+    code = ErrorCode.CLOSED
+
+    def __str__(self) -> str:
+        return Error.__str__(self)
+
+
+class AddressError(Error, OSError):
+    """Name resolution or binding failed (unknown host, address in use ...)."""
+
+    code = ErrorCode.ADDRESS
+
+    def __str__(self) -> str:
+        return Error.__str__(self)
+
+
+class AddressInUse(AddressError):
+    code = ErrorCode.IN_USE
+
+
+class NoClientWaiting(Error, LookupError):
+    """SocketAccept / SocketDeny with no client waiting on the listener."""
+
+    code = ErrorCode.NO_CLIENT
+
+    def __str__(self) -> str:
+        return Error.__str__(self)
+
+
+# C core code (positive form) -> exception class.  TOO_BIG is a FrameError (the
+# connection is broken by an oversized size header).
+_BY_CODE: dict[int, type[Error]] = {
+    ErrorCode.TIMEOUT: SocketTimeout,
+    ErrorCode.PEER_CLOSED: PeerClosed,
+    ErrorCode.RESET: ConnectionReset,
+    ErrorCode.TLS: TLSError,
+    ErrorCode.VERIFY: VerificationError,
+    ErrorCode.SYSTEM: ConnectionFailure,
+    ErrorCode.FRAME: FrameError,
+    ErrorCode.TOO_BIG: FrameError,
+    ErrorCode.ADDRESS: AddressError,
+    ErrorCode.IN_USE: AddressInUse,
+    ErrorCode.CLOSED: SocketClosed,
+    ErrorCode.NO_MEMORY: Error,
+    ErrorCode.INVALID: ArgumentError,
+    ErrorCode.CONFIG: CertificateError,
+}
+
+
+def from_record(rc: int, message: str, system_code: int, system_message: str) -> Error:
+    """Build the exception for a C error record (``rc`` is the negative return code)."""
+    try:
+        code = ErrorCode(-rc)
+    except ValueError:
+        code = ErrorCode.SYSTEM
+    cls = _BY_CODE.get(code, Error)
+    return cls(message, code=code, system_code=system_code, system_message=system_message)

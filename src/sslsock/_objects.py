@@ -1,0 +1,635 @@
+"""The object face: :class:`Listener` and :class:`Connection`.
+
+Seconds as floats (``None``: no limit), context managers, exceptions from
+:mod:`sslsock._errors`.  Every per-byte and per-handshake step happens in C (the GIL is
+released during each call); this module only validates, looks certificates up and keeps
+objects alive while a call uses them.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+from . import _errors
+from ._binding import check, ffi, lib, new_err, raise_err, text
+from ._options import DEFAULT, Mask, Recipe, recipe
+
+log = logging.getLogger("sslsock")
+
+Seconds = Optional[Union[float, int, _dt.timedelta]]
+
+DEFAULT_MAX_MESSAGE = 64 << 20
+#: A blocking call on the main thread waits in slices of this many milliseconds, so that
+#: Ctrl-C (KeyboardInterrupt) is seen while it waits; other threads wait in one C call.
+_SLICE_MS = 250
+
+
+class Mode(enum.IntEnum):
+    """Transmission modes (SPEC §5), with WLanguage's values."""
+
+    SocketEndTag = 0
+    SocketSizeAtBeginning = 1
+    SocketEndTagBuffer = 2
+    SocketNoEndTag = 3
+
+
+def _ms(timeout: Seconds, what: str = "timeout") -> int:
+    """Seconds (float / timedelta / None) -> C milliseconds (-1: no limit)."""
+    if timeout is None:
+        return -1
+    if isinstance(timeout, _dt.timedelta):
+        timeout = timeout.total_seconds()
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what} must be seconds (a number or a timedelta) or None, "
+                        f"not {type(timeout).__name__}")
+    if timeout < 0:
+        raise _errors.ArgumentError(f"{what} must be >= 0 seconds (None waits without limit), "
+                                    f"got {timeout}")
+    return min(int(round(timeout * 1000)), 0x7FFFFFFF)
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _sliced(call: Callable[[int], int], timeout_ms: int) -> int:
+    """Run a blocking C call with the time-out cut into slices on the main thread, so
+    signals are handled; `call(ms)` returns an SS_* code."""
+    if not _on_main_thread() or 0 <= timeout_ms <= _SLICE_MS:
+        return call(timeout_ms)
+    deadline = None if timeout_ms < 0 else _monotonic_ms() + timeout_ms
+    while True:
+        slice_ms = _SLICE_MS if deadline is None else max(0, min(_SLICE_MS, deadline - _monotonic_ms()))
+        rc = call(slice_ms)
+        if rc != lib.SS_E_TIMEOUT or (deadline is not None and _monotonic_ms() >= deadline):
+            return rc
+
+
+def _monotonic_ms() -> int:
+    import time
+
+    return int(time.monotonic() * 1000)
+
+
+class _Guard:
+    """Keeps a C object alive while calls use it, and frees it exactly once.
+
+    close() wakes blocked calls (via the C shutdown function) and frees the object when the
+    last call in flight leaves; calls started after close() raise SocketClosed.
+    """
+
+    __slots__ = ("ptr", "_lock", "_busy", "_closing", "_shutdown", "_what")
+
+    def __init__(self, ptr: Any, shutdown: Callable[[Any], None], what: str) -> None:
+        self.ptr = ptr  # an ffi.gc pointer: the finaliser is only a backstop
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._closing = False
+        self._shutdown = shutdown
+        self._what = what
+
+    def enter(self) -> Any:
+        with self._lock:
+            if self._closing:
+                raise _errors.SocketClosed(f"{self._what} is closed")
+            self._busy += 1
+            return self.ptr
+
+    def leave(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            free = self._closing and self._busy == 0
+        if free:
+            self._free()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        self._shutdown(self.ptr)  # wakes calls blocked on it; they leave promptly
+        with self._lock:
+            free = self._busy == 0
+        if free:
+            self._free()
+
+    def _free(self) -> None:
+        ptr, self.ptr = self.ptr, None
+        if ptr is not None:
+            ffi.release(ptr)  # runs the C free function now
+
+
+# ---------------------------------------------------------------------------------------
+# TLS contexts
+
+
+@dataclass(frozen=True)
+class _Context:
+    ptr: Any
+    recipe: Recipe
+
+
+def _make_context(
+    is_server: bool,
+    rec: Recipe,
+    *,
+    cert_pem: bytes = b"",
+    key_pem: Optional[bytearray] = None,
+    verify: bool,
+    ca_pem: bytes = b"",
+    use_system_ca: bool = True,
+) -> _Context:
+    cfg = ffi.new("ss_ctx_config *")
+    keep = []  # the char buffers must outlive ss_ctx_new
+    cfg.is_server = int(is_server)
+    cfg.versions = rec.version_bits
+    cfg.security_level = rec.security_level
+    cfg.legacy_security_level = rec.legacy_security_level
+    cipher = ffi.new("char[]", rec.cipher_list.encode())
+    keep.append(cipher)
+    cfg.cipher_list = cipher
+    cfg.ciphersuites = ffi.NULL
+    if cert_pem:
+        cfg.cert_pem = ffi.from_buffer(cert_pem)
+        cfg.cert_pem_len = len(cert_pem)
+    key_buf = None
+    if key_pem:
+        key_buf = ffi.from_buffer(key_pem)
+        cfg.key_pem = key_buf
+        cfg.key_pem_len = len(key_pem)
+    if ca_pem:
+        cfg.ca_pem = ffi.from_buffer(ca_pem)
+        cfg.ca_pem_len = len(ca_pem)
+    cfg.verify_peer = int(verify)
+    cfg.use_system_ca = int(use_system_ca)
+    out = ffi.new("ss_ctx **")
+    err = new_err()
+    rc = lib.ss_ctx_new(cfg, out, err)
+    del key_buf, keep
+    if rc != 0:
+        raise_err(rc, err)
+    return _Context(ffi.gc(out[0], lib.ss_ctx_free), rec)
+
+
+def _identity(certificate: Any, by_hash: bool, store: Any, password: Any) -> Any:
+    """Resolve a certificate identifier (or an Identity) through the store."""
+    from ._certstore import CertStore, Identity
+
+    if isinstance(certificate, Identity):
+        return certificate
+    if not isinstance(certificate, str):
+        raise TypeError("the certificate identifier must be a str (a name, a thumbprint or "
+                        f"a file path), not {type(certificate).__name__}")
+    st = store if store is not None else CertStore(password=password)
+    return st.load_identity(certificate, "hash" if by_hash else "name")
+
+
+def _store(store: Any, password: Any = None) -> Any:
+    from ._certstore import CertStore
+
+    return store if store is not None else CertStore(password=password)
+
+
+def _warn_dropped(rec: Recipe, what: str) -> None:
+    if rec.dropped:
+        log.warning("%s: SSL options ask for %s, which this OpenSSL cannot do; using %s (%s)",
+                    what, ", ".join(rec.dropped), ", ".join(rec.effective),
+                    "; ".join(rec.dropped.values()))
+
+
+# ---------------------------------------------------------------------------------------
+# Connections
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    peer_address: str
+    peer_port: int
+    local_address: str
+    local_port: int
+    protocol: str  # "TLSv1.3"; "" for plain TCP
+    cipher: str
+    state: str  # "open", "broken", "closed"
+    mode: Mode
+    bytes_in: int
+    bytes_out: int
+
+
+_STATES = {0: "open", 1: "broken", 2: "closed"}
+
+
+class Connection:
+    """A TLS (or plain TCP) connection: a client from :func:`connect`, or a channel from
+    :meth:`Listener.accept`.
+
+    Reads and writes may run in two threads at once; two reads (or two writes) are
+    serialised.  After a fatal error every call raises the same error; after close(),
+    :class:`SocketClosed`.
+    """
+
+    def __init__(self, ptr: Any, *, tls: bool, mode: Mode = Mode.SocketSizeAtBeginning,
+                 end_tag: bytes = b"<EOF>", max_message: int = DEFAULT_MAX_MESSAGE,
+                 close_timeout: float = 1.0) -> None:
+        self._g = _Guard(ffi.gc(ptr, lib.ss_conn_free), self._shutdown, "the connection")
+        self.tls = tls
+        self._read_lock = threading.Lock()
+        self._out = ffi.new("const char **")
+        self._out_len = ffi.new("size_t *")
+        self._err = new_err()
+        self._close_ms = _ms(close_timeout, "close_timeout")
+        self._mode = Mode.SocketSizeAtBeginning
+        self._end_tag = b"<EOF>"
+        self._max_message = DEFAULT_MAX_MESSAGE
+        if mode != Mode.SocketSizeAtBeginning or end_tag != b"<EOF>":
+            self.set_mode(mode, end_tag)
+        if max_message != DEFAULT_MAX_MESSAGE:
+            self.max_message = max_message
+
+    def _shutdown(self, ptr: Any) -> None:
+        lib.ss_conn_close(ptr, self._close_ms)
+
+    # -- framing ------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    @property
+    def end_tag(self) -> bytes:
+        return self._end_tag
+
+    def set_mode(self, mode: Union[Mode, int], end_tag: Union[bytes, str, None] = None) -> None:
+        """Change the transmission mode (both ends must agree)."""
+        try:
+            mode = Mode(mode)
+        except ValueError:
+            raise _errors.ArgumentError(
+                f"unknown transmission mode {mode!r}: use SocketSizeAtBeginning, "
+                "SocketEndTag, SocketEndTagBuffer or SocketNoEndTag") from None
+        tag = self._end_tag if end_tag is None else _as_bytes(end_tag, "end_tag")
+        if not 1 <= len(tag) <= 64:
+            raise _errors.ArgumentError(f"the end tag must be 1 to 64 bytes long, got {len(tag)}")
+        ptr = self._g.enter()
+        try:
+            check(lib.ss_conn_set_mode(ptr, int(mode), tag, len(tag), self._err), self._err)
+        finally:
+            self._g.leave()
+        self._mode, self._end_tag = mode, tag
+
+    @property
+    def max_message(self) -> int:
+        """Largest message accepted (size header or end-tag search), in bytes."""
+        return self._max_message
+
+    @max_message.setter
+    def max_message(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _errors.ArgumentError(f"max_message must be a positive number of bytes, got {value!r}")
+        ptr = self._g.enter()
+        try:
+            lib.ss_conn_set_max_message(ptr, value)
+        finally:
+            self._g.leave()
+        self._max_message = value
+
+    # -- I/O ----------------------------------------------------------------------------
+
+    def read(self, timeout: Seconds = None, max_bytes: int = 4096) -> bytes:
+        """The next message (framed by the mode).  Raises SocketTimeout (nothing lost: a
+        partial frame is kept for the next read), PeerClosed, or another ConnectionFailure."""
+        ms = _ms(timeout)
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise _errors.ArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        ptr = self._g.enter()
+        try:
+            with self._read_lock:
+                out, out_len, err = self._out, self._out_len, self._err_local()
+                rc = _sliced(lambda t: lib.ss_conn_read(ptr, t, max_bytes, out, out_len, err), ms)
+                if rc != 0:
+                    raise_err(rc, err)
+                n = out_len[0]
+                data = ffi.buffer(out[0], n)[:] if n else b""
+                if n > 65536:
+                    lib.ss_conn_trim(ptr)
+                return data
+        finally:
+            self._g.leave()
+
+    def write(self, data: Union[bytes, bytearray, memoryview, str], timeout: Seconds = None) -> None:
+        """Send one message, framed by the mode (str is sent as UTF-8)."""
+        buf = _as_bytes(data, "message")
+        ms = _ms(timeout)
+        err = new_err()
+        ptr = self._g.enter()
+        try:
+            rc = lib.ss_conn_write(ptr, ffi.from_buffer(buf), len(buf), ms, err)
+            if rc != 0:
+                raise_err(rc, err)
+        finally:
+            self._g.leave()
+
+    def _err_local(self) -> Any:
+        return self._err  # only used under _read_lock
+
+    # -- state and information ----------------------------------------------------------
+
+    def info(self) -> ConnectionInfo:
+        ptr = self._g.enter()
+        try:
+            i = ffi.new("ss_conn_info *")
+            lib.ss_conn_get_info(ptr, i)
+        finally:
+            self._g.leave()
+        return ConnectionInfo(text(i.peer_addr), i.peer_port, text(i.local_addr), i.local_port,
+                              text(i.protocol), text(i.cipher), _STATES.get(i.state, "?"),
+                              Mode(i.mode), i.bytes_in, i.bytes_out)
+
+    @property
+    def protocol(self) -> str:
+        return self.info().protocol
+
+    @property
+    def cipher(self) -> str:
+        return self.info().cipher
+
+    def peer_certificate(self) -> Any:
+        """The peer's certificate (``cryptography.x509.Certificate``) or None."""
+        from cryptography import x509
+
+        ptr = self._g.enter()
+        try:
+            n = lib.ss_conn_peer_cert(ptr, ffi.NULL, 0)
+            if n <= 0:
+                return None
+            buf = ffi.new("unsigned char[]", n)
+            lib.ss_conn_peer_cert(ptr, buf, n)
+        finally:
+            self._g.leave()
+        return x509.load_der_x509_certificate(ffi.buffer(buf, n)[:])
+
+    @property
+    def closed(self) -> bool:
+        return self._g.closed
+
+    def close(self) -> None:
+        """Send close_notify (bounded wait), close, and wake calls blocked on it."""
+        self._g.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<sslsock.Connection closed>"
+        i = self.info()
+        return (f"<sslsock.Connection {i.peer_address}:{i.peer_port} {i.protocol or 'TCP'} "
+                f"{i.state} mode={i.mode.name}>")
+
+
+def _as_bytes(data: Any, what: str) -> bytes:
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return data if isinstance(data, bytes) else bytes(data)
+    raise TypeError(f"{what} must be bytes (or str, sent as UTF-8), not {type(data).__name__}")
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    tls: bool = True,
+    options: Mask = DEFAULT,
+    timeout: Seconds = 30.0,
+    verify: Optional[bool] = None,
+    server_hostname: Optional[str] = None,
+    client_certificate: Any = None,
+    store: Any = None,
+    password: Any = None,
+    cafile_pem: Optional[bytes] = None,
+    mode: Mode = Mode.SocketSizeAtBeginning,
+    end_tag: bytes = b"<EOF>",
+    max_message: int = DEFAULT_MAX_MESSAGE,
+) -> Connection:
+    """Connect to ``host:port`` (empty host: this machine), with TLS unless ``tls=False``.
+
+    The server's certificate is verified against the system's authorities and the
+    certificates of the store, and must match ``server_hostname`` (default: ``host``, or
+    ``localhost`` for an empty host).  ``verify=False`` (or the SSLNoVerify option) turns
+    verification off for this connection.
+    """
+    _check_port(port, client=True)
+    host = host or "localhost"
+    ctx = None
+    if tls:
+        rec = recipe(options)
+        _warn_dropped(rec, f"connection to {host}:{port}")
+        if verify is None:
+            verify = not rec.no_verify
+        st = _store(store, password)
+        ca = st.trust_pem() if verify else b""
+        if cafile_pem:
+            ca += cafile_pem
+        ident = None
+        if client_certificate is not None and client_certificate != "":
+            ident = _identity(client_certificate, rec.by_hash, st, password)
+        try:
+            ctx = _make_context(False, rec, cert_pem=ident.cert_chain_pem if ident else b"",
+                                key_pem=ident.key_pem if ident else None, verify=verify,
+                                ca_pem=ca)
+        finally:
+            if ident is not None:
+                ident.wipe()
+    name = host if server_hostname is None else server_hostname
+    out = ffi.new("ss_conn **")
+    err = new_err()
+    rc = lib.ss_connect(ctx.ptr if ctx else ffi.NULL, host.encode("idna") if not _is_ascii(host) else host.encode(),
+                        int(port), name.encode() if (tls and name) else ffi.NULL,
+                        _ms(timeout), out, err)
+    if rc != 0:
+        raise_err(rc, err)
+    return Connection(out[0], tls=tls, mode=mode, end_tag=end_tag, max_message=max_message)
+
+
+def _is_ascii(s: str) -> bool:
+    return s.isascii()
+
+
+def _check_port(port: Any, *, client: bool = False) -> None:
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, not {type(port).__name__}")
+    lo = 1 if client else 0
+    if not lo <= port <= 65535:
+        raise _errors.ArgumentError(f"port {port} is not a valid TCP port ({lo}..65535)",
+                                    code=_errors.ErrorCode.PORT)
+
+
+# ---------------------------------------------------------------------------------------
+# Listeners
+
+
+@dataclass(frozen=True)
+class ListenerStats:
+    accepted: int
+    handshakes: int
+    failed_tls: int
+    failed_io: int
+    timed_out: int
+    dropped_pending: int
+    dropped_ready: int
+    taken: int
+    pending: int
+    ready: int
+    last_failure: str
+
+
+class Listener:
+    """A TLS (or plain TCP, ``tls=False``) server socket with its accept engine.
+
+    C threads accept and complete handshakes in the background; :meth:`wait` and
+    :meth:`accept` take finished connections.  ``certificate`` is a store identifier (name,
+    thumbprint or file path, as the options say) or a :class:`~sslsock.Identity`.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        certificate: Any = None,
+        *,
+        options: Mask = DEFAULT,
+        host: str = "",
+        tls: bool = True,
+        store: Any = None,
+        password: Any = None,
+        reuse_address: bool = True,
+        reuse_port: bool = False,
+        threads: int = 0,
+        handshake_timeout: Seconds = 10.0,
+        max_pending: int = 0,
+        max_ready: int = 0,
+        backlog: int = 0,
+        client_ca_pem: Optional[bytes] = None,
+        mode: Mode = Mode.SocketSizeAtBeginning,
+        end_tag: bytes = b"<EOF>",
+        max_message: int = DEFAULT_MAX_MESSAGE,
+    ) -> None:
+        _check_port(port)
+        self.tls = tls
+        self.recipe: Optional[Recipe] = None
+        self.certificate: Any = None
+        ctx = None
+        if tls:
+            if certificate is None or certificate == "":
+                raise _errors.CertificateError(
+                    "a TLS server needs a certificate: pass its name or thumbprint from the "
+                    "store (sslsock cert list), or create one with: sslsock cert create NAME")
+            rec = recipe(options)
+            _warn_dropped(rec, f"listener on port {port}")
+            st = _store(store, password)
+            ident = _identity(certificate, rec.by_hash, st, password)
+            try:
+                ca = b""
+                if rec.client_certificate:
+                    ca = st.trust_pem() + (client_ca_pem or b"")
+                ctx = _make_context(True, rec, cert_pem=ident.cert_chain_pem,
+                                    key_pem=ident.key_pem, verify=rec.client_certificate,
+                                    ca_pem=ca)
+            finally:
+                ident.wipe()
+            self.recipe = rec
+            self.certificate = ident.certificate
+        cfg = ffi.new("ss_listener_config *")
+        host_c = ffi.new("char[]", host.encode()) if host else ffi.NULL
+        cfg.host = host_c
+        cfg.port = port
+        cfg.reuse_addr = int(reuse_address)
+        cfg.reuse_port = int(reuse_port)
+        cfg.backlog = backlog
+        cfg.threads = threads
+        hs_ms = _ms(handshake_timeout, "handshake_timeout")
+        cfg.handshake_timeout_ms = hs_ms if hs_ms > 0 else 0
+        cfg.max_pending = max_pending
+        cfg.max_ready = max_ready
+        out = ffi.new("ss_listener **")
+        err = new_err()
+        rc = lib.ss_listener_new(ctx.ptr if ctx else ffi.NULL, cfg, out, err)
+        if rc != 0:
+            raise_err(rc, err)
+        self._g = _Guard(ffi.gc(out[0], lib.ss_listener_free), lib.ss_listener_shutdown,
+                         "the listener")
+        self.port: int = int(lib.ss_listener_port(out[0]))
+        self.host = host
+        self._conn_args = dict(mode=Mode(mode), end_tag=end_tag, max_message=max_message)
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """The versions this listener negotiates, exactly (empty for plain TCP)."""
+        return self.recipe.effective if self.recipe else ()
+
+    def wait(self, timeout: Seconds = None) -> bool:
+        """True once a client is waiting (its handshake done); False on time-out."""
+        ms = _ms(timeout)
+        err = new_err()
+        ptr = self._g.enter()
+        try:
+            rc = _sliced(lambda t: lib.ss_listener_wait(ptr, t, err), ms)
+        finally:
+            self._g.leave()
+        if rc == lib.SS_E_TIMEOUT:
+            return False
+        check(rc, err)
+        return True
+
+    def accept(self, timeout: Seconds = None) -> Connection:
+        """Take the next client (waiting at most ``timeout``; 0: do not wait)."""
+        ms = _ms(timeout)
+        err = new_err()
+        out = ffi.new("ss_conn **")
+        ptr = self._g.enter()
+        try:
+            rc = _sliced(lambda t: lib.ss_listener_accept(ptr, t, out, err), ms)
+        finally:
+            self._g.leave()
+        check(rc, err)
+        return Connection(out[0], tls=self.tls, **self._conn_args)  # type: ignore[arg-type]
+
+    def stats(self) -> ListenerStats:
+        st = ffi.new("ss_listener_stats *")
+        ptr = self._g.enter()
+        try:
+            lib.ss_listener_get_stats(ptr, st)
+        finally:
+            self._g.leave()
+        return ListenerStats(st.accepted, st.handshakes, st.failed_tls, st.failed_io,
+                             st.timed_out, st.dropped_pending, st.dropped_ready, st.taken,
+                             st.pending, st.ready, text(st.last_failure))
+
+    @property
+    def closed(self) -> bool:
+        return self._g.closed
+
+    def close(self) -> None:
+        """Stop accepting, wake waiters, close connections not yet accepted."""
+        self._g.close()
+
+    def __enter__(self) -> "Listener":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "TLS " + ",".join(self.protocols) if self.tls else "TCP"
+        state = "closed" if self.closed else "listening"
+        return f"<sslsock.Listener port={self.port} {kind} {state}>"
