@@ -215,6 +215,9 @@ static int load_trust(SSL_CTX *c, const char *pem, size_t len, ss_err *err)
     BIO_free(bio);
     if (names)
         SSL_CTX_set_client_CA_list(c, names); /* takes ownership */
+    /* A certificate placed in the store is trusted as it is, like one in the Windows
+     * store, even when it is not self-signed (a server's own leaf, an intermediate). */
+    X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
     return SS_OK;
 }
 

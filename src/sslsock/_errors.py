@@ -95,13 +95,30 @@ class OptionsError(Error, ValueError):
     code = ErrorCode.OPTIONS
 
 
-class SocketNameError(Error, KeyError):
-    """A socket name that is not registered, or one that is taken (programming errors)."""
+class ProgrammingError(Error):
+    """Errors WLanguage treats as fatal: the named face raises them instead of returning
+    False (unknown socket name, undefined constant)."""
+
+
+class SocketNameError(ProgrammingError, KeyError):
+    """A socket name that is not registered (a programming error: it raises)."""
 
     code = ErrorCode.NAME
 
     def __str__(self) -> str:  # KeyError would quote the message
         return Error.__str__(self)
+
+
+class UnknownConstantError(ProgrammingError, ValueError):
+    """A value that is none of the constants a parameter takes."""
+
+    code = ErrorCode.ARGUMENT
+
+
+class NameTakenError(Error, ValueError):
+    """Creating a socket under a name that is already registered (returns False)."""
+
+    code = ErrorCode.NAME
 
 
 class SocketTimeout(Error, TimeoutError):

@@ -1,0 +1,88 @@
+"""Socket names -> objects, process-wide and thread-safe (the named face's only state
+besides ErrorInfo)."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from ._errors import ArgumentError, NameTakenError, SocketNameError
+from ._objects import Connection, Listener
+
+
+@dataclass
+class Entry:
+    obj: Union[Listener, Connection]
+    kind: str  # "listener", "channel" or "client"
+    # simplified server: the client talked to through the listener's own name
+    simple: Optional[Connection] = None
+    simple_lock: threading.Lock = field(default_factory=threading.Lock)
+    channels: int = 0  # how many channel names this listener has handed out
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, Entry] = {}
+
+    @staticmethod
+    def check_name(name: Any) -> str:
+        if not isinstance(name, str):
+            raise TypeError(f"a socket name must be a str, not {type(name).__name__}")
+        if not name:
+            raise ArgumentError("a socket name must not be empty")
+        return name
+
+    def reserve(self, name: str) -> None:
+        """Fail early (before any work) if the name is taken."""
+        with self._lock:
+            if name in self._items:
+                raise NameTakenError(f'the socket name "{name}" is already in use: close it '
+                                     "with SocketClose, or choose another name")
+
+    def add(self, name: str, entry: Entry) -> None:
+        with self._lock:
+            if name in self._items:
+                raise NameTakenError(f'the socket name "{name}" is already in use: close it '
+                                     "with SocketClose, or choose another name")
+            self._items[name] = entry
+
+    def add_channel(self, listener_name: str, listener: Entry, conn: Connection) -> str:
+        """Register an accepted channel under a fresh name derived from the listener's."""
+        with self._lock:
+            while True:
+                listener.channels += 1
+                name = f"{listener_name}#{listener.channels}"
+                if name not in self._items:
+                    self._items[name] = Entry(conn, "channel")
+                    return name
+
+    def get(self, name: Any) -> Entry:
+        self.check_name(name)
+        with self._lock:
+            entry = self._items.get(name)
+        if entry is None:
+            raise SocketNameError(f'no socket is named "{name}" (names are case-sensitive; '
+                                  "was it closed, or never created?)")
+        return entry
+
+    def pop(self, name: Any) -> Entry:
+        self.check_name(name)
+        with self._lock:
+            entry = self._items.pop(name, None)
+        if entry is None:
+            raise SocketNameError(f'no socket is named "{name}" (names are case-sensitive; '
+                                  "was it closed, or never created?)")
+        return entry
+
+    def exists(self, name: Any) -> bool:
+        self.check_name(name)
+        with self._lock:
+            return name in self._items
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._items)
+
+
+REGISTRY = Registry()

@@ -1,0 +1,106 @@
+"""Shared fixtures: a test PKI made at run time, a certificate store holding it, and a
+named-face registry emptied after every test."""
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import sslsock
+from sslsock import _certgen
+from sslsock._binding import openssl_versions
+from sslsock._registry import REGISTRY
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    compiled, linked = openssl_versions()
+    lines = [f"sslsock core: compiled against {compiled}, linked {linked}",
+             f"stdlib ssl peer: {ssl.OPENSSL_VERSION}"]
+    try:
+        from OpenSSL import SSL as _pyssl
+
+        lines.append("pyOpenSSL peer: " + _pyssl.SSLeay_version(_pyssl.SSLEAY_VERSION).decode())
+    except Exception as e:  # pragma: no cover - pyOpenSSL is a test dependency
+        lines.append(f"pyOpenSSL peer: unavailable ({e})")
+    lines.append("openssl command: " + (shutil.which("openssl") or "not found"))
+    return lines
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _enough_descriptors() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@dataclass
+class PKI:
+    """A CA, a server certificate for localhost signed by it, a client certificate, and a
+    store directory holding the server and client certificates (and the CA as trust)."""
+
+    dir: Path
+    store_dir: Path
+    ca: _certgen.Issued
+    server: _certgen.Issued
+    client: _certgen.Issued
+    ca_file: Path
+    server_cert_file: Path
+    server_key_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+
+    @property
+    def server_sha1(self) -> str:
+        from cryptography.hazmat.primitives import hashes
+
+        return self.server.certificate.fingerprint(hashes.SHA1()).hex()  # noqa: S303
+
+    def client_context(self, **kw: object) -> ssl.SSLContext:
+        """A stdlib client context that trusts the test CA."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        return ctx
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PKI]:
+    d = tmp_path_factory.mktemp("pki")
+    store = d / "store"
+    store.mkdir(mode=0o700)
+    ca = _certgen.make_ca("sslsock test CA")
+    server = _certgen.make_leaf(ca, "localhost", hosts=["localhost", "127.0.0.1", "::1"])
+    client = _certgen.make_leaf(ca, "sslsock test client", hosts=["client.test"], client=True)
+    server.write_pem(store / "localhost.pem")
+    client.write_pem(store / "client.pem")
+    ca_file = d / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem())
+    shutil.copy(ca_file, store / "test-ca.pem")
+    files = {}
+    for who, issued in (("server", server), ("client", client)):
+        cert, key = issued.write_pem(d / who, split=True)
+        files[who] = (cert, key)
+    old = os.environ.get("SSLSOCK_CERT_STORE")
+    os.environ["SSLSOCK_CERT_STORE"] = str(store)
+    yield PKI(d, store, ca, server, client, ca_file, files["server"][0], files["server"][1],
+              files["client"][0], files["client"][1])
+    if old is None:
+        os.environ.pop("SSLSOCK_CERT_STORE", None)
+    else:
+        os.environ["SSLSOCK_CERT_STORE"] = old
+
+
+@pytest.fixture(autouse=True)
+def _clean_registry() -> Iterator[None]:
+    """Close whatever a test left registered, so names and ports never leak."""
+    yield
+    for name in REGISTRY.names():
+        try:
+            sslsock.SocketClose(name)
+        except sslsock.Error:
+            pass
+    sslsock.Socket.Option = 0
