@@ -21,6 +21,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -673,6 +674,23 @@ static int tcp_connect(const char *host, int port, long long deadline, int *fd_o
                              "no server is listening on %s port %d", host, port);
     return ss_fail_errno(err, SS_E_ADDRESS, last_errno ? last_errno : EHOSTUNREACH,
                          "cannot connect to %s port %d", host, port);
+}
+
+int ss_conn_adopt(int fd, ss_conn **out, ss_err *err)
+{
+    *out = NULL;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return ss_fail_errno(err, SS_E_INVALID, errno, "descriptor %d is not usable", fd);
+    struct sockaddr_storage peer;
+    socklen_t peer_len = sizeof peer;
+    if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) != 0)
+        peer_len = 0;
+    ss_conn *c = ss_conn_wrap(fd, NULL, NULL, peer_len ? (struct sockaddr *)&peer : NULL, peer_len);
+    if (!c)
+        return ss_fail(err, SS_E_NOMEM, "out of memory");
+    *out = c;
+    return SS_OK;
 }
 
 static int is_ip_literal(const char *s)

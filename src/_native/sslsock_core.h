@@ -111,6 +111,10 @@ typedef struct ss_conn_info {
 int ss_connect(ss_ctx *ctx, const char *host, int port, const char *server_name,
                int timeout_ms, ss_conn **out, ss_err *err);
 
+/* Adopt an already connected stream socket (plain TCP or a socketpair end) as a plain
+ * connection; the connection owns fd from now on (it is made non-blocking). */
+int ss_conn_adopt(int fd, ss_conn **out, ss_err *err);
+
 int ss_conn_set_mode(ss_conn *c, int mode, const char *tag, size_t tag_len, ss_err *err);
 void ss_conn_set_max_message(ss_conn *c, size_t max_message);
 

@@ -253,6 +253,22 @@ class Connection:
         if max_message != DEFAULT_MAX_MESSAGE:
             self.max_message = max_message
 
+    @classmethod
+    def adopt(cls, sock: Any, **kwargs: Any) -> "Connection":
+        """Wrap a connected stream socket (plain TCP, or one end of ``socket.socketpair()``)
+        as a plain connection: the framing of the transmission modes over any stream.  The
+        connection takes the descriptor over (``sock`` is detached)."""
+        out = ffi.new("ss_conn **")
+        err = new_err()
+        fd = sock.detach()
+        rc = lib.ss_conn_adopt(fd, out, err)
+        if rc != 0:
+            import os
+
+            os.close(fd)
+            raise_err(rc, err)
+        return cls(out[0], tls=False, **kwargs)
+
     def _shutdown(self, ptr: Any) -> None:
         lib.ss_conn_close(ptr, self._close_ms)
 

@@ -1,0 +1,274 @@
+"""Side-by-side TLS server benchmark: sslsock (named face with a worker pool and with a
+thread per channel, object face), the stdlib ``ssl`` module (thread per connection),
+asyncio (and uvloop if installed), against a minimal C epoll server over libssl (the
+"C reference").  Load comes from ``benchmarks/bin/loadgen`` (C over libssl).
+
+What is measured: for each (scenario, server), the server process's CPU time (user +
+system, all threads, from /proc/PID/stat) divided by the operations done, and the
+throughput; for the idle scenario, the server's RSS growth per connection.  Each figure is
+the median of --runs runs, interleaved so that a noisy moment hits every server alike.
+Ratios to the C reference are taken within the same run: the machines are shared and noisy.
+
+    python benchmarks/bench.py                    # full run (~10 minutes)
+    python benchmarks/bench.py --duration 0.5 --runs 1 --idle-conns 100   # smoke
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = HERE / "bin"
+SERVERS_DIR = HERE / "servers"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    loadgen: tuple[str, ...]  # scenario arguments
+    cert: str  # "ec" or "rsa"
+    unit: str  # what one operation is
+    per: float = 1.0  # operations are counted per `per` of the loadgen's count
+
+
+SCENARIOS = {
+    "hs13": Scenario("TLS 1.3 full handshake, 8 clients",
+                     ("--scenario", "handshake", "--conns", "8", "--tls13"), "ec", "handshake"),
+    "hs12rsa": Scenario("TLS 1.2 handshake, RSA-2048, 8 clients",
+                        ("--scenario", "handshake", "--conns", "8", "--tls12"), "rsa", "handshake"),
+    "hsreply": Scenario("handshake + first reply, 8 clients",
+                        ("--scenario", "handshake-reply", "--conns", "8", "--tls13"), "ec",
+                        "connection"),
+    "bulk": Scenario("bulk echo, 16 KiB writes, 4 connections",
+                     ("--scenario", "bulk", "--conns", "4", "--tls13"), "ec", "MB"),
+    "echo64": Scenario("64-byte echo, 16 connections",
+                       ("--scenario", "echo64", "--conns", "16", "--tls13"), "ec", "round trip"),
+    "idle": Scenario("idle TLS connections", ("--scenario", "idle", "--tls13"), "ec",
+                     "connection"),
+}
+
+
+def server_commands(py: str, certs: dict[str, dict[str, Path]]) -> dict[str, list[str]]:
+    """name -> command template; {cert} {key} {pem} are filled per scenario."""
+    s = str(SERVERS_DIR)
+    cmds = {
+        "c-ref": [str(BIN / "ref_server"), "--port", "0", "--cert", "{cert}", "--key", "{key}"],
+        "sslsock-named-pool": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--workers", "pool"],
+        "sslsock-named-thread": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--workers", "thread"],
+        "sslsock-object": [py, f"{s}/sslsock_object.py", "--pem", "{pem}"],
+        "stdlib-threads": [py, f"{s}/stdlib_threads.py", "--cert", "{cert}", "--key", "{key}"],
+        "asyncio": [py, f"{s}/asyncio_server.py", "--cert", "{cert}", "--key", "{key}"],
+    }
+    try:
+        import uvloop  # noqa: F401
+
+        cmds["uvloop"] = cmds["asyncio"] + ["--uvloop"]
+    except ImportError:
+        pass
+    return cmds
+
+
+def make_certs(d: Path) -> dict[str, dict[str, Path]]:
+    sys.path.insert(0, str(HERE.parent / "src"))
+    from sslsock import _certgen
+
+    out = {}
+    for kind, key_type in (("ec", "ec"), ("rsa", "rsa2048")):
+        issued = _certgen.make_self_signed("localhost", key_type=key_type, days=7)
+        cert, key = issued.write_pem(d / kind, split=True)
+        pem = d / f"{kind}.pem"
+        issued.write_pem(pem)
+        out[kind] = {"cert": cert, "key": key, "pem": pem}
+    return out
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (whole process)
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+@dataclass
+class Result:
+    ops: float = 0.0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    errors: int = 0
+    rss_per_conn: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.ops / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_op_us(self) -> float:
+        return self.cpu_s / self.ops * 1e6 if self.ops else float("nan")
+
+
+def start_server(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    deadline = time.monotonic() + 15
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("READY"):
+            return proc, int(line.split()[1])
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    err = proc.stderr.read() if proc.stderr else ""
+    raise RuntimeError(f"server {cmd} did not start: {err.strip()[-500:]}")
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def run_one(sc: Scenario, cmd: list[str], duration: float, idle_conns: int,
+            env: dict[str, str]) -> Result:
+    proc, port = start_server(cmd, env)
+    try:
+        time.sleep(0.2)  # let the server settle (imports, thread start)
+        lg = [str(BIN / "loadgen"), "--host", "127.0.0.1", "--port", str(port), *sc.loadgen]
+        if sc.name.startswith("idle"):
+            return run_idle(proc, lg, duration, idle_conns)
+        lg += ["--duration", str(duration)]
+        t0 = cpu_ticks(proc.pid)
+        out = subprocess.run(lg, capture_output=True, text=True, timeout=duration + 60)
+        t1 = cpu_ticks(proc.pid)
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+        r = Result(seconds=float(data["seconds"]), cpu_s=(t1 - t0) / CLK_TCK,
+                   p50_ms=float(data.get("p50_ms") or 0), p99_ms=float(data.get("p99_ms") or 0),
+                   errors=int(data.get("errors") or 0))
+        r.ops = float(data["bytes"]) / 1e6 if sc.unit == "MB" else float(data["ops"])
+        return r
+    finally:
+        stop_server(proc)
+
+
+def run_idle(proc: subprocess.Popen[str], lg: list[str], duration: float, n: int) -> Result:
+    base = rss_bytes(proc.pid)
+    cmd = lg + ["--conns", str(n), "--duration", str(max(duration, 2.0) + 120)]
+    gen = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert gen.stdout is not None
+        deadline = time.monotonic() + 120
+        line = ""
+        while time.monotonic() < deadline:
+            line = gen.stdout.readline()
+            if line.startswith("IDLE-READY") or not line:
+                break
+        if not line.startswith("IDLE-READY"):
+            raise RuntimeError("idle load generator did not connect everything")
+        connected = int(line.split()[1])
+        time.sleep(min(duration, 1.0))  # let the server reach its idle state
+        grown = rss_bytes(proc.pid) - base
+        return Result(ops=connected, seconds=1.0, rss_per_conn=grown / max(connected, 1))
+    finally:
+        if gen.stdin:
+            gen.stdin.close()
+        try:
+            gen.wait(30)
+        except subprocess.TimeoutExpired:
+            gen.kill()
+
+
+def fmt_table(results: dict[str, dict[str, list[Result]]], scenarios: list[str]) -> str:
+    lines = []
+    for key in scenarios:
+        sc = SCENARIOS[key]
+        per_server = results[key]
+        ref = per_server.get("c-ref")
+        lines.append(f"\n### {sc.name}\n")
+        if key == "idle":
+            lines.append("| server | connections | RSS per connection | ratio to C |")
+            lines.append("|---|---:|---:|---:|")
+        else:
+            lines.append(f"| server | {sc.unit}/s | server CPU µs per {sc.unit} | ratio to C "
+                         "(CPU/op) | rate vs C | p50 ms | errors |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        for name, runs in per_server.items():
+            if key == "idle":
+                rss = statistics.median(r.rss_per_conn for r in runs)
+                ref_rss = statistics.median(r.rss_per_conn for r in ref) if ref else float("nan")
+                lines.append(f"| {name} | {int(runs[0].ops)} | {rss / 1024:.1f} KiB | "
+                             f"{rss / ref_rss:.2f}× |")
+                continue
+            # ratios per run (same moment), then the median
+            cpu = statistics.median(r.cpu_per_op_us for r in runs)
+            rate = statistics.median(r.rate for r in runs)
+            if ref:
+                ratio = statistics.median(a.cpu_per_op_us / b.cpu_per_op_us for a, b in zip(runs, ref))
+                rate_ratio = statistics.median(a.rate / b.rate for a, b in zip(runs, ref) if b.rate)
+            else:
+                ratio = rate_ratio = float("nan")
+            p50 = statistics.median(r.p50_ms for r in runs)
+            errors = sum(r.errors for r in runs)
+            lines.append(f"| {name} | {rate:,.0f} | {cpu:,.1f} | {ratio:.2f}× | {rate_ratio:.2f}× "
+                         f"| {p50:.2f} | {errors} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    p.add_argument("--runs", type=int, default=3, help="runs per (scenario, server); median")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--servers", default="", help="comma-separated names (default: all)")
+    p.add_argument("--idle-conns", type=int, default=5000)
+    p.add_argument("--out", type=Path, help="also write the markdown table here")
+    args = p.parse_args()
+    subprocess.run(["make", "-s", "-C", str(HERE / "c")], check=True)
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    py = sys.executable
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SERVERS_DIR)
+    with tempfile.TemporaryDirectory() as tmp:
+        certs = make_certs(Path(tmp))
+        commands = server_commands(py, certs)
+        chosen = [s for s in args.servers.split(",") if s] or list(commands)
+        results: dict[str, dict[str, list[Result]]] = {k: {n: [] for n in chosen} for k in scenarios}
+        for run in range(args.runs):
+            for key in scenarios:
+                sc = SCENARIOS[key]
+                files = {k: str(v) for k, v in certs[sc.cert].items()}
+                for name in chosen:
+                    cmd = [c.format(**files) for c in commands[name]]
+                    r = run_one(sc, cmd, args.duration, args.idle_conns, env)
+                    results[key][name].append(r)
+                    print(f"run {run + 1} {key:8} {name:22} {r.rate:12,.0f}/s "
+                          f"{r.cpu_per_op_us:10.1f} µs/op rss/conn {r.rss_per_conn / 1024:.1f} KiB",
+                          file=sys.stderr, flush=True)
+    header = (f"Benchmark: {args.runs} run(s) of {args.duration:g} s per figure (median), "
+              f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}.\n")
+    table = header + fmt_table(results, scenarios)
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,720 @@
+"""The ``sslsock`` command (also ``python -m sslsock``): the network commands and the
+parser.  The certificate commands live in :mod:`sslsock._cli_cert`.
+
+Exit status, for scripts (also in every ``--help``): 0 success; 1 runtime failure (network,
+TLS, the peer); 2 usage error; 3 certificate or store error; 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import codecs
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from typing import Any, Callable, Optional, Sequence
+
+from . import _errors
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CERT = 3
+EXIT_INTERRUPTED = 130
+
+EPILOG = """\
+exit status:
+  0    success
+  1    runtime failure: network, TLS or the peer (connection refused, handshake
+       failed, port already in use, time-out, ...)
+  2    usage error: unknown command or option, bad value
+  3    certificate or store error: unknown certificate ID, wrong password, no
+       private key, unreadable or invalid certificate file, ...
+  130  interrupted (Ctrl-C)
+
+The certificate store is $SSLSOCK_CERT_STORE, else $XDG_DATA_HOME/sslsock/certs,
+else ~/.local/share/sslsock/certs (--store DIR overrides all three).  Encrypted
+files in it are opened with $SSLSOCK_CERT_PASSWORD."""
+
+# CLI defaults: modern versions only.  (The library's WLanguage default, TLS 1.0 + 1.1 +
+# 1.2, stays the default of SocketCreateSSL; a development tool should not lower the
+# security level unless asked to.)
+DEFAULT_OPTIONS_TEXT = "TLS1_2+TLS1_3"
+DEV_CERT_NAME = "sslsock-dev"
+DEFAULT_PORT = 5043
+
+
+class UsageError(Exception):
+    """A bad command line found after parsing (exit 2)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Argument types
+
+
+def _norm_option(word: str) -> str:
+    w = word.strip().lower().replace(".", "_").replace("-", "_").replace(" ", "")
+    for prefix in ("protocole", "protocol"):
+        if w.startswith(prefix):
+            w = w[len(prefix):]
+            break
+    w = w.lstrip("_")
+    for a, b in (("tlsv", "tls"), ("sslv", "ssl")):
+        if w.startswith(a):
+            w = b + w[len(a):]
+    if w == "tls1_0":
+        w = "tls1"
+    return w
+
+
+def _option_names() -> dict[str, int]:
+    from ._options import SSLOption
+
+    names = {_norm_option(m.name): int(m) for m in SSLOption if m.name}
+    names.update({
+        "tls1_0": int(SSLOption.ProtocolTLS1),
+        "noverify": int(SSLOption.SSLNoVerify),
+        "clientcertificate": int(SSLOption.SSLClientCertificate),
+        "hashcertificat": int(SSLOption.CertificateHash),
+        "nomcertificat": int(SSLOption.CertificateName),
+    })
+    return names
+
+
+def options_mask(text: str) -> int:
+    """argparse type: "TLS1_2+TLS1_3", "ProtocolTLS1_2|CertificateHash", "0x30", "48"."""
+    from ._options import recipe
+
+    names = _option_names()
+    mask = 0
+    words = [w for w in text.replace("|", "+").split("+")]
+    if not text.strip() or any(not w.strip() for w in words):
+        raise argparse.ArgumentTypeError(f"empty option in {text!r}: join names with + or |")
+    for word in words:
+        w = word.strip()
+        try:
+            mask |= int(w, 0)
+            continue
+        except ValueError:
+            pass
+        bit = names.get(_norm_option(w))
+        if bit is None:
+            raise argparse.ArgumentTypeError(
+                f"unknown SSL option {w!r}: use SSL3, TLS1, TLS1_1, TLS1_2, TLS1_3 "
+                "(or ProtocolTLS1_2 ...), CertificateHash, CertificateName, NoVerify, "
+                "ClientCertificate, or a number")
+        mask |= bit
+    try:
+        recipe(mask)
+    except (_errors.OptionsError, TypeError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return mask
+
+
+MODE_NAMES = {
+    "size": "SocketSizeAtBeginning",
+    "endtag": "SocketEndTag",
+    "endtagbuffer": "SocketEndTagBuffer",
+    "raw": "SocketNoEndTag",
+}
+
+
+def transmission_mode(text: str) -> Any:
+    """argparse type: size | endtag | endtagbuffer | raw (or the WLanguage constant)."""
+    from ._objects import Mode
+
+    w = text.strip().lower().replace("-", "").replace("_", "")
+    aliases = {"sizeatbeginning": "size", "socketsizeatbeginning": "size",
+               "socketendtag": "endtag", "socketendtagbuffer": "endtagbuffer",
+               "noendtag": "raw", "socketnoendtag": "raw"}
+    w = aliases.get(w, w)
+    if w not in MODE_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"unknown transmission mode {text!r}: use size, endtag, endtagbuffer or raw")
+    return Mode[MODE_NAMES[w]]
+
+
+def end_tag(text: str) -> bytes:
+    """argparse type: the end tag, with backslash escapes (\\r\\n, \\x00) understood."""
+    try:
+        tag = codecs.escape_decode(text.encode("utf-8"))[0]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"bad escape in end tag {text!r}: {e}") from None
+    if not 1 <= len(tag) <= 64:
+        raise argparse.ArgumentTypeError(f"the end tag must be 1 to 64 bytes, got {len(tag)}")
+    return tag
+
+
+def port_number(text: str, *, allow_zero: bool = True) -> int:
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, not {text!r}") from None
+    low = 0 if allow_zero else 1
+    if not low <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not a TCP port ({low}..65535)")
+    return port
+
+
+def client_port(text: str) -> int:
+    return port_number(text, allow_zero=False)
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"time-out must be > 0 seconds, got {text}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers shared with _cli_cert
+
+
+def store_of(args: argparse.Namespace, password: Any = None) -> Any:
+    from ._certstore import CertStore
+
+    return CertStore(getattr(args, "store", None), password=password)
+
+
+def lookup_kind(identifier: str, by_hash: bool = False, by_name: bool = False) -> str:
+    """"hash" or "name", as SocketCreateSSL takes an identifier: by name unless asked, or
+    unless the identifier reads as a 40/64-digit thumbprint."""
+    from ._certstore import parse_thumbprint
+
+    if by_hash:
+        return "hash"
+    if by_name:
+        return "name"
+    try:
+        parse_thumbprint(identifier)
+    except _errors.Error:
+        return "name"
+    return "hash"
+
+
+def err(text: str) -> None:
+    """A line for the user on stderr."""
+    print(f"sslsock: {text}", file=sys.stderr, flush=True)
+
+
+def show_warnings(caught: list[warnings.WarningMessage]) -> None:
+    for w in caught:
+        err(f"warning: {w.message}")
+
+
+def _host_port(host: str, port: int) -> str:
+    if not host:
+        return f"*:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ---------------------------------------------------------------------------------------
+# serve
+
+
+class _Stopper:
+    """SIGINT / SIGTERM set a flag the accept loop checks; a second SIGINT interrupts."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Stopper":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class _EchoServer:
+    def __init__(self, listener: Any, verbose: bool) -> None:
+        self.listener = listener
+        self.verbose = verbose
+        self._lock = threading.Lock()
+        self._conns: dict[int, Any] = {}
+        self._threads: list[threading.Thread] = []
+        self.messages = 0
+        self.served = 0
+
+    def log(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with self._lock:
+            print(f"{stamp} {text}", file=sys.stderr, flush=True)
+
+    def start(self, conn: Any) -> None:
+        with self._lock:
+            self.served += 1
+            n = self.served
+            self._conns[n] = conn
+        t = threading.Thread(target=self._echo, args=(n, conn), name=f"sslsock-echo-{n}",
+                             daemon=True)
+        self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        t.start()
+
+    def _echo(self, n: int, conn: Any) -> None:
+        from ._errors import PeerClosed, SocketClosed
+
+        try:
+            i = conn.info()
+            peer = _host_port(i.peer_address, i.peer_port)
+            self.log(f"#{n} {peer} connected: {i.protocol or 'TCP'} {i.cipher}")
+        except _errors.Error as e:
+            self.log(f"#{n} gone before it could be served: {e}")
+            self._forget(n, conn)
+            return
+        count, why = 0, "closed by the peer"
+        try:
+            while True:
+                data = conn.read(timeout=None, max_bytes=65536)
+                conn.write(data)
+                count += 1
+                with self._lock:
+                    self.messages += 1
+                if self.verbose:
+                    self.log(f"#{n} {peer} echoed {len(data)} bytes")
+        except PeerClosed:
+            pass
+        except SocketClosed:
+            why = "closed by the server (stopping)"
+        except _errors.Error as e:
+            why = f"error: {e}"
+        try:
+            i = conn.info()
+            sizes = f", {i.bytes_in} bytes in, {i.bytes_out} out"
+        except _errors.Error:
+            sizes = ""
+        self._forget(n, conn)
+        self.log(f"#{n} {peer} {why}: {count} message{'s' if count != 1 else ''} echoed{sizes}")
+
+    def _forget(self, n: int, conn: Any) -> None:
+        with self._lock:
+            self._conns.pop(n, None)
+        conn.close()
+
+    def stop(self, grace: float = 3.0) -> None:
+        with self._lock:
+            conns = list(self._conns.values())
+        for c in conns:
+            c.close()
+        deadline = time.monotonic() + grace
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _server_identity(args: argparse.Namespace, store: Any) -> tuple[Any, bool]:
+    """The Identity to serve and whether it was just created."""
+    from ._certstore import CertStore
+
+    if args.cert:
+        by = lookup_kind(args.cert, getattr(args, "hash", False))
+        if args.options & _cert_hash_bit():
+            by = "hash"
+        return store.load_identity(args.cert, by), False  # type: ignore[union-attr]
+    assert isinstance(store, CertStore)
+    entries = store.entries()
+    named = [e for e in entries if DEV_CERT_NAME in e.names()]
+    if named:
+        return store.load_identity(DEV_CERT_NAME, "name"), False
+    servable = [e for e in entries if e.has_key]
+    if len(servable) == 1:
+        return store.load_identity(str(servable[0].path), "name"), False
+    if servable:
+        listed = ", ".join(e.name for e in servable)
+        raise _errors.CertificateError(
+            f"the certificate store {store.path} holds {len(servable)} certificates with a "
+            f"key ({listed}) and none is named {DEV_CERT_NAME}: choose one with --cert NAME")
+    from ._certgen import DEFAULT_HOSTS
+
+    hosts = list(dict.fromkeys([*DEFAULT_HOSTS, socket.gethostname()]))
+    entry = store.create_self_signed(DEV_CERT_NAME, hosts=[h for h in hosts if h])
+    err(f'no certificate in the store {store.path}: created the development certificate '
+        f'"{DEV_CERT_NAME}" ({entry.path}), self-signed for {", ".join(h for h in hosts if h)}; '
+        f"thumbprint {entry.certmgr_thumbprint}; SHA-256 {entry.sha256.lower()}. Clients "
+        f"verify it with: sslsock cert export {DEV_CERT_NAME} FILE --no-key")
+    return store.load_identity(str(entry.path), "name"), True
+
+
+def _cert_hash_bit() -> int:
+    from ._options import SSLOption
+
+    return int(SSLOption.CertificateHash)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ._errors import SocketClosed, SocketTimeout
+    from ._objects import Listener
+
+    store = store_of(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ident, _created = _server_identity(args, store)
+    show_warnings(caught)
+    entry = ident.certificate
+    listener = Listener(args.port, ident, options=args.options, host=args.host, store=store,
+                        mode=args.mode, end_tag=args.end_tag,
+                        handshake_timeout=args.handshake_timeout)
+    server = _EchoServer(listener, args.verbose)
+    started = time.monotonic()
+    stopper = _Stopper()
+    try:
+        with stopper:
+            print(f"listening on {_host_port(args.host, listener.port)} "
+                  f"({','.join(listener.protocols)}) certificate {entry.name} "
+                  f"thumbprint {entry.certmgr_thumbprint}", flush=True)
+            server.log(f"mode {_mode_name(args.mode)}, SHA-256 "
+                       f"{entry.sha256.lower()}, file {entry.path}; Ctrl-C stops")
+            while stopper.signal is None:
+                try:
+                    conn = listener.accept(timeout=0.5)
+                except SocketTimeout:
+                    continue
+                except SocketClosed:
+                    break
+                server.start(conn)
+            stats = listener.stats()
+            listener.close()
+            server.stop()
+    finally:
+        if not listener.closed:
+            listener.close()
+    sig = stopper.signal
+    signame = signal.Signals(sig).name if sig else "closed"
+    print(f"stopped ({signame}) after {time.monotonic() - started:.1f}s: "
+          f"{stats.taken} connection{'s' if stats.taken != 1 else ''} served, "
+          f"{server.messages} message{'s' if server.messages != 1 else ''} echoed, "
+          f"{stats.accepted} accepted, {stats.handshakes} handshakes, "
+          f"{stats.failed_tls} failed TLS, {stats.failed_io} failed I/O, "
+          f"{stats.timed_out} timed out, "
+          f"{stats.dropped_pending + stats.dropped_ready} dropped"
+          + (f"; last failure: {stats.last_failure}" if stats.last_failure else ""),
+          flush=True)
+    return EXIT_INTERRUPTED if sig == signal.SIGINT else EXIT_OK
+
+
+def _mode_name(mode: Any) -> str:
+    return next(k for k, v in MODE_NAMES.items() if v == mode.name)
+
+
+# ---------------------------------------------------------------------------------------
+# connect
+
+
+def _client_identity(args: argparse.Namespace, store: Any) -> Any:
+    if not args.cert:
+        return None
+    by = "hash" if args.options & _cert_hash_bit() else lookup_kind(args.cert)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ident = store.load_identity(args.cert, by)
+    show_warnings(caught)
+    return ident
+
+
+def _read_cafile(path: Optional[str]) -> Optional[bytes]:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise _errors.CertificateError(f"{path}: cannot read the CA file ({e.strerror or e})") \
+            from None
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from ._objects import Mode, connect
+
+    store = store_of(args)
+    ident = _client_identity(args, store)
+    conn = connect(args.host, args.port, options=args.options,
+                   verify=False if args.no_verify else None, timeout=args.timeout,
+                   server_hostname=args.server_name, client_certificate=ident, store=store,
+                   cafile_pem=_read_cafile(args.cafile), mode=args.mode, end_tag=args.end_tag)
+    raw = args.mode == Mode.SocketNoEndTag
+    out = sys.stdout.buffer
+    with conn:
+        i = conn.info()
+        if not args.quiet:
+            err(f"connected to {_host_port(i.peer_address, i.peer_port)}: {i.protocol} "
+                f"{i.cipher}" + (" (certificate not verified)" if args.no_verify else ""))
+        for line in sys.stdin.buffer:
+            message = line if raw else line.rstrip(b"\r\n")
+            conn.write(message, timeout=args.timeout)
+            reply = conn.read(timeout=args.timeout, max_bytes=65536)
+            out.write(reply if raw else reply + b"\n")
+            out.flush()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------
+# probe
+
+
+PROBE_VERSIONS = (("SSLv3", "ProtocolSSL3", 0x01), ("TLSv1", "ProtocolTLS1", 0x02),
+                  ("TLSv1.1", "ProtocolTLS1_1", 0x04), ("TLSv1.2", "ProtocolTLS1_2", 0x08),
+                  ("TLSv1.3", "ProtocolTLS1_3", 0x10))
+
+
+def _probe_one(args: argparse.Namespace, store: Any, option: str) -> tuple[str, str]:
+    from ._objects import connect
+    from ._options import SSLOption
+
+    mask = int(SSLOption[option]) | int(SSLOption.SSLNoVerify)
+    try:
+        conn = connect(args.host, args.port, options=mask, verify=False, timeout=args.timeout,
+                       store=store)
+    except _errors.TLSError as e:
+        return "refused", e.system_message or e.message
+    except _errors.SocketTimeout as e:
+        return "no answer", str(e)
+    except _errors.Error as e:
+        return "error", str(e)
+    with conn:
+        i = conn.info()
+        return "accepted", f"{i.protocol} {i.cipher}"
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    import json
+
+    from ._binding import lib
+    from ._objects import connect
+
+    store = store_of(args)
+    # Reachability first: without a TCP listener every version would fail the same way.
+    try:
+        connect(args.host, args.port, tls=False, timeout=args.timeout).close()
+    except _errors.Error as e:
+        err(f"cannot reach {_host_port(args.host, args.port)}: {e}")
+        return EXIT_FAILURE
+    supported = int(lib.ss_versions_supported())
+    rows = []
+    for name, option, bit in PROBE_VERSIONS:
+        if not supported & bit:
+            if name == "SSLv3":
+                rows.append((name, "untested", "this OpenSSL build cannot do SSLv3"))
+            else:
+                rows.append((name, "untested", f"this OpenSSL build cannot do {name}"))
+            continue
+        result, why = _probe_one(args, store, option)
+        rows.append((name, result, why))
+    if args.json:
+        print(json.dumps({"host": args.host, "port": args.port,
+                          "versions": [{"version": v, "result": r, "detail": d}
+                                       for v, r, d in rows]}, indent=2))
+        return EXIT_OK
+    print(f"protocol versions accepted by {_host_port(args.host, args.port)}:")
+    width = max(len(r[0]) for r in rows)
+    for version, result, why in rows:
+        print(f"  {version:<{width}}  {result:<9} {why}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------
+# debug
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    from . import debug
+
+    return debug.main(["--json"] if args.json else [])
+
+
+# ---------------------------------------------------------------------------------------
+# The parser
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+def _store_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS,
+                   help="certificate store directory (default: $SSLSOCK_CERT_STORE, else "
+                        "~/.local/share/sslsock/certs)")
+    return p
+
+
+def _add_framing(p: argparse.ArgumentParser) -> None:
+    from ._objects import Mode
+
+    p.add_argument("--mode", type=transmission_mode, default=Mode.SocketSizeAtBeginning,
+                   metavar="MODE",
+                   help="transmission mode, as SocketChangeTransmissionMode: size "
+                        "(SocketSizeAtBeginning, default), endtag (SocketEndTag), "
+                        "endtagbuffer (SocketEndTagBuffer) or raw (SocketNoEndTag)")
+    p.add_argument("--end-tag", type=end_tag, default=b"<EOF>", metavar="TAG",
+                   help="end tag for the endtag modes (default <EOF>; escapes such as \\r\\n "
+                        "are understood)")
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--options", type=options_mask, default=options_mask(DEFAULT_OPTIONS_TEXT),
+                   metavar="MASK",
+                   help="SSL options as in WLanguage, joined with + or |: SSL3, TLS1, TLS1_1, "
+                        "TLS1_2, TLS1_3 (or ProtocolTLS1_2 ...), CertificateHash, "
+                        "CertificateName, NoVerify, ClientCertificate, or a number "
+                        f"(default {DEFAULT_OPTIONS_TEXT})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__, _cli_cert
+
+    store = _store_parent()
+    parser = argparse.ArgumentParser(
+        prog="sslsock", formatter_class=_Formatter, epilog=EPILOG, parents=[store],
+        description="TLS sockets the WINDEV way: a certificate store with certmgr-style "
+                    "thumbprints, a TLS echo server, a client, a protocol-version probe.")
+    parser.add_argument("--version", action="version", version=f"sslsock {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _cli_cert.add_parser(sub, store, _Formatter, EPILOG)
+
+    p = sub.add_parser(
+        "serve", parents=[store], formatter_class=_Formatter, epilog=EPILOG,
+        help="run a TLS echo server",
+        description="A TLS echo server: every message received is sent back, framed by the "
+                    "transmission mode; one thread per connection; each connection (peer, "
+                    "version, cipher) is logged on stderr.  When it is ready it prints, on "
+                    "stdout: listening on HOST:PORT (VERSIONS) certificate NAME thumbprint "
+                    "SHA-1.  Ctrl-C or SIGTERM stops it cleanly and prints a summary line "
+                    "(exit 130 after Ctrl-C, 0 after SIGTERM).  Without --cert it serves the "
+                    f"store's \"{DEV_CERT_NAME}\" certificate, or its only certificate with a "
+                    f"key; in a store without any, it creates \"{DEV_CERT_NAME}\" (self-signed "
+                    "for localhost, 127.0.0.1, ::1 and this machine's name) and says so on "
+                    "stderr.")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                   help=f"TCP port (default {DEFAULT_PORT}; 0: any free port, printed)")
+    p.add_argument("--host", default="", metavar="ADDR",
+                   help="address to listen on (default: all interfaces, IPv4 and IPv6)")
+    p.add_argument("--cert", metavar="ID",
+                   help="the certificate, as SocketCreateSSL takes it: name, or SHA-1/SHA-256 "
+                        "thumbprint (recognised as such, or forced with --hash), or a file")
+    p.add_argument("--hash", action="store_true", help="--cert is a thumbprint")
+    _add_options(p)
+    _add_framing(p)
+    p.add_argument("--handshake-timeout", type=seconds, default=10.0, metavar="SECONDS",
+                   help="drop clients that do not finish the handshake in time (default 10)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every message echoed")
+    p.set_defaults(func=cmd_serve, kind="net")
+
+    p = sub.add_parser(
+        "connect", parents=[store], formatter_class=_Formatter, epilog=EPILOG,
+        help="send lines to a TLS server, print its replies",
+        description="A TLS client: each line read from stdin is sent as one message (without "
+                    "its line end, framed by the transmission mode), then one reply is read "
+                    "and printed as a line on stdout.  In raw mode the line is sent with its "
+                    "line end and the reply printed as received.  Ends at the end of stdin.  "
+                    "The server certificate is verified against the system's authorities and "
+                    "the certificates of the store.")
+    p.add_argument("host", help="server name or address")
+    p.add_argument("port", type=client_port, help="server port")
+    _add_options(p)
+    _add_framing(p)
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not verify the server certificate (SSLNoVerify; tests only)")
+    p.add_argument("--cafile", metavar="FILE",
+                   help="also trust the certificates in this PEM file")
+    p.add_argument("--server-name", metavar="NAME",
+                   help="name to send (SNI) and check in the certificate (default: HOST)")
+    p.add_argument("--cert", metavar="ID",
+                   help="client certificate for mutual TLS (name or thumbprint in the store)")
+    p.add_argument("--timeout", type=seconds, default=30.0, metavar="SECONDS",
+                   help="connect, send and reply time-out (default 30)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="do not print the connection line on stderr")
+    p.set_defaults(func=cmd_connect, kind="net")
+
+    p = sub.add_parser(
+        "probe", parents=[store], formatter_class=_Formatter, epilog=EPILOG,
+        help="which protocol versions a server accepts",
+        description="Try SSLv3 (when this OpenSSL can), TLS 1.0, 1.1, 1.2 and 1.3 one at a "
+                    "time, each in its own handshake offering only that version, without "
+                    "verifying the certificate, and print which ones the server accepts "
+                    "(with the cipher) or refuses (with the reason).  Exit 0 whatever the "
+                    "results; 1 if the server cannot be reached at all.")
+    p.add_argument("host", help="server name or address")
+    p.add_argument("port", type=client_port, help="server port")
+    p.add_argument("--timeout", type=seconds, default=5.0, metavar="SECONDS",
+                   help="per-attempt time-out (default 5)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_probe, kind="net")
+
+    p = sub.add_parser(
+        "debug", parents=[store], formatter_class=_Formatter, epilog=EPILOG,
+        help="versions of sslsock, its dependencies and OpenSSL",
+        description="Versions of sslsock, Python, cffi, cryptography, the OpenSSL compiled "
+                    "against and the one linked, the protocol versions this build can "
+                    "negotiate, OpenSSL's default security level, and the certificate store "
+                    "path.  Same as python -m sslsock.debug.")
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
+    p.set_defaults(func=cmd_debug, kind="net")
+    return parser
+
+
+def _exit_code(e: BaseException, kind: str) -> int:
+    if isinstance(e, (_errors.CertificateError, UsageError)):
+        return EXIT_CERT if isinstance(e, _errors.CertificateError) else EXIT_USAGE
+    if isinstance(e, (_errors.ArgumentError, _errors.OptionsError)):
+        return EXIT_USAGE
+    if kind == "cert" and isinstance(e, OSError) and not isinstance(e, _errors.Error):
+        return EXIT_CERT
+    return EXIT_FAILURE
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``sslsock`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if "store" in args and args.store:
+        import os
+
+        os.environ["SSLSOCK_CERT_STORE"] = args.store  # for anything that makes its own store
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sslsock: warning: %(message)s"))
+    logging.getLogger("sslsock").addHandler(handler)
+    logging.getLogger("sslsock").setLevel(logging.WARNING)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        err("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_FAILURE
+    except (_errors.Error, UsageError, OSError) as e:
+        code = _exit_code(e, args.kind)
+        err(f"error: {e}")
+        return code
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe (``sslsock cert list | head``), do not fail again at exit."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -1,0 +1,125 @@
+"""What this sslsock is built on: ``sslsock debug`` and ``python -m sslsock.debug``.
+
+Paste its output into a bug report: the versions of sslsock, Python, cffi and
+cryptography, the OpenSSL the C core was compiled against and the one it runs with, the
+protocol versions this build can negotiate, OpenSSL's default security level, and where
+the certificate store is.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from typing import Any, Optional, Sequence
+
+__all__ = ["VERSION_BITS", "info", "lines", "main"]
+
+#: ``ss_versions_supported()`` bit -> OpenSSL's name for the version.
+VERSION_BITS = ((0x01, "SSLv3"), (0x02, "TLSv1"), (0x04, "TLSv1.1"), (0x08, "TLSv1.2"),
+                (0x10, "TLSv1.3"))
+
+
+def _version_of(module: str) -> str:
+    try:
+        mod = __import__(module)
+    except Exception as e:  # pragma: no cover - both are dependencies
+        return f"not importable ({e})"
+    return str(getattr(mod, "__version__", "?"))
+
+
+def supported_versions() -> tuple[list[str], list[str]]:
+    """(versions this build negotiates, versions it cannot), oldest first."""
+    from ._binding import lib
+
+    bits = int(lib.ss_versions_supported())
+    can = [name for bit, name in VERSION_BITS if bits & bit]
+    cannot = [name for bit, name in VERSION_BITS if not bits & bit]
+    return can, cannot
+
+
+def info() -> dict[str, Any]:
+    """Everything the report shows, as a dict (the ``--json`` form)."""
+    import ssl
+
+    import sslsock
+    from ._binding import lib, openssl_versions
+    from ._certstore import STORE_ENV, default_store_path
+
+    compiled, linked = openssl_versions()
+    can, cannot = supported_versions()
+    store = default_store_path()
+    source = (f"${STORE_ENV}" if os.environ.get(STORE_ENV) else "default")
+    if store.is_dir():
+        try:
+            n = sum(1 for p in store.iterdir() if not p.name.startswith("."))
+            state = f"{n} file{'s' if n != 1 else ''}"
+        except OSError as e:
+            state = f"unreadable ({e.strerror or e})"
+    elif store.exists():
+        state = "not a directory"
+    else:
+        state = "does not exist yet"
+    return {
+        "sslsock": sslsock.__version__,
+        "sslsock_path": os.path.dirname(os.path.abspath(sslsock.__file__)),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "python_executable": sys.executable,
+        "platform": platform.platform(),
+        "cffi": _version_of("cffi"),
+        "cryptography": _version_of("cryptography"),
+        "openssl_compiled": compiled,
+        "openssl_linked": linked,
+        "python_ssl_openssl": ssl.OPENSSL_VERSION,
+        "versions_supported": can,
+        "versions_unsupported": cannot,
+        "security_level_default": int(lib.ss_openssl_security_level_default()),
+        "cert_store": str(store),
+        "cert_store_source": source,
+        "cert_store_state": state,
+    }
+
+
+def lines() -> list[str]:
+    """The report, one line per fact."""
+    d = info()
+    cannot = f" (not: {', '.join(d['versions_unsupported'])})" if d["versions_unsupported"] else ""
+    return [
+        f"sslsock {d['sslsock']} ({d['sslsock_path']})",
+        f"Python {d['python']} {d['python_implementation']} ({d['python_executable']})",
+        f"platform {d['platform']}",
+        f"cffi {d['cffi']}",
+        f"cryptography {d['cryptography']}",
+        f"OpenSSL compiled against: {d['openssl_compiled']}",
+        f"OpenSSL linked:           {d['openssl_linked']}",
+        f"OpenSSL of Python's ssl:  {d['python_ssl_openssl']}",
+        f"protocol versions this build can negotiate: "
+        f"{', '.join(d['versions_supported']) or 'none'}{cannot}",
+        f"OpenSSL default security level: {d['security_level_default']}"
+        + (" (TLS 1.0/1.1 need level 0; sslsock lowers it per connection when asked to)"
+           if d["security_level_default"] > 0 else ""),
+        f"certificate store: {d['cert_store']} ({d['cert_store_source']}; "
+        f"{d['cert_store_state']})",
+    ]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sslsock.debug",
+        description="Versions of sslsock, its dependencies and OpenSSL, the protocol "
+                    "versions this build can negotiate, and the certificate store path "
+                    "(the same as `sslsock debug`).")
+    parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+    args = parser.parse_args(argv)
+    if args.json:
+        print(json.dumps(info(), indent=2))
+    else:
+        print("\n".join(lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
