@@ -66,6 +66,7 @@ typedef struct ss_conn_info {
     char cipher[64];
     int state;         
     int mode;
+    int peer_closed;
     uint64_t bytes_in;
     uint64_t bytes_out;
 } ss_conn_info;

@@ -164,11 +164,20 @@ static int breaks(ss_conn *c, int rc, ss_err *err)
     if (rc == SS_E_TIMEOUT || rc == SS_E_CLOSED)
         return rc;
     pthread_mutex_lock(&c->ssl_lock);
-    if (atomic_load(&c->state) == SS_STATE_OPEN) {
+    int first = atomic_load(&c->state) == SS_STATE_OPEN;
+    if (first) {
         c->broken = *err;
         atomic_store(&c->state, SS_STATE_BROKEN);
+        /* The peer must learn it too, not wait on a connection we no longer use: after a
+         * framing error the TLS layer is sound, so say goodbye properly first. */
+        if (c->ssl && (rc == SS_E_FRAME || rc == SS_E_TOO_BIG)) {
+            SSL_shutdown(c->ssl); /* one non-blocking attempt */
+            ERR_clear_error();
+        }
     }
     pthread_mutex_unlock(&c->ssl_lock);
+    if (first)
+        shutdown(c->fd, SHUT_RDWR); /* also wakes a call blocked in the other direction */
     return rc;
 }
 
@@ -195,6 +204,8 @@ static int wait_fd(ss_conn *c, short events, long long deadline, ss_err *err,
         int n = poll(&p, 1, ss_remaining(deadline));
         if (atomic_load(&c->closing))
             return closed_error(err);
+        if (atomic_load(&c->state) == SS_STATE_BROKEN)
+            return check_usable(c, err);
         if (n > 0)
             return SS_OK; /* readable, writable, or an error the next I/O call reports */
         if (n == 0)
@@ -239,6 +250,17 @@ static long io_read(ss_conn *c, char *buf, size_t len, long long deadline, ss_er
             if (rc)
                 return rc;
             continue;
+        }
+        pthread_mutex_lock(&c->ssl_lock);
+        int buffered = SSL_has_pending(c->ssl);
+        pthread_mutex_unlock(&c->ssl_lock);
+        if (!buffered) {
+            /* Nothing decrypted or read ahead: wait first.  In request/response traffic
+             * the next message is rarely there yet, and a read that fails with EAGAIN
+             * would cost a system call for nothing. */
+            rc = wait_fd(c, POLLIN, deadline, err, doing);
+            if (rc)
+                return rc;
         }
         pthread_mutex_lock(&c->ssl_lock);
         ERR_clear_error();
@@ -456,20 +478,21 @@ static int read_tagged(ss_conn *c, long long deadline, const char **out, size_t 
         size_t n = c->in.len;
         /* resume the search where the last one stopped (tag_len-1 bytes back) */
         size_t from = c->scanned >= c->tag_len ? c->scanned - (c->tag_len - 1) : 0;
-        if (n >= c->tag_len && from < n) {
-            const char *hit = memmem(p + from, n - from, c->tag, c->tag_len);
-            if (hit) {
-                size_t pos = (size_t)(hit - p);
-                *out = p;
-                *out_len = pos;
-                /* END_TAG drops what came after the tag; END_TAG_BUFFER keeps it. */
-                buf_consume(&c->in, c->mode == SS_MODE_END_TAG ? n : pos + c->tag_len);
-                c->scanned = 0;
-                return SS_OK;
-            }
+        const char *hit = n >= c->tag_len && from < n
+                              ? memmem(p + from, n - from, c->tag, c->tag_len) : NULL;
+        if (hit && (size_t)(hit - p) <= c->max_message) {
+            size_t pos = (size_t)(hit - p);
+            *out = p;
+            *out_len = pos;
+            /* END_TAG drops what came after the tag; END_TAG_BUFFER keeps it. */
+            buf_consume(&c->in, c->mode == SS_MODE_END_TAG ? n : pos + c->tag_len);
+            c->scanned = 0;
+            return SS_OK;
         }
         c->scanned = n;
-        if (n > c->max_message + c->tag_len)
+        /* Too big: the tag came after the limit, or a tag not seen yet would (it starts at
+         * n - tag_len + 1 at the earliest). */
+        if (hit || n >= c->max_message + c->tag_len)
             return ss_fail(err, SS_E_TOO_BIG,
                            "no end tag within this socket's %zu-byte message limit; the "
                            "connection is closed (is the peer sending the same end tag?)",
@@ -511,6 +534,7 @@ int ss_conn_read(ss_conn *c, int timeout_ms, size_t max_bytes, const char **out,
         }
         if (rc == SS_E_PEER_CLOSED && c->in.len == 0 && c->want < 0) {
             /* a clean end between messages: not an error that breaks anything */
+            atomic_store(&c->peer_closed, 1);
         } else if (rc != SS_OK) {
             rc = breaks(c, rc, err);
         }
@@ -832,6 +856,7 @@ void ss_conn_get_info(ss_conn *c, ss_conn_info *info)
     }
     info->state = atomic_load(&c->closing) ? SS_STATE_CLOSED : atomic_load(&c->state);
     info->mode = c->mode;
+    info->peer_closed = atomic_load(&c->peer_closed);
     info->bytes_in = atomic_load(&c->bytes_in);
     info->bytes_out = atomic_load(&c->bytes_out);
 }

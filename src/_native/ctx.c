@@ -263,6 +263,9 @@ int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err)
      * writes so one SSL_write never waits on a whole large buffer. */
     SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Read ahead: one read() per record (and often several records) instead of one for
+     * the header and one for the body. */
+    SSL_CTX_set_read_ahead(c, 1);
     /* Bound the server's session cache (OpenSSL's default holds 20,480 sessions). */
     SSL_CTX_sess_set_cache_size(c, 1024);
     if (rc == SS_OK && cfg->cipher_list && cfg->cipher_list[0] &&

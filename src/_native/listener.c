@@ -298,6 +298,20 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* After EADDRINUSE without SO_REUSEADDR: would the bind succeed with it?  Then nothing
+ * listens there, only connections of an earlier socket linger in TIME_WAIT. */
+static int only_time_wait(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0)
+        return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int ok = bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1) == 0;
+    close(fd);
+    return ok;
+}
+
 static int bind_listen(const ss_listener_config *cfg, int *fd_out, int *port_out, ss_err *err)
 {
     const char *host = cfg->host && cfg->host[0] ? cfg->host : NULL;
@@ -344,7 +358,13 @@ static int bind_listen(const ss_listener_config *cfg, int *fd_out, int *port_out
         int errnum = errno;
         close(fd);
         fd = -1;
-        if (errnum == EADDRINUSE)
+        if (errnum == EADDRINUSE && !cfg->reuse_addr && only_time_wait(ai))
+            rc = ss_fail_errno(err, SS_E_IN_USE, errnum,
+                               "port %d is still held by connections of an earlier socket "
+                               "(TIME_WAIT, about 60 s), and SocketNoReuseAddress forbids "
+                               "reusing it: wait, or allow address reuse",
+                               cfg->port);
+        else if (errnum == EADDRINUSE)
             rc = ss_fail_errno(err, SS_E_IN_USE, errnum,
                                "port %d is already in use%s%s: another socket listens on it "
                                "(close it, or choose another port)",

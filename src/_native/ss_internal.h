@@ -41,6 +41,7 @@ struct ss_conn {
     pthread_mutex_t read_lock;  /* one reader at a time (held across waits) */
     pthread_mutex_t write_lock; /* one writer at a time: frames never interleave */
     atomic_int closing;
+    atomic_int peer_closed; /* the peer ended the stream between messages */
     atomic_int state;     /* SS_STATE_* */
     ss_err broken;        /* the error that broke the connection */
     int mode;

@@ -101,6 +101,7 @@ typedef struct ss_conn_info {
     char cipher[64];
     int state;         /* SS_STATE_* */
     int mode;
+    int peer_closed;   /* the peer ended the stream (reads return SS_E_PEER_CLOSED) */
     uint64_t bytes_in;
     uint64_t bytes_out;
 } ss_conn_info;

@@ -326,6 +326,10 @@ class Identity:
 
 # --- Reading files --------------------------------------------------------------------
 
+# What cryptography raises for a damaged certificate: ValueError, or InvalidVersion (which
+# is not a ValueError) for an X.509 version it does not know (found fuzzing).
+_DAMAGED = (ValueError, x509.InvalidVersion)
+
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 
 
@@ -391,13 +395,13 @@ def _open_pkcs12(
     if password.value is not None:
         try:
             return pkcs12.load_pkcs12(data, password.value), True
-        except ValueError:
+        except _DAMAGED:
             pass
     # No password, then the empty one: OpenSSL tells "none" and "" apart in the MAC.
     for candidate in (None, b""):
         try:
             return pkcs12.load_pkcs12(data, candidate), False
-        except ValueError:
+        except _DAMAGED:
             continue
     if not _looks_like_pkcs12(data):
         raise CertificateError(f"{path}: not a PKCS#12 file (it does not start like one)")
@@ -427,6 +431,15 @@ def _make_entry(
     friendly_name: str | None = None,
 ) -> StoredCertificate:
     leaf = certs[0]
+    try:
+        # cryptography parses these fields lazily: a damaged one must fail here, for this
+        # file only, not later in every lookup of the store (found fuzzing)
+        for certificate in certs:
+            certificate.subject.rfc4514_string()
+            certificate.issuer.rfc4514_string()
+            _not_before(certificate), _not_after(certificate)
+    except (*_DAMAGED, TypeError) as exc:  # TypeError: a name attribute of the wrong type
+        raise CertificateError(f"{path}: a certificate in it is damaged ({exc})") from None
     return StoredCertificate(
         name=friendly_name or path.stem,
         path=path,
@@ -448,7 +461,7 @@ def _load_certificates(path: Path, data: bytes) -> tuple[list[x509.Certificate],
             raise CertificateError(f"{path}: damaged PEM file (a BEGIN line without its END)")
         try:
             return [x509.load_der_x509_certificate(data)], 0
-        except ValueError:
+        except _DAMAGED:
             raise CertificateError(f"{path}: neither a PEM file nor a DER certificate") from None
     cert_blocks = [block for label, block in blocks if label == "CERTIFICATE"]
     n_keys = sum(1 for label, _ in blocks if _is_key_label(label))
@@ -462,7 +475,7 @@ def _load_certificates(path: Path, data: bytes) -> tuple[list[x509.Certificate],
         raise CertificateError(f"{path}: no certificate in it (its PEM blocks: {labels})")
     try:
         certs = x509.load_pem_x509_certificates(b"\n".join(cert_blocks))
-    except ValueError:
+    except _DAMAGED:
         raise CertificateError(f"{path}: a certificate in it is damaged") from None
     return certs, n_keys
 
@@ -545,7 +558,12 @@ def _load_key(entry: StoredCertificate, password: _Password) -> tuple[PrivateKey
 
 
 def _public_der(key: PrivateKeyTypes | x509.Certificate) -> bytes:
-    public = key.public_key()
+    try:
+        public = key.public_key()
+    except (UnsupportedAlgorithm, ValueError) as exc:
+        # an unknown curve or a damaged key in a certificate that parses (found fuzzing)
+        what = "certificate" if isinstance(key, x509.Certificate) else "private key"
+        raise CertificateError(f"the {what}'s public key cannot be used: {exc}") from None
     return public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -984,10 +1002,15 @@ def _check_by(by: str) -> None:
 
 def _as_file(identifier: str) -> Path | None:
     """The file an identifier names, if it names one (the [extension] of name lookup)."""
-    candidate = Path(identifier).expanduser()
     looks_like_path = "/" in identifier or os.sep in identifier or identifier.startswith("~")
-    named = candidate.suffix.lower() in _SUFFIXES or looks_like_path
-    return candidate if named and candidate.is_file() else None
+    try:
+        candidate = Path(identifier).expanduser()
+        named = candidate.suffix.lower() in _SUFFIXES or looks_like_path
+        return candidate if named and candidate.is_file() else None
+    except (OSError, RuntimeError, ValueError):
+        # "~nosuchuser/...", a name longer than the system allows, a NUL character: not a
+        # file that can be read, so the identifier is a name (found fuzzing)
+        return None
 
 
 # The key types a PKCS#12 file can carry (those that sign certificates).

@@ -195,7 +195,12 @@ def lookup_kind(identifier: str, by_hash: bool = False, by_name: bool = False) -
     try:
         parse_thumbprint(identifier)
     except _errors.Error:
-        return "name"
+        # A thumbprint with a typo (the reference's own example has "of" for "0f") is
+        # still read as one, so that the error says which characters are wrong.
+        digits = sum(ch in "0123456789abcdefABCDEF" for ch in identifier)
+        others = sum(not (ch in "0123456789abcdefABCDEF" or ch.isspace() or ch == ":")
+                     for ch in identifier)
+        return "hash" if digits >= 32 and others <= 4 else "name"
     return "hash"
 
 
@@ -242,8 +247,9 @@ class _Stopper:
 
 
 class _EchoServer:
-    def __init__(self, listener: Any, verbose: bool) -> None:
-        self.listener = listener
+    """One thread per connection, each echoing messages until the peer leaves."""
+
+    def __init__(self, verbose: bool) -> None:
         self.verbose = verbose
         self._lock = threading.Lock()
         self._conns: dict[int, Any] = {}
@@ -272,7 +278,8 @@ class _EchoServer:
         try:
             i = conn.info()
             peer = _host_port(i.peer_address, i.peer_port)
-            self.log(f"#{n} {peer} connected: {i.protocol or 'TCP'} {i.cipher}")
+            self.log(f"#{n} {peer} connected: {i.protocol or 'TCP'} {i.cipher}"
+                     + _client_certificate_text(conn))
         except _errors.Error as e:
             self.log(f"#{n} gone before it could be served: {e}")
             self._forget(n, conn)
@@ -316,23 +323,42 @@ class _EchoServer:
             t.join(max(0.0, deadline - time.monotonic()))
 
 
-def _server_identity(args: argparse.Namespace, store: Any) -> tuple[Any, bool]:
-    """The Identity to serve and whether it was just created."""
-    from ._certstore import CertStore
+def _client_certificate_text(conn: Any) -> str:
+    """", client certificate CN=... (SHA-1 ...)" in mutual TLS, else ""."""
+    from cryptography.hazmat.primitives import hashes
 
+    from ._certstore import format_thumbprint
+
+    cert = conn.peer_certificate()
+    if cert is None:
+        return ""
+    sha1 = cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303 - certmgr's thumbprint
+    return f", client certificate {cert.subject.rfc4514_string()} (SHA-1 {format_thumbprint(sha1)})"
+
+
+def _lookup_for(args: argparse.Namespace) -> str:
+    """How to read --cert: CertificateHash / CertificateName in --options decide, then
+    --hash, then what the identifier looks like."""
+    from ._options import SSLOption
+
+    if args.options & SSLOption.CertificateHash:
+        return "hash"
+    if args.options & SSLOption.CertificateName:
+        return "name"
+    return lookup_kind(args.cert, getattr(args, "hash", False))
+
+
+def _server_identity(args: argparse.Namespace, store: Any) -> Any:
+    """The Identity to serve: --cert, else sslsock-dev, else the store's only certificate
+    with a key, else a new sslsock-dev."""
     if args.cert:
-        by = lookup_kind(args.cert, getattr(args, "hash", False))
-        if args.options & _cert_hash_bit():
-            by = "hash"
-        return store.load_identity(args.cert, by), False  # type: ignore[union-attr]
-    assert isinstance(store, CertStore)
+        return store.load_identity(args.cert, _lookup_for(args))
     entries = store.entries()
-    named = [e for e in entries if DEV_CERT_NAME in e.names()]
-    if named:
-        return store.load_identity(DEV_CERT_NAME, "name"), False
+    if any(DEV_CERT_NAME in e.names() for e in entries):
+        return store.load_identity(DEV_CERT_NAME, "name")
     servable = [e for e in entries if e.has_key]
     if len(servable) == 1:
-        return store.load_identity(str(servable[0].path), "name"), False
+        return store.load_identity(str(servable[0].path), "name")
     if servable:
         listed = ", ".join(e.name for e in servable)
         raise _errors.CertificateError(
@@ -340,19 +366,14 @@ def _server_identity(args: argparse.Namespace, store: Any) -> tuple[Any, bool]:
             f"key ({listed}) and none is named {DEV_CERT_NAME}: choose one with --cert NAME")
     from ._certgen import DEFAULT_HOSTS
 
-    hosts = list(dict.fromkeys([*DEFAULT_HOSTS, socket.gethostname()]))
-    entry = store.create_self_signed(DEV_CERT_NAME, hosts=[h for h in hosts if h])
-    err(f'no certificate in the store {store.path}: created the development certificate '
-        f'"{DEV_CERT_NAME}" ({entry.path}), self-signed for {", ".join(h for h in hosts if h)}; '
-        f"thumbprint {entry.certmgr_thumbprint}; SHA-256 {entry.sha256.lower()}. Clients "
-        f"verify it with: sslsock cert export {DEV_CERT_NAME} FILE --no-key")
-    return store.load_identity(str(entry.path), "name"), True
-
-
-def _cert_hash_bit() -> int:
-    from ._options import SSLOption
-
-    return int(SSLOption.CertificateHash)
+    hosts = [h for h in dict.fromkeys([*DEFAULT_HOSTS, socket.gethostname()]) if h]
+    entry = store.create_self_signed(DEV_CERT_NAME, hosts=hosts)
+    err(f"no certificate with a private key in the store {store.path}: created the "
+        f'development certificate "{DEV_CERT_NAME}" ({entry.path}), self-signed for '
+        f"{', '.join(hosts)}; thumbprint {entry.certmgr_thumbprint}; SHA-256 "
+        f"{entry.sha256.lower()}. Clients verify it with: sslsock cert export "
+        f"{DEV_CERT_NAME} FILE --no-key")
+    return store.load_identity(str(entry.path), "name")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -362,13 +383,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = store_of(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ident, _created = _server_identity(args, store)
+        ident = _server_identity(args, store)
     show_warnings(caught)
     entry = ident.certificate
     listener = Listener(args.port, ident, options=args.options, host=args.host, store=store,
                         mode=args.mode, end_tag=args.end_tag,
                         handshake_timeout=args.handshake_timeout)
-    server = _EchoServer(listener, args.verbose)
+    server = _EchoServer(args.verbose)
     started = time.monotonic()
     stopper = _Stopper()
     try:
@@ -417,7 +438,7 @@ def _mode_name(mode: Any) -> str:
 def _client_identity(args: argparse.Namespace, store: Any) -> Any:
     if not args.cert:
         return None
-    by = "hash" if args.options & _cert_hash_bit() else lookup_kind(args.cert)
+    by = _lookup_for(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ident = store.load_identity(args.cert, by)
@@ -455,10 +476,22 @@ def cmd_connect(args: argparse.Namespace) -> int:
         for line in sys.stdin.buffer:
             message = line if raw else line.rstrip(b"\r\n")
             conn.write(message, timeout=args.timeout)
-            reply = conn.read(timeout=args.timeout, max_bytes=65536)
+            reply = _reply(conn, args)
             out.write(reply if raw else reply + b"\n")
             out.flush()
     return EXIT_OK
+
+
+def _reply(conn: Any, args: argparse.Namespace) -> bytes:
+    try:
+        return conn.read(timeout=args.timeout, max_bytes=65536)  # type: ignore[no-any-return]
+    except _errors.SocketTimeout:
+        raise _errors.SocketTimeout(
+            f"no reply within {args.timeout:g} s (--timeout); is the server in the same "
+            f"transmission mode (--mode {_mode_name(args.mode)})?") from None
+    except (_errors.PeerClosed, _errors.FrameError) as e:
+        raise type(e)(f"{e}: no reply; is the server in the same transmission mode "
+                      f"(--mode {_mode_name(args.mode)})?") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -506,10 +539,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     rows = []
     for name, option, bit in PROBE_VERSIONS:
         if not supported & bit:
-            if name == "SSLv3":
-                rows.append((name, "untested", "this OpenSSL build cannot do SSLv3"))
-            else:
-                rows.append((name, "untested", f"this OpenSSL build cannot do {name}"))
+            rows.append((name, "untested", f"this OpenSSL build cannot do {name}"))
             continue
         result, why = _probe_one(args, store, option)
         rows.append((name, result, why))
@@ -539,9 +569,26 @@ def cmd_debug(args: argparse.Namespace) -> int:
 # The parser
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
+class _Formatter(argparse.HelpFormatter):
+    """Descriptions and epilogs re-wrapped by paragraph, except paragraphs with indented
+    lines (the exit-status table), kept as written."""
+
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=30)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for para in text.split("\n\n"):
+            lines = para.splitlines()
+            if any(line.startswith(" ") for line in lines):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                out.append(textwrap.fill(" ".join(para.split()), width,
+                                         initial_indent=indent, subsequent_indent=indent,
+                                         break_on_hyphens=False))
+        return "\n\n".join(out)
 
 
 def _store_parent() -> argparse.ArgumentParser:
@@ -683,17 +730,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``sslsock`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help(sys.stderr)
+    if getattr(args, "func", None) is None:  # "sslsock" or "sslsock cert" alone
+        getattr(args, "parser", parser).print_help(sys.stderr)
         return EXIT_USAGE
     if "store" in args and args.store:
         import os
 
         os.environ["SSLSOCK_CERT_STORE"] = args.store  # for anything that makes its own store
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("sslsock: warning: %(message)s"))
-    logging.getLogger("sslsock").addHandler(handler)
-    logging.getLogger("sslsock").setLevel(logging.WARNING)
+    _log_warnings()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -707,6 +751,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code = _exit_code(e, args.kind)
         err(f"error: {e}")
         return code
+
+
+def _log_warnings() -> None:
+    """The library's warnings (versions dropped from a mask, ...) go to stderr."""
+    log = logging.getLogger("sslsock")
+    if not any(getattr(h, "_sslsock_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("sslsock: warning: %(message)s"))
+        handler._sslsock_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    if log.level == logging.NOTSET or log.level > logging.WARNING:
+        log.setLevel(logging.WARNING)
 
 
 def _quiet_stdout() -> None:

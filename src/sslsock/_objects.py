@@ -219,6 +219,7 @@ class ConnectionInfo:
     cipher: str
     state: str  # "open", "broken", "closed"
     mode: Mode
+    peer_closed: bool  # the peer ended the stream: reads return PeerClosed
     bytes_in: int
     bytes_out: int
 
@@ -366,7 +367,7 @@ class Connection:
             self._g.leave()
         return ConnectionInfo(text(i.peer_addr), i.peer_port, text(i.local_addr), i.local_port,
                               text(i.protocol), text(i.cipher), _STATES.get(i.state, "?"),
-                              Mode(i.mode), i.bytes_in, i.bytes_out)
+                              Mode(i.mode), bool(i.peer_closed), i.bytes_in, i.bytes_out)
 
     @property
     def protocol(self) -> str:

@@ -234,7 +234,8 @@ def _conn_of(entry: Entry, name: str, wait_s: Optional[float]) -> Connection:
     if isinstance(entry.obj, Connection):
         return entry.obj
     with entry.simple_lock:
-        if entry.simple is not None and entry.simple.info().state != "open":
+        info = entry.simple.info() if entry.simple is not None else None
+        if info is not None and (info.state != "open" or info.peer_closed):
             entry.simple.close()  # that client is gone: the next one takes its place
             entry.simple = None
         if entry.simple is None:

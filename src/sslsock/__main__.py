@@ -1,0 +1,16 @@
+"""``python -m sslsock``: the ``sslsock`` command (see :mod:`sslsock._cli`)."""
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``sslsock`` console script; returns the exit status."""
+    from ._cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
