@@ -62,7 +62,8 @@ def server_commands(py: str, certs: dict[str, dict[str, Path]]) -> dict[str, lis
     """name -> command template; {cert} {key} {pem} are filled per scenario."""
     s = str(SERVERS_DIR)
     cmds = {
-        "c-ref": [str(BIN / "ref_server"), "--port", "0", "--cert", "{cert}", "--key", "{key}"],
+        "c-ref": [str(BIN / "ref_server"), "--port", "0", "--cert", "{cert}", "--key", "{key}",
+                  "--read-ahead"],  # as sslsock: like for like
         "sslsock-named-pool": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--workers", "pool"],
         "sslsock-named-thread": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--workers", "thread"],
         "sslsock-object": [py, f"{s}/sslsock_object.py", "--pem", "{pem}"],

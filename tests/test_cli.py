@@ -51,9 +51,14 @@ def run(env: dict[str, str], *args: str, stdin: str | None = None,
         timeout=timeout, stdin=None if stdin is not None else subprocess.DEVNULL)
 
 
+_PENDING: dict[int, bytes] = {}
+
+
 def read_until(fd: int, marker: bytes, timeout: float) -> bytes:
-    """Bytes read from ``fd`` until ``marker`` shows up; fails after ``timeout`` s or EOF."""
-    data = b""
+    """Bytes read from ``fd`` up to and including ``marker``; fails after ``timeout`` s or
+    EOF.  What came after the marker is kept for the next call (two prompts may arrive in
+    one read)."""
+    data = _PENDING.pop(fd, b"")
     deadline = time.monotonic() + timeout
     while marker not in data:
         left = deadline - time.monotonic()
@@ -61,11 +66,16 @@ def read_until(fd: int, marker: bytes, timeout: float) -> bytes:
             pytest.fail(f"no {marker!r} within {timeout} s; got {data!r}")
         ready, _, _ = select.select([fd], [], [], left)
         if ready:
-            chunk = os.read(fd, 65536)
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the child's side of the pty is closed
+                chunk = b""
             if not chunk:
                 pytest.fail(f"end of output before {marker!r}; got {data!r}")
             data += chunk
-    return data
+    end = data.index(marker) + len(marker)
+    _PENDING[fd] = data[end:]
+    return data[:end]
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL, timeout: float = 10) -> int:

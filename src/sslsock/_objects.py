@@ -242,9 +242,11 @@ class Connection:
         self._g = _Guard(ffi.gc(ptr, lib.ss_conn_free), self._shutdown, "the connection")
         self.tls = tls
         self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._out = ffi.new("const char **")
         self._out_len = ffi.new("size_t *")
-        self._err = new_err()
+        self._err = new_err()  # used under _read_lock
+        self._werr = new_err()  # used under _write_lock
         self._close_ms = _ms(close_timeout, "close_timeout")
         self._mode = Mode.SocketSizeAtBeginning
         self._end_tag = b"<EOF>"
@@ -322,39 +324,42 @@ class Connection:
     def read(self, timeout: Seconds = None, max_bytes: int = 4096) -> bytes:
         """The next message (framed by the mode).  Raises SocketTimeout (nothing lost: a
         partial frame is kept for the next read), PeerClosed, or another ConnectionFailure."""
-        ms = _ms(timeout)
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        ms = -1 if timeout is None else _ms(timeout)
+        if max_bytes.__class__ is not int or max_bytes < 1:
             raise _errors.ArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         ptr = self._g.enter()
         try:
-            with self._read_lock:
-                out, out_len, err = self._out, self._out_len, self._err_local()
-                rc = _sliced(lambda t: lib.ss_conn_read(ptr, t, max_bytes, out, out_len, err), ms)
+            with self._read_lock:  # the result buffer is valid until the next read
+                out, out_len, err = self._out, self._out_len, self._err
+                if 0 <= ms <= _SLICE_MS or not _on_main_thread():
+                    rc = lib.ss_conn_read(ptr, ms, max_bytes, out, out_len, err)
+                else:
+                    rc = _sliced(lambda t: lib.ss_conn_read(ptr, t, max_bytes, out, out_len, err), ms)
                 if rc != 0:
                     raise_err(rc, err)
                 n = out_len[0]
-                data = ffi.buffer(out[0], n)[:] if n else b""
                 if n > 65536:
+                    data = ffi.buffer(out[0], n)[:]
                     lib.ss_conn_trim(ptr)
-                return data
+                    return data
+                return ffi.buffer(out[0], n)[:] if n else b""
         finally:
             self._g.leave()
 
     def write(self, data: Union[bytes, bytearray, memoryview, str], timeout: Seconds = None) -> None:
         """Send one message, framed by the mode (str is sent as UTF-8)."""
-        buf = _as_bytes(data, "message")
-        ms = _ms(timeout)
-        err = new_err()
+        if data.__class__ is not bytes:
+            data = _as_bytes(data, "message")
+        ms = -1 if timeout is None else _ms(timeout)
         ptr = self._g.enter()
         try:
-            rc = lib.ss_conn_write(ptr, ffi.from_buffer(buf), len(buf), ms, err)
-            if rc != 0:
-                raise_err(rc, err)
+            with self._write_lock:
+                err = self._werr
+                rc = lib.ss_conn_write(ptr, data, len(data), ms, err)  # bytes: passed, not copied
+                if rc != 0:
+                    raise_err(rc, err)
         finally:
             self._g.leave()
-
-    def _err_local(self) -> Any:
-        return self._err  # only used under _read_lock
 
     # -- state and information ----------------------------------------------------------
 
