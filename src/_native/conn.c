@@ -252,17 +252,6 @@ static long io_read(ss_conn *c, char *buf, size_t len, long long deadline, ss_er
             continue;
         }
         pthread_mutex_lock(&c->ssl_lock);
-        int buffered = SSL_has_pending(c->ssl);
-        pthread_mutex_unlock(&c->ssl_lock);
-        if (!buffered) {
-            /* Nothing decrypted or read ahead: wait first.  In request/response traffic
-             * the next message is rarely there yet, and a read that fails with EAGAIN
-             * would cost a system call for nothing. */
-            rc = wait_fd(c, POLLIN, deadline, err, doing);
-            if (rc)
-                return rc;
-        }
-        pthread_mutex_lock(&c->ssl_lock);
         ERR_clear_error();
         int n = SSL_read(c->ssl, buf, (int)len);
         int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
@@ -368,6 +357,26 @@ static int io_write_all(ss_conn *c, const char *buf, size_t len, long long deadl
 /* Receive more bytes into c->in. */
 static long fill(ss_conn *c, long long deadline, ss_err *err)
 {
+    if (c->in.len == 0) {
+        /* An idle connection holds no input buffer: give it back before waiting (the
+         * previous result pointing into it has been consumed by now). */
+        free(c->in.data);
+        memset(&c->in, 0, sizeof c->in);
+        /* Wait first unless OpenSSL holds data already: in request/response traffic the
+         * next message is rarely there yet, and a read failing with EAGAIN would cost a
+         * system call for nothing. */
+        int pending = 0;
+        if (c->ssl) {
+            pthread_mutex_lock(&c->ssl_lock);
+            pending = SSL_has_pending(c->ssl);
+            pthread_mutex_unlock(&c->ssl_lock);
+        }
+        if (!pending) {
+            int rc = wait_fd(c, POLLIN, deadline, err, "while reading");
+            if (rc)
+                return rc;
+        }
+    }
     if (buf_reserve(&c->in, SS_RECORD) != 0)
         return ss_fail(err, SS_E_NOMEM, "out of memory buffering a message");
     ss_buf *b = &c->in;
