@@ -6,9 +6,9 @@ import os
 import resource
 import shutil
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

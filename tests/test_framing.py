@@ -11,7 +11,8 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings

@@ -159,8 +159,8 @@ def test_french_constants(english: str, french: str) -> None:
 
 
 def test_default_options_value() -> None:
-    assert sslsock.DEFAULT == (sslsock.ProtocolTLS1 + sslsock.ProtocolTLS1_1
-                               + sslsock.ProtocolTLS1_2 + sslsock.CertificateName)
+    assert (sslsock.ProtocolTLS1 + sslsock.ProtocolTLS1_1
+                               + sslsock.ProtocolTLS1_2 + sslsock.CertificateName) == sslsock.DEFAULT
     assert (sslsock.ProtocolTLS1_2 | sslsock.ProtocolTLS1_3) == \
         sslsock.ProtocolTLS1_2 + sslsock.ProtocolTLS1_3
 
@@ -183,7 +183,7 @@ def test_a_session_in_french(pki: Any) -> None:
     assert s.SocketChangeModeTransmission(canal, s.SocketMarqueurFin)
     assert s.SocketChangeModeTransmission("client", s.SocketMarqueurFin)
     assert s.SocketEcrit("client", "bonjour")
-    assert s.SocketLit(canal, False, WAIT_MS) == "bonjour".encode()
+    assert s.SocketLit(canal, False, WAIT_MS) == b"bonjour"
     assert not s.ErreurDétectée()
     assert s.SocketLit(canal, False, 100) == b""
     assert s.ErreurDétectée() and s.ErreurInfo(s.errCode) == s.ErrorCode.TIMEOUT

@@ -18,7 +18,8 @@ import struct
 import subprocess
 import time
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
 from cryptography.hazmat.primitives import hashes

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from . import _errors
-from ._native import ffi, lib  # type: ignore[import-not-found]
+from ._native import ffi, lib
 
 __all__ = ["ffi", "lib", "new_err", "raise_err", "check", "text"]
 
@@ -18,7 +18,7 @@ def new_err() -> Any:
 
 
 def text(chars: Any) -> str:
-    return ffi.string(chars).decode("utf-8", "replace")  # type: ignore[no-any-return]
+    return str(ffi.string(chars).decode("utf-8", "replace"))
 
 
 def raise_err(rc: int, err: Any) -> NoReturn:

@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
 
 from . import _errors
 
@@ -231,7 +232,7 @@ class _Stopper:
         self.signal: Optional[int] = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "_Stopper":
+    def __enter__(self) -> _Stopper:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
         return self

@@ -466,8 +466,9 @@ def add_parser(sub: Any, store: argparse.ArgumentParser, formatter: Any, epilog:
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str,
             description: str) -> argparse.ArgumentParser:
-        p = csub.add_parser(name, parents=[store], formatter_class=formatter, epilog=epilog,
-                            help=help, description=description)
+        p: argparse.ArgumentParser = csub.add_parser(
+            name, parents=[store], formatter_class=formatter, epilog=epilog, help=help,
+            description=description)
         p.set_defaults(func=_translated(func), kind="cert")
         return p
 

@@ -63,7 +63,8 @@ def _sliced(call: Callable[[int], int], timeout_ms: int) -> int:
         return call(timeout_ms)
     deadline = None if timeout_ms < 0 else _monotonic_ms() + timeout_ms
     while True:
-        slice_ms = _SLICE_MS if deadline is None else max(0, min(_SLICE_MS, deadline - _monotonic_ms()))
+        left = _SLICE_MS if deadline is None else deadline - _monotonic_ms()
+        slice_ms = max(0, min(_SLICE_MS, left))
         rc = call(slice_ms)
         if rc != lib.SS_E_TIMEOUT or (deadline is not None and _monotonic_ms() >= deadline):
             return rc
@@ -257,7 +258,7 @@ class Connection:
             self.max_message = max_message
 
     @classmethod
-    def adopt(cls, sock: Any, **kwargs: Any) -> "Connection":
+    def adopt(cls, sock: Any, **kwargs: Any) -> Connection:
         """Wrap a connected stream socket (plain TCP, or one end of ``socket.socketpair()``)
         as a plain connection: the framing of the transmission modes over any stream.  The
         connection takes the descriptor over (``sock`` is detached)."""
@@ -311,7 +312,8 @@ class Connection:
     @max_message.setter
     def max_message(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _errors.ArgumentError(f"max_message must be a positive number of bytes, got {value!r}")
+            raise _errors.ArgumentError(
+                f"max_message must be a positive number of bytes, got {value!r}")
         ptr = self._g.enter()
         try:
             lib.ss_conn_set_max_message(ptr, value)
@@ -334,19 +336,22 @@ class Connection:
                 if 0 <= ms <= _SLICE_MS or not _on_main_thread():
                     rc = lib.ss_conn_read(ptr, ms, max_bytes, out, out_len, err)
                 else:
-                    rc = _sliced(lambda t: lib.ss_conn_read(ptr, t, max_bytes, out, out_len, err), ms)
+                    rc = _sliced(
+                        lambda t: lib.ss_conn_read(ptr, t, max_bytes, out, out_len, err), ms)
                 if rc != 0:
                     raise_err(rc, err)
                 n = out_len[0]
                 if n > 65536:
-                    data = ffi.buffer(out[0], n)[:]
+                    data: bytes = ffi.buffer(out[0], n)[:]
                     lib.ss_conn_trim(ptr)
                     return data
-                return ffi.buffer(out[0], n)[:] if n else b""
+                data = ffi.buffer(out[0], n)[:] if n else b""
+                return data
         finally:
             self._g.leave()
 
-    def write(self, data: Union[bytes, bytearray, memoryview, str], timeout: Seconds = None) -> None:
+    def write(self, data: Union[bytes, bytearray, memoryview, str],
+              timeout: Seconds = None) -> None:
         """Send one message, framed by the mode (str is sent as UTF-8)."""
         if data.__class__ is not bytes:
             data = _as_bytes(data, "message")
@@ -405,7 +410,7 @@ class Connection:
         """Send close_notify (bounded wait), close, and wake calls blocked on it."""
         self._g.close()
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -413,7 +418,7 @@ class Connection:
 
     def __repr__(self) -> str:
         if self.closed:
-            return f"<sslsock.Connection closed>"
+            return "<sslsock.Connection closed>"
         i = self.info()
         return (f"<sslsock.Connection {i.peer_address}:{i.peer_port} {i.protocol or 'TCP'} "
                 f"{i.state} mode={i.mode.name}>")
@@ -476,16 +481,12 @@ def connect(
     name = host if server_hostname is None else server_hostname
     out = ffi.new("ss_conn **")
     err = new_err()
-    rc = lib.ss_connect(ctx.ptr if ctx else ffi.NULL, host.encode("idna") if not _is_ascii(host) else host.encode(),
-                        int(port), name.encode() if (tls and name) else ffi.NULL,
-                        _ms(timeout), out, err)
+    host_b = host.encode() if host.isascii() else host.encode("idna")
+    rc = lib.ss_connect(ctx.ptr if ctx else ffi.NULL, host_b, int(port),
+                        name.encode() if (tls and name) else ffi.NULL, _ms(timeout), out, err)
     if rc != 0:
         raise_err(rc, err)
     return Connection(out[0], tls=tls, mode=mode, end_tag=end_tag, max_message=max_message)
-
-
-def _is_ascii(s: str) -> bool:
-    return s.isascii()
 
 
 def _check_port(port: Any, *, client: bool = False) -> None:
@@ -645,7 +646,7 @@ class Listener:
         """Stop accepting, wake waiters, close connections not yet accepted."""
         self._g.close()
 
-    def __enter__(self) -> "Listener":
+    def __enter__(self) -> Listener:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -91,7 +91,8 @@ class Recipe:
 def _build() -> tuple[int, str, int]:
     from ._binding import lib  # late: the options logic can be imported without the core
 
-    return int(lib.ss_versions_supported()), _linked_version(), int(lib.ss_openssl_security_level_default())
+    supported = int(lib.ss_versions_supported())
+    return supported, _linked_version(), int(lib.ss_openssl_security_level_default())
 
 
 def _linked_version() -> str:

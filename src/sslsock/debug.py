@@ -11,7 +11,8 @@ import json
 import os
 import platform
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 __all__ = ["VERSION_BITS", "info", "lines", "main"]
 
@@ -43,6 +44,7 @@ def info() -> dict[str, Any]:
     import ssl
 
     import sslsock
+
     from ._binding import lib, openssl_versions
     from ._certstore import STORE_ENV, default_store_path
 

@@ -222,10 +222,11 @@ def _mode(mode: Any) -> Mode:
             "SocketEndTagBuffer or SocketNoEndTag") from None
 
 
-def _listener_options() -> dict[str, bool]:
+def _reuse() -> tuple[bool, bool]:
+    """(reuse_address, reuse_port) from Socket.Option."""
     opt = Socket.Option
-    return {"reuse_address": not opt & SocketOption.SocketNoReuseAddress,
-            "reuse_port": bool(opt & SocketOption.SocketReusePort)}
+    return (not opt & SocketOption.SocketNoReuseAddress,
+            bool(opt & SocketOption.SocketReusePort))
 
 
 def _conn_of(entry: Entry, name: str, wait_s: Optional[float]) -> Connection:
@@ -235,7 +236,8 @@ def _conn_of(entry: Entry, name: str, wait_s: Optional[float]) -> Connection:
         return entry.obj
     with entry.simple_lock:
         info = entry.simple.info() if entry.simple is not None else None
-        if info is not None and (info.state != "open" or info.peer_closed):
+        if entry.simple is not None and info is not None and (
+                info.state != "open" or info.peer_closed):
             entry.simple.close()  # that client is gone: the next one takes its place
             entry.simple = None
         if entry.simple is None:
@@ -254,8 +256,9 @@ def SocketCreateSSL(name: str, port: int, cert_id: str, options: int = DEFAULT,
     REGISTRY.reserve(name)
     if not isinstance(cert_id, str):
         raise TypeError(f"the certificate identifier must be a str, not {type(cert_id).__name__}")
+    reuse_address, reuse_port = _reuse()
     listener = Listener(_server_port(port), cert_id, options=options, host=address or "",
-                        **_listener_options())
+                        reuse_address=reuse_address, reuse_port=reuse_port)
     _register(name, Entry(listener, "listener"))
     return True
 
@@ -265,7 +268,9 @@ def SocketCreate(name: str, port: int, address: str = "") -> bool:
     """Create a plain TCP server socket."""
     REGISTRY.check_name(name)
     REGISTRY.reserve(name)
-    listener = Listener(_server_port(port), tls=False, host=address or "", **_listener_options())
+    reuse_address, reuse_port = _reuse()
+    listener = Listener(_server_port(port), tls=False, host=address or "",
+                        reuse_address=reuse_address, reuse_port=reuse_port)
     _register(name, Entry(listener, "listener"))
     return True
 
@@ -387,7 +392,8 @@ def SocketExist(name: str) -> bool:
 
 
 @_named(False)
-def SocketChangeTransmissionMode(name: str, mode: int, end_tag: Union[bytes, str] = b"<EOF>") -> bool:
+def SocketChangeTransmissionMode(name: str, mode: int,
+                                 end_tag: Union[bytes, str] = b"<EOF>") -> bool:
     """Set the framing of `name` (a listener's channels inherit it)."""
     entry = REGISTRY.get(name)
     m = _mode(mode)
@@ -406,8 +412,9 @@ def SocketChangeTransmissionMode(name: str, mode: int, end_tag: Union[bytes, str
 
 
 def _certificate_summary(conn: Connection) -> str:
-    from ._certstore import format_thumbprint
     from cryptography.hazmat.primitives import hashes
+
+    from ._certstore import format_thumbprint
 
     cert = conn.peer_certificate()
     if cert is None:
