@@ -263,6 +263,10 @@ int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err)
      * writes so one SSL_write never waits on a whole large buffer. */
     SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Send exactly the chain of the certificate file.  Without this, OpenSSL rebuilds the
+     * chain from the trust store at every handshake (with the system store, a hashed
+     * directory lookup in /etc/ssl/certs per connection). */
+    SSL_CTX_set_mode(c, SSL_MODE_NO_AUTO_CHAIN);
     /* Read ahead: one read() per record (and often several records) instead of one for
      * the header and one for the body. */
     SSL_CTX_set_read_ahead(c, 1);

@@ -170,7 +170,8 @@ def _make_context(
         cfg.ca_pem = ffi.from_buffer(ca_pem)
         cfg.ca_pem_len = len(ca_pem)
     cfg.verify_peer = int(verify)
-    cfg.use_system_ca = int(use_system_ca)
+    # The system's authorities only matter to a side that verifies its peer.
+    cfg.use_system_ca = int(use_system_ca and verify)
     out = ffi.new("ss_ctx **")
     err = new_err()
     rc = lib.ss_ctx_new(cfg, out, err)
