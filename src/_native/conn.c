@@ -453,21 +453,29 @@ static int read_sized(ss_conn *c, long long deadline, const char **out, size_t *
     }
     size_t want = (size_t)c->want;
     ss_buf *m = &c->msg;
-    if (m->cap < want) {
-        char *d = realloc(m->data, want);
-        if (!d)
-            return ss_fail(err, SS_E_NOMEM, "out of memory for a %zu-byte message", want);
-        m->data = d;
-        m->cap = want;
-    }
-    size_t take = c->in.len < want - m->len ? c->in.len : want - m->len;
-    if (take) {
-        memcpy(m->data + m->len, c->in.data + c->in.off, take);
-        m->len += take;
-        buf_consume(&c->in, take);
-    }
-    while (m->len < want) { /* large payloads go straight into the message buffer */
-        long n = io_read(c, m->data + m->len, want - m->len, deadline, err);
+    /* The buffer grows as the payload arrives, never ahead of it by more than a few
+     * records: a peer announcing a large message and sending nothing pins no memory. */
+    while (m->len < want) {
+        size_t need = m->len + 4 * SS_RECORD < want ? m->len + 4 * SS_RECORD : want;
+        if (m->cap < need) {
+            size_t cap = m->cap * 2 > need ? m->cap * 2 : need;
+            if (cap > want)
+                cap = want;
+            char *d = realloc(m->data, cap);
+            if (!d)
+                return ss_fail(err, SS_E_NOMEM, "out of memory for a %zu-byte message", want);
+            m->data = d;
+            m->cap = cap;
+        }
+        size_t room = (m->cap < want ? m->cap : want) - m->len;
+        if (c->in.len) { /* bytes already received first */
+            size_t take = c->in.len < room ? c->in.len : room;
+            memcpy(m->data + m->len, c->in.data + c->in.off, take);
+            m->len += take;
+            buf_consume(&c->in, take);
+            continue;
+        }
+        long n = io_read(c, m->data + m->len, room, deadline, err); /* straight in */
         if (n < 0)
             return (int)n;
         m->len += (size_t)n;
