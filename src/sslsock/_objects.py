@@ -116,11 +116,13 @@ class _Guard:
             if self._closing:
                 return
             self._closing = True
-        self._shutdown(self.ptr)  # wakes calls blocked on it; they leave promptly
-        with self._lock:
-            free = self._busy == 0
-        if free:
-            self._free()
+            # The shutdown call uses the object too: a call leaving meanwhile must not free
+            # it under our feet (found by LeakSanitizer: SSL_free racing SSL_shutdown).
+            self._busy += 1
+        try:
+            self._shutdown(self.ptr)  # wakes calls blocked on it; they leave promptly
+        finally:
+            self.leave()  # the last one out frees it
 
     def _free(self) -> None:
         ptr, self.ptr = self.ptr, None
