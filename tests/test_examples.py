@@ -1,0 +1,371 @@
+"""The examples and the documentation, checked by running them.
+
+- Each program of ``examples/`` runs for real, as a subprocess, with a certificate store in
+  a temporary directory filled by ``sslsock cert create``.  Every run is bounded (the
+  servers' ``--max-clients`` / ``--timeout``, and a time-out on every wait), and every
+  process started here is killed in a ``finally``.
+- ``docs/functions.md`` names every public name of :mod:`sslsock.wl`, and every name and
+  value it gives exists.
+- Every ```python block of README.md and docs/*.md compiles; the README's side-by-side
+  example prints the message the README shows.
+- The messages quoted in docs/errors.md and the wire bytes of docs/modes.md are the
+  library's, reproduced here.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import select
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import sslsock as ss
+from sslsock import _certgen, wl
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+DOCS = ROOT / "docs"
+TIMEOUT = 20  # any one wait; each takes well under a second
+MODERN = ss.ProtocolTLS1_2 | ss.ProtocolTLS1_3
+
+
+def _env(store: Path) -> dict[str, str]:
+    env = dict(os.environ, SSLSOCK_CERT_STORE=str(store), PYTHONUNBUFFERED="1")
+    for name in ("SSLSOCK_CERT_PASSWORD", "XDG_DATA_HOME"):
+        env.pop(name, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store made as the docs say: a server certificate and a client certificate."""
+    path = tmp_path_factory.mktemp("examples") / "store"
+    for args in (["sslsock-dev"], ["alice", "--client"]):
+        r = subprocess.run([sys.executable, "-m", "sslsock", "cert", "create", *args],
+                           env=_env(path), capture_output=True, text=True, timeout=TIMEOUT,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+    return path
+
+
+@pytest.fixture
+def env(store: Path) -> dict[str, str]:
+    return _env(store)
+
+
+class Example:
+    """An example server in a subprocess, started on a free port (``--port 0``)."""
+
+    def __init__(self, env: dict[str, str], script: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / script), *args, "--port", "0"], env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._out = b""
+
+    def __enter__(self) -> Example:
+        try:
+            line = self._first_line()
+            m = re.fullmatch(rb"listening on port (\d+)\n", line)
+            assert m, f"unexpected first line {line!r}"
+            self.port = int(m.group(1))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _first_line(self) -> bytes:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + TIMEOUT
+        while b"\n" not in self._out:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                pytest.fail(f"the server printed no line within {TIMEOUT} s: {self._out!r}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                self.proc.wait(TIMEOUT)
+                pytest.fail(f"the server ended: {self._out!r} {self.proc.stderr.read()!r}")
+            self._out += chunk
+        line, _, self._out = self._out.partition(b"\n")
+        return line + b"\n"
+
+    def finish(self) -> tuple[int, str, str]:
+        """Wait for the server to stop by itself: its exit status, stdout, stderr."""
+        out, err = self.proc.communicate(timeout=TIMEOUT)
+        return self.proc.returncode, (self._out + out).decode(), err.decode()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=TIMEOUT)
+
+
+def run(env: dict[str, str], script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(EXAMPLES / script), *args], env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          stdin=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- examples ---------------------------------------------------------------------------
+
+
+def test_standard_server_serves_clients_in_parallel(env: dict[str, str], store: Path) -> None:
+    with Example(env, "standard_server.py", "--max-clients", "2", "--timeout", "10") as server:
+        # A first client stays connected (and silent) while client.py is served: each
+        # channel has its own thread.
+        with ss.connect("localhost", server.port, options=MODERN, store=ss.CertStore(store),
+                        timeout=TIMEOUT) as first:
+            r = run(env, "client.py", "--port", str(server.port), "hello", "wörld")
+            assert r.returncode == 0, r.stderr
+            assert r.stdout == "connected with TLSv1.3\nhello\nwörld\n"
+            first.write("still here")
+            assert first.read(timeout=TIMEOUT) == b"still here"
+        status, out, err = server.finish()
+    assert status == 0, err
+    assert out.count("connected (TLSv1.3)") == 2, out
+    assert out.count(": the peer closed the connection") == 2, out
+
+
+def test_standard_server_stops_after_its_timeout(env: dict[str, str]) -> None:
+    with Example(env, "standard_server.py", "--timeout", "0.3") as server:
+        status, out, err = server.finish()
+    assert status == 0, err
+    assert 'stopped waiting: no client connected to "server" within the time-out' in out
+
+
+def test_simplified_server_takes_clients_in_turn(env: dict[str, str]) -> None:
+    with Example(env, "simplified_server.py", "--max-clients", "2", "--timeout", "10") as server:
+        for words in (["one", "two"], ["three"]):
+            r = run(env, "client.py", "--port", str(server.port), *words)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.splitlines()[1:] == words
+        status, out, err = server.finish()
+    assert status == 0, err
+    assert out.count("client left") == 2, out
+
+
+def test_client_says_why_it_cannot_connect(env: dict[str, str]) -> None:
+    port = free_port()
+    r = run(env, "client.py", "--port", str(port))
+    assert r.returncode == 1
+    assert f"no server is listening on localhost port {port}" in r.stderr
+
+
+def test_mutual_tls(env: dict[str, str]) -> None:
+    with Example(env, "mutual_tls.py", "server", "--max-clients", "1") as server:
+        port = str(server.port)
+        refused = run(env, "mutual_tls.py", "client", "", "--port", port)  # no certificate
+        assert refused.returncode == 1
+        assert "certificate required" in refused.stderr
+        r = run(env, "mutual_tls.py", "client", "alice", "--port", port)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "hello alice\n"
+        status, out, err = server.finish()
+    assert status == 0, err
+    assert "client certificate: subject=CN=alice; issuer=CN=alice; thumbprint=" in out
+
+
+# ---- documentation ----------------------------------------------------------------------
+
+
+def _markdown_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _table_rows(text: str) -> Iterator[list[str]]:
+    for line in text.splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            yield [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def test_functions_md_names_every_public_name() -> None:
+    text = (DOCS / "functions.md").read_text(encoding="utf-8")
+    missing = [name for name in wl.__all__ if f"`{name}`" not in text]
+    assert not missing, f"docs/functions.md does not mention {missing}"
+
+
+def test_functions_md_names_and_values_are_real() -> None:
+    """Every name in a table's first columns exists, French aliases are the same object,
+    and every value column gives the constant's value."""
+    text = (DOCS / "functions.md").read_text(encoding="utf-8")
+    checked = 0
+    for cells in _table_rows(text):
+        m = re.fullmatch(r"`(\w+)`", cells[0])
+        if not m:
+            continue  # a header row
+        english = getattr(ss, m.group(1))
+        for alias in re.findall(r"`(\w+)`", " ".join(cells[1:3])):
+            assert getattr(ss, alias) is english, f"{alias} is not {m.group(1)}"
+        try:
+            value = int(cells[2], 0)
+        except ValueError:
+            continue
+        assert int(english) == value, f"{m.group(1)} is {int(english)}, the doc says {value}"
+        checked += 1
+    assert checked >= 26  # SSL options, modes, SocketClientInfo, ErrorInfo, Socket.Option
+
+
+@pytest.mark.parametrize("path", _markdown_files(), ids=lambda p: p.name)
+def test_python_blocks_compile(path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.DOTALL)
+    for i, block in enumerate(blocks, 1):
+        compile(block, f"{path.name}, python block {i}", "exec")
+
+
+def test_readme_side_by_side_prints_what_it_shows(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The reference example, side by side", 1)[1]
+    code = re.search(r"With sslsock:\s*```python\n(.*?)```", section, re.DOTALL)
+    shown = re.search(r"sslsock says so:\s*```\w*\n(.*?)```", section, re.DOTALL)
+    assert code and shown
+    r = subprocess.run([sys.executable, "-c", code.group(1)], env=_env(tmp_path / "store"),
+                       capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert _squash(r.stdout) == _squash(shown.group(1))
+
+
+DOC_STORE = "/home/you/.local/share/sslsock/certs"
+
+
+def test_errors_md_quotes_the_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = _squash((DOCS / "errors.md").read_text(encoding="utf-8"))
+    store = tmp_path / "store"
+    store.mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("SSLSOCK_CERT_STORE", str(store))
+    monkeypatch.delenv("SSLSOCK_CERT_PASSWORD", raising=False)
+    _certgen.make_self_signed("sslsock-dev").write_pem(store / "sslsock-dev.pem")
+
+    def quoted(what: str, port_shown: bool = False) -> None:
+        assert ss.ErrorOccurred(), what
+        text = ss.ErrorInfo().replace(str(store), DOC_STORE)
+        if not port_shown:  # the system chose the port; the doc says 5043
+            text = re.sub(r"port \d+", "port 5043", text)
+        assert _squash(text) in doc, f"docs/errors.md does not quote ({what}):\n{text}"
+
+    # ports and names
+    assert ss.SocketCreateSSL("server", 0, "sslsock-dev", MODERN)
+    port = int(ss.SocketClientInfo("server", ss.SocketPort))
+    assert not ss.SocketCreateSSL("other", port, "sslsock-dev")
+    quoted("port in use")
+    assert not ss.SocketCreateSSL("other", 443, "sslsock-dev")
+    quoted("port out of range", port_shown=True)
+    assert not ss.SocketCreateSSL("server", 0, "sslsock-dev")
+    quoted("name taken")
+    assert not ss.SocketConnectSSL("client", free_port(), "localhost")
+    quoted("no server")
+
+    # certificates
+    assert not ss.SocketCreateSSL("other", 0, "my-server")
+    quoted("unknown certificate")
+    for thumbprint in ("9d a4 84 fc f6 62 92 90 9a 62 d4 ca 65 fb 08 7e 06 45 of 24",
+                       "9d a4 84 fc f6 62 92 90 9a 62 d4 ca 65 fb 08 7e 06 45 de"):
+        assert not ss.SocketCreateSSL("other", 0, thumbprint, ss.CertificateHash)
+        quoted(f"thumbprint {thumbprint}")
+    (store / "partner.crt").write_bytes(_certgen.make_self_signed("partner").cert_pem())
+    assert not ss.SocketCreateSSL("other", 0, "partner")
+    quoted("no private key")
+    ca = _certgen.make_ca()
+    old = _certgen.make_leaf(ca, "old-server", not_after=datetime.datetime(2020, 1, 1))
+    old.write_pem(store / "old-server.pem")
+    assert not ss.SocketCreateSSL("other", 0, "old-server")
+    quoted("expired")
+    _certgen.make_self_signed("secret").write_pem(store / "secret.pem", password=b"pw")
+    assert not ss.SocketCreateSSL("other", 0, "secret")
+    quoted("encrypted")
+
+    # verification and versions
+    monkeypatch.setenv("SSLSOCK_CERT_STORE", str(empty))  # a client that trusts nothing
+    assert not ss.SocketConnectSSL("client", port, "localhost", MODERN)
+    quoted("self-signed")
+    monkeypatch.setenv("SSLSOCK_CERT_STORE", str(store))
+    _certgen.make_self_signed("elsewhere", hosts=["example.org"]).write_pem(
+        store / "elsewhere.pem")
+    assert ss.SocketCreateSSL("elsewhere", 0, "elsewhere", MODERN)
+    assert not ss.SocketConnectSSL(
+        "client", int(ss.SocketClientInfo("elsewhere", ss.SocketPort)), "localhost", MODERN)
+    quoted("hostname mismatch")
+    assert ss.SocketCreateSSL("tls12", 0, "sslsock-dev", ss.ProtocolTLS1_2)
+    assert not ss.SocketConnectSSL(
+        "client", int(ss.SocketClientInfo("tls12", ss.SocketPort)), "localhost",
+        ss.ProtocolTLS1_3)
+    quoted("protocol version")
+
+    # during the exchange; a stdlib client sends what sslsock would not
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+
+    assert ss.SocketConnectSSL("client", port, "localhost", MODERN)
+    assert ss.SocketWaitForConnection("server", TIMEOUT * 1000)
+    name = ss.SocketAccept("server")
+    assert ss.SocketRead(name, False, 100) == b""
+    quoted("time-out")
+    ss.SocketClose("client")  # close_notify
+    assert ss.SocketRead(name, False, TIMEOUT * 1000) == b""
+    quoted("peer closed")
+    for send, what in ((b"hello world\r\n", "malformed frame"),
+                       (b"67108865\r\n", "oversized frame")):
+        with ctx.wrap_socket(socket.create_connection(("localhost", port), timeout=TIMEOUT),
+                             server_hostname="localhost") as raw:
+            assert ss.SocketWaitForConnection("server", TIMEOUT * 1000)
+            name = ss.SocketAccept("server")
+            raw.sendall(send)
+            assert ss.SocketRead(name, False, TIMEOUT * 1000) == b""
+            quoted(what)
+
+
+def test_modes_md_wire_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bytes docs/modes.md shows for SocketWrite(s, "héllo") and SocketWrite(s, "")."""
+    rows: dict[str, list[str]] = {}  # the first table: mode, value, wire bytes
+    for cells in _table_rows((DOCS / "modes.md").read_text(encoding="utf-8")):
+        if cells[0].startswith("`Socket"):
+            rows.setdefault(cells[0].split()[0].strip("`"), cells)
+    monkeypatch.setenv("SSLSOCK_CERT_STORE", str(tmp_path))
+    _certgen.make_self_signed("localhost").write_pem(tmp_path / "localhost.pem")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    assert ss.SocketCreateSSL("server", 0, "localhost", MODERN)
+    port = int(ss.SocketClientInfo("server", ss.SocketPort))
+
+    def wire(mode: int, message: str) -> bytes:
+        """What goes on the wire: the channel writes one message and closes."""
+        with ctx.wrap_socket(socket.create_connection(("localhost", port), timeout=TIMEOUT),
+                             server_hostname="localhost") as raw:
+            assert ss.SocketWaitForConnection("server", TIMEOUT * 1000)
+            name = ss.SocketAccept("server")
+            assert ss.SocketChangeTransmissionMode(name, mode)
+            assert ss.SocketWrite(name, message)
+            ss.SocketClose(name)  # close_notify: the end of what raw receives
+            data = b""
+            while chunk := raw.recv(4096):
+                data += chunk
+            return data
+
+    for mode in (ss.SocketSizeAtBeginning, ss.SocketEndTag, ss.SocketEndTagBuffer,
+                 ss.SocketNoEndTag):
+        cells = rows[mode.name]
+        assert cells[1] == str(int(mode))
+        assert cells[2] == f"`{wire(mode, 'héllo')!r}`", mode.name
+        empty = wire(mode, "")
+        assert cells[3] == (f"`{empty!r}`" if empty else "nothing"), mode.name
