@@ -345,9 +345,14 @@ def test_bad_argument_types_raise(pki: Any) -> None:
         sslsock.SocketWrite("srv", 12)  # type: ignore[arg-type]
 
 
-def test_empty_name_is_refused() -> None:
-    assert sslsock.SocketCreate("", 0) is False
-    assert "empty" in message()
+def test_empty_name_is_a_programming_error() -> None:
+    """An empty name can never be registered: creating or using one raises, like an
+    unknown name; SocketExist("") is simply False."""
+    with pytest.raises(sslsock.SocketNameError, match="non-empty"):
+        sslsock.SocketCreate("", 0)
+    with pytest.raises(sslsock.SocketNameError, match="non-empty"):
+        sslsock.SocketRead("")
+    assert sslsock.SocketExist("") is False
     assert REGISTRY.names() == []
 
 

@@ -18,6 +18,8 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,6 +118,26 @@ static int offered_versions(SSL *s, unsigned *offered)
     return 1;
 }
 
+/* Where a refused ClientHello leaves the versions it offered, for the error message. */
+static int offered_index = -1;
+static pthread_once_t offered_once = PTHREAD_ONCE_INIT;
+static void make_offered_index(void)
+{
+    offered_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+static void version_names(unsigned set, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < NVERSIONS; i++)
+        if (set & VERSIONS[i].bit && used < len)
+            used += (size_t)snprintf(buf + used, len - used, "%s%s", used ? ", " : "",
+                                     ss_version_name(VERSIONS[i].version));
+    if (!used)
+        snprintf(buf, len, "none");
+}
+
 static int client_hello_cb(SSL *s, int *alert, void *arg)
 {
     ss_ctx *ctx = arg;
@@ -126,6 +148,9 @@ static int client_hello_cb(SSL *s, int *alert, void *arg)
     }
     int v = highest_version(offered & ctx->versions);
     if (v == 0) {
+        pthread_once(&offered_once, make_offered_index);
+        if (offered_index >= 0) /* +0x100: "set", even when the client offered nothing known */
+            SSL_set_ex_data(s, offered_index, (void *)(uintptr_t)(offered | 0x100));
         *alert = SSL_AD_PROTOCOL_VERSION;
         return SSL_CLIENT_HELLO_ERROR;
     }
@@ -135,14 +160,52 @@ static int client_hello_cb(SSL *s, int *alert, void *arg)
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
+/* Bits of security each OpenSSL security level demands (SSL_CTX_set_security_level(3)). */
+static int level_bits(int level)
+{
+    static const int bits[] = {0, 80, 112, 128, 192, 256};
+    return level <= 0 ? 0 : level > 5 ? 256 : bits[level];
+}
+
 int ss_check_negotiated(SSL *ssl, ss_ctx *ctx, ss_err *err)
 {
     int v = SSL_version(ssl);
-    if (version_bit(v) & ctx->versions)
+    if (!(version_bit(v) & ctx->versions))
+        return ss_fail(err, SS_E_TLS,
+                       "the peer negotiated %s, which the SSL options of this socket exclude",
+                       ss_version_name(v));
+    /* A client allowing TLS 1.0/1.1 runs its handshake at the legacy level (0), as it
+     * cannot know the version in advance; a connection that ends on TLS 1.2+ must still
+     * meet the normal level, as it would without the legacy versions. */
+    if (ctx->is_server || v < TLS1_2_VERSION || ctx->security_level <= ctx->legacy_security_level)
         return SS_OK;
-    return ss_fail(err, SS_E_TLS,
-                   "the peer negotiated %s, which the SSL options of this socket exclude",
-                   ss_version_name(v));
+    int need = level_bits(ctx->security_level);
+    X509 *peer = SSL_get0_peer_certificate(ssl);
+    EVP_PKEY *pk = peer ? X509_get0_pubkey(peer) : NULL;
+    int bits = pk ? EVP_PKEY_get_security_bits(pk) : need;
+    if (bits < need)
+        return ss_fail(err, SS_E_TLS,
+                       "the server's certificate key gives %d bits of security, below the %d "
+                       "that security level %d requires on %s",
+                       bits, need, ctx->security_level, ss_version_name(v));
+    EVP_PKEY *tmp = NULL;
+    if (SSL_get_peer_tmp_key(ssl, &tmp) == 1) {
+        bits = EVP_PKEY_get_security_bits(tmp);
+        EVP_PKEY_free(tmp);
+        if (bits < need)
+            return ss_fail(err, SS_E_TLS,
+                           "the server's key exchange gives %d bits of security, below the %d "
+                           "that security level %d requires on %s",
+                           bits, need, ctx->security_level, ss_version_name(v));
+    }
+    bits = SSL_get_cipher_bits(ssl, NULL);
+    if (bits < need)
+        return ss_fail(err, SS_E_TLS,
+                       "the cipher %s gives %d bits, below the %d that security level %d "
+                       "requires on %s",
+                       SSL_get_cipher_name(ssl), bits, need, ctx->security_level,
+                       ss_version_name(v));
+    return SS_OK;
 }
 
 static int load_chain(SSL_CTX *c, const char *pem, size_t len, ss_err *err)
@@ -244,6 +307,7 @@ int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err)
         return ss_fail_ssl(err, SS_E_NOMEM, "cannot create an OpenSSL context");
     }
     ctx->ssl_ctx = c;
+    SSL_CTX_set_app_data(c, ctx);
     int rc = SS_OK;
     int lo = lowest_version(usable), hi = highest_version(usable);
     int has_legacy = lo < TLS1_2_VERSION;
@@ -267,6 +331,9 @@ int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err)
      * chain from the trust store at every handshake (with the system store, a hashed
      * directory lookup in /etc/ssl/certs per connection). */
     SSL_CTX_set_mode(c, SSL_MODE_NO_AUTO_CHAIN);
+    /* DHE suites need parameters; "auto" matches their size to the certificate's key. */
+    if (cfg->is_server)
+        SSL_CTX_set_dh_auto(c, 1);
     /* Read ahead: one read() per record (and often several records) instead of one for
      * the header and one for the body. */
     SSL_CTX_set_read_ahead(c, 1);
@@ -336,6 +403,19 @@ int ss_handshake_error(SSL *ssl, int ret, ss_err *err, const char *what)
             return ss_fail_errno(err, SS_E_RESET, errnum, "%s: connection lost", what);
         return ss_fail(err, SS_E_RESET, "%s: the peer closed the connection during the handshake",
                        what);
+    }
+    pthread_once(&offered_once, make_offered_index);
+    uintptr_t offered = offered_index >= 0 ? (uintptr_t)SSL_get_ex_data(ssl, offered_index) : 0;
+    ss_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    if (offered && ctx) {
+        char theirs[96], ours[96];
+        version_names((unsigned)offered & 0xff, theirs, sizeof theirs);
+        version_names(ctx->versions, ours, sizeof ours);
+        ERR_clear_error();
+        ss_fail(err, SS_E_TLS, "%s: the client offered %s; this socket's SSL options allow %s",
+                what, theirs, ours);
+        snprintf(err->detail, sizeof err->detail, "protocol_version alert sent");
+        return SS_E_TLS;
     }
     unsigned long first = ERR_peek_error();
     if (ERR_GET_REASON(first) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {

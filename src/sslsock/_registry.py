@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from ._errors import ArgumentError, NameTakenError, SocketNameError
+from ._errors import NameTakenError, SocketNameError
 from ._objects import Connection, Listener
 
 
@@ -30,7 +30,8 @@ class Registry:
         if not isinstance(name, str):
             raise TypeError(f"a socket name must be a str, not {type(name).__name__}")
         if not name:
-            raise ArgumentError("a socket name must not be empty")
+            raise SocketNameError("a socket name must be a non-empty string (WLanguage "
+                                  "names are case-sensitive and never empty)")
         return name
 
     def reserve(self, name: str) -> None:
@@ -76,7 +77,8 @@ class Registry:
         return entry
 
     def exists(self, name: Any) -> bool:
-        self.check_name(name)
+        if not isinstance(name, str):
+            raise TypeError(f"a socket name must be a str, not {type(name).__name__}")
         with self._lock:
             return name in self._items
 

@@ -1,0 +1,77 @@
+"""Security levels and suites around legacy versions (docs/tls-versions.md)."""
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sslsock
+from sslsock import _certgen
+
+
+def _stdlib_server(cert: Path, key: Path, version: ssl.TLSVersion) -> tuple[socket.socket, int]:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ctx.maximum_version = version
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.load_cert_chain(str(cert), str(key))
+    sock = socket.create_server(("127.0.0.1", 0))
+    sock.settimeout(10)
+
+    def serve() -> None:
+        try:
+            raw, _ = sock.accept()
+            with ctx.wrap_socket(raw, server_side=True) as s:
+                s.recv(1)
+        except (OSError, ssl.SSLError):
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return sock, sock.getsockname()[1]
+
+
+def test_legacy_capable_client_holds_tls12_to_the_normal_level(tmp_path: Path, pki: Any) -> None:
+    """Default options (TLS 1.0-1.2): the handshake runs at level 0, but a TLS 1.2 result
+    with a 1024-bit RSA server key is refused, as with ProtocolTLS1_2 alone."""
+    ca = _certgen.make_ca("weak test CA", key_type="rsa2048")
+    weak = _certgen.make_leaf(ca, "localhost", key_type="rsa1024")
+    cert, key = weak.write_pem(tmp_path / "weak", split=True)
+    sock, port = _stdlib_server(cert, key, ssl.TLSVersion.TLSv1_2)
+    with sock:
+        with pytest.raises(sslsock.TLSError, match="80 bits of security, below the 112"):
+            sslsock.connect("localhost", port, cafile_pem=ca.cert_pem(), timeout=10)
+
+
+def test_dhe_suites_work_with_an_rsa_certificate(tmp_path: Path) -> None:
+    rsa = _certgen.make_self_signed("localhost", key_type="rsa2048")
+    pem = tmp_path / "rsa.pem"
+    rsa.write_pem(pem)
+    with sslsock.Listener(0, str(pem), options=sslsock.ProtocolTLS1_2, host="127.0.0.1") as lst:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("DHE-RSA-AES256-GCM-SHA384")
+        with socket.create_connection(("127.0.0.1", lst.port), timeout=10) as raw:
+            with ctx.wrap_socket(raw) as s:
+                assert s.cipher()[0] == "DHE-RSA-AES256-GCM-SHA384"
+
+
+def test_a_refused_version_is_explained_in_the_listener_stats(pki: Any) -> None:
+    with sslsock.Listener(0, "localhost", options=sslsock.ProtocolTLS1_2,
+                          host="127.0.0.1") as lst:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        with socket.create_connection(("127.0.0.1", lst.port), timeout=10) as raw:
+            with pytest.raises(ssl.SSLError):
+                ctx.wrap_socket(raw)
+        deadline = time.monotonic() + 3
+        while lst.stats().failed_tls < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        last = lst.stats().last_failure
+        assert "the client offered TLSv1.3" in last, last
+        assert "allow TLSv1.2" in last, last
