@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# Build a static OpenSSL 3 (libssl.a, libcrypto.a, headers, bin/openssl) into a prefix, for
+# sslsock's self-contained wheels (SSLSOCK_OPENSSL_DIR=<prefix>, see src/_native/build.py
+# and docs/wheels.md).  Prints the prefix on stdout; everything else goes to stderr.
+#
+#   scripts/build-openssl.sh [--legacy] [--prefix DIR] [--tarball FILE]
+#                            [--source auto|debian|upstream] [--force]
+#
+#   --legacy      also build SSLv3 (enable-ssl3 enable-ssl3-method).  Nothing else is
+#                 weakened: the default security level stays 1 (upstream's); sslsock sets
+#                 level 0 per connection when it negotiates SSLv3/TLS 1.0/1.1.
+#   --prefix DIR  where to install (default: the cache directory below, which then is the
+#                 prefix).  A prefix is reused when its BUILDINFO names the same build.
+#   --tarball F   use this source tarball (it must have the pinned sha256).
+#   --source S    where to get the source when there is no --tarball and no cached copy:
+#                 debian   = Debian's source package (apt-get source; adds a deb-src entry
+#                            for the suites already configured, needs root or sudo),
+#                 upstream = download (Debian's pool, then GitHub/openssl.org) with curl,
+#                 auto     = debian when apt-get is there, else upstream (the default).
+#   --force       rebuild even when the prefix is complete.
+#
+# Pinned: OpenSSL 3.0.22, the version Debian 12 (bookworm-security) ships.  The sha256 is the
+# one of Debian's openssl_3.0.22.orig.tar.gz, which is upstream's release tarball as
+# signed by the OpenSSL release key (the .asc is verified when Debian's source is used).
+# SSLSOCK_OPENSSL_VERSION / SSLSOCK_OPENSSL_SHA256 override the pin (for trying a bump).
+#
+# Cache: ${XDG_CACHE_HOME:-~/.cache}/sslsock/ (override: SSLSOCK_CACHE):
+#   src/openssl-<version>.tar.gz             the verified source tarball
+#   openssl-<version>[-legacy]/              the default prefix, keyed by version + options
+# A second run with the same options finds BUILDINFO and returns at once.
+#
+# Reproducible: pinned source (sha256), fixed Configure options, SOURCE_DATE_EPOCH taken
+# from the release date, LC_ALL=C, deterministic archives.  The prefix holds LICENSE.txt
+# (OpenSSL's licence, which wheels must ship) and BUILDINFO (what was built, from what).
+set -euo pipefail
+
+PIN_VERSION=3.0.22
+PIN_SHA256=67ebca7e50d17383028045486653492195b83db95f8558709701bb47b5c1ef81
+PIN_DEBIAN=3.0.22-1~deb12u2   # the Debian source package holding that orig tarball
+OPENSSLDIR=/etc/ssl           # CA certificates and openssl.cnf at run time (see docs/wheels.md)
+SCRIPT_REV=1                  # bump when the build recipe below changes (invalidates caches)
+
+VERSION=${SSLSOCK_OPENSSL_VERSION:-$PIN_VERSION}
+SHA256=${SSLSOCK_OPENSSL_SHA256:-$PIN_SHA256}
+if [ "$VERSION" != "$PIN_VERSION" ] && [ -z "${SSLSOCK_OPENSSL_SHA256:-}" ]; then
+  echo "build-openssl: SSLSOCK_OPENSSL_VERSION=$VERSION needs SSLSOCK_OPENSSL_SHA256 too" >&2
+  exit 2
+fi
+CACHE=${SSLSOCK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sslsock}
+
+legacy=0 prefix="" tarball="" source=auto force=0
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --legacy) legacy=1 ;;
+    --prefix) prefix=${2:?--prefix needs a directory}; shift ;;
+    --prefix=*) prefix=${1#*=} ;;
+    --tarball) tarball=${2:?--tarball needs a file}; shift ;;
+    --tarball=*) tarball=${1#*=} ;;
+    --source) source=${2:?--source needs auto, debian or upstream}; shift ;;
+    --source=*) source=${1#*=} ;;
+    --force) force=1 ;;
+    -h|--help) usage 0 ;;
+    *) echo "build-openssl: unknown argument $1" >&2; usage ;;
+  esac
+  shift
+done
+case "$source" in auto|debian|upstream) ;; *) echo "build-openssl: --source $source?" >&2; exit 2 ;; esac
+
+log() { echo "build-openssl: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+    log "need root (or sudo) for: $*"; return 1; fi
+}
+
+# --- what we build, and the key that names it ------------------------------------------
+name="openssl-$VERSION"
+opts=(no-shared -fPIC --libdir=lib "--openssldir=$OPENSSLDIR" no-tests)
+if [ "$legacy" = 1 ]; then
+  name="$name-legacy"
+  opts+=(enable-ssl3 enable-ssl3-method)
+fi
+# BUILD_METADATA ends up in OpenSSL_version(): "OpenSSL 3.0.22+sslsock ..." tells a bundled
+# build from a system one in `sslsock debug` and in the test reports.
+metadata="sslsock$([ "$legacy" = 1 ] && echo .legacy || true)"
+arch=$(uname -m)
+key="version=$VERSION sha256=$SHA256 arch=$arch metadata=$metadata rev=$SCRIPT_REV options=${opts[*]}"
+[ -n "$prefix" ] || prefix="$CACHE/$name"
+mkdir -p "$(dirname "$prefix")"
+prefix=$(cd "$(dirname "$prefix")" && pwd)/$(basename "$prefix")
+
+cached() {
+  [ "$force" = 0 ] && [ -f "$prefix/BUILDINFO" ] && grep -qxF "key: $key" "$prefix/BUILDINFO" \
+    && [ -f "$prefix/lib/libssl.a" ] && [ -f "$prefix/lib/libcrypto.a" ]
+}
+if cached; then
+  log "cached: $prefix ($name)"
+  echo "$prefix"
+  exit 0
+fi
+
+if [ -e "$prefix" ] && [ ! -f "$prefix/BUILDINFO" ] && [ -n "$(ls -A "$prefix")" ]; then
+  die "$prefix exists and is not a prefix made by this script: choose another --prefix"
+fi
+
+mkdir -p "$CACHE/src"
+exec 9>"$CACHE/.lock"
+if command -v flock >/dev/null 2>&1; then
+  flock 9
+  # Another run may have built the same prefix while this one waited for the lock.
+  if cached; then log "cached: $prefix ($name, built meanwhile)"; echo "$prefix"; exit 0; fi
+fi
+
+# --- the source tarball -------------------------------------------------------------------
+cached_src="$CACHE/src/openssl-$VERSION.tar.gz"
+origin=""
+check_tarball() {  # file -> ok if it has the pinned sha256
+  local got
+  got=$(sha256_of "$1")
+  [ "$got" = "$SHA256" ] || { log "sha256 mismatch for $1: $got, want $SHA256"; return 1; }
+}
+
+# deb-src entries for exactly the suites the system already uses, beside them in
+# /etc/apt/sources.list.d/sslsock-deb-src.{sources,list}; then apt-get update.
+deb_src_822() {  # deb822 *.sources files -> the same stanzas as deb-src
+  awk 'BEGIN { RS = ""; ORS = "\n\n" }
+       /(^|\n)Types:[^\n]*[ \t]deb([ \t]|\n|$)/ && !/\nEnabled: *no/ {
+         sub(/(^|\n)Types:[^\n]*/, "\nTypes: deb-src"); sub(/^\n/, ""); print }' "$@"
+}
+deb_src_lines() {  # one-line sources.list files -> the same lines as deb-src
+  sed -n 's/^\([[:space:]]*\)deb\([[:space:]]\)/\1deb-src\2/p' "$@"
+}
+add_deb_src() {
+  local base=/etc/apt/sources.list.d/sslsock-deb-src f t822 tlist
+  t822=$(mktemp) tlist=$(mktemp)
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] && [ "$f" != "$base.sources" ] && deb_src_822 "$f" >>"$t822"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] && [ "$f" != "$base.list" ] && deb_src_lines "$f" >>"$tlist"
+  done
+  if [ ! -s "$t822" ] && [ ! -s "$tlist" ]; then
+    rm -f "$t822" "$tlist"; log "no apt sources to mirror as deb-src"; return 1
+  fi
+  log "adding deb-src entries for the configured suites ($base.*), then apt-get update"
+  local ok=0
+  if [ -s "$t822" ]; then as_root install -m 0644 "$t822" "$base.sources" || ok=1; fi
+  if [ -s "$tlist" ]; then as_root install -m 0644 "$tlist" "$base.list" || ok=1; fi
+  rm -f "$t822" "$tlist"
+  [ "$ok" = 0 ] && as_root apt-get update -q >&2
+}
+
+from_debian() {
+  command -v apt-get >/dev/null 2>&1 || { log "no apt-get here"; return 1; }
+  if ! command -v dpkg-source >/dev/null 2>&1; then
+    log "installing dpkg-dev (for apt-get source)"
+    as_root apt-get install -y -q --no-install-recommends dpkg-dev >&2 || return 1
+  fi
+  # (Read whole, never piped into grep -q: with pipefail, grep leaving early is a failure.)
+  local showsrc
+  showsrc=$(apt-cache showsrc openssl 2>/dev/null || true)
+  if ! grep -q '^Package: openssl' <<<"$showsrc"; then
+    add_deb_src || return 1
+    showsrc=$(apt-cache showsrc openssl 2>/dev/null || true)
+  fi
+  local dl
+  dl=$(mktemp -d "$CACHE/src/apt.XXXXXX")
+  chmod 0755 "$dl"
+  # apt-get source runs as the calling user into the current directory.  Only the orig
+  # tarball is needed: a mirror that lacks the .dsc/.debian.tar.xz (or a pin that left the
+  # archive, when the current package still has the same upstream version) is fine.
+  (cd "$dl" && apt-get source -q --download-only "openssl=$PIN_DEBIAN" >&2) \
+    || (cd "$dl" && apt-get source -q --download-only openssl >&2) \
+    || log "apt-get source did not fetch everything; looking for the orig tarball anyway"
+  local orig="$dl/openssl_$VERSION.orig.tar.gz"
+  [ -f "$orig" ] || { log "Debian's source package does not hold OpenSSL $VERSION:" \
+                        "$(cd "$dl" && ls)"; rm -rf "$dl"; return 1; }
+  # The pinned sha256 is also the one apt's signed Sources index records for the tarball.
+  if grep -q " $SHA256 [0-9]* openssl_$VERSION.orig.tar.gz" <<<"$showsrc"; then
+    log "sha256 $SHA256 matches Debian's signed Sources index"
+  fi
+  # Upstream's signature, with the release keys Debian ships in debian/upstream/.
+  local deb
+  deb=$(ls "$dl"/openssl_*.debian.tar.* 2>/dev/null | head -n1 || true)
+  if [ -f "$orig.asc" ] && [ -n "$deb" ] && command -v gpgv >/dev/null 2>&1; then
+    local keys
+    keys=$(mktemp -d)
+    if tar -xf "$deb" -C "$keys" debian/upstream/signing-key.asc 2>/dev/null; then
+      gpg --batch --quiet --homedir "$keys" --dearmor -o "$keys/k.gpg" \
+          "$keys/debian/upstream/signing-key.asc" 2>/dev/null || true
+      local out
+      if out=$(gpgv --keyring "$keys/k.gpg" "$orig.asc" "$orig" 2>&1); then
+        log "upstream signature verified: $(echo "$out" | grep -m1 'Good signature' || true)"
+      else
+        echo "$out" >&2; rm -rf "$keys" "$dl"; die "bad upstream signature on $orig"
+      fi
+    fi
+    rm -rf "$keys"
+  fi
+  check_tarball "$orig" || { rm -rf "$dl"; return 1; }
+  # The Debian version actually fetched: its .dsc's, else the version whose Sources stanza
+  # lists this orig tarball (apt-cache showsrc lists every suite's version, oldest or not).
+  local debver
+  debver=$(cd "$dl" && ls openssl_*.dsc 2>/dev/null | sed -n 's/^openssl_\(.*\)\.dsc$/\1/p' | head -n1 || true)
+  [ -n "$debver" ] || debver=$(awk -v f="openssl_$VERSION.orig.tar.gz" \
+      '/^Package:/ {v = ""} /^Version:/ {v = $2} v != "" && $NF == f {print v; exit}' <<<"$showsrc")
+  mv "$orig" "$cached_src"
+  rm -rf "$dl"
+  origin="Debian source package openssl ${debver:-?}, orig tarball openssl_$VERSION.orig.tar.gz"
+}
+
+from_upstream() {
+  local part="$cached_src.part" url
+  if ! command -v curl >/dev/null 2>&1 && ! command -v wget >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 && as_root apt-get install -y -q --no-install-recommends \
+      curl ca-certificates >&2 || { log "neither curl nor wget: pass --tarball FILE"; return 1; }
+  fi
+  for url in \
+      "https://deb.debian.org/debian-security/pool/updates/main/o/openssl/openssl_$VERSION.orig.tar.gz" \
+      "https://deb.debian.org/debian/pool/main/o/openssl/openssl_$VERSION.orig.tar.gz" \
+      "https://github.com/openssl/openssl/releases/download/openssl-$VERSION/openssl-$VERSION.tar.gz" \
+      "https://www.openssl.org/source/openssl-$VERSION.tar.gz" \
+      "https://www.openssl.org/source/old/${VERSION%.*}/openssl-$VERSION.tar.gz"; do
+    log "downloading $url"
+    if command -v curl >/dev/null 2>&1; then
+      curl -fsSL --retry 3 --connect-timeout 20 -o "$part" "$url" || continue
+    else
+      wget -q -O "$part" "$url" || continue
+    fi
+    if check_tarball "$part"; then
+      mv "$part" "$cached_src"
+      origin="$url"
+      return 0
+    fi
+  done
+  rm -f "$part"
+  return 1
+}
+
+if [ -n "$tarball" ]; then
+  [ -f "$tarball" ] || die "no such tarball: $tarball"
+  check_tarball "$tarball" || die "$tarball is not OpenSSL $VERSION as pinned"
+  src_tar=$tarball
+  origin="local tarball $(basename "$tarball")"
+elif [ -f "$cached_src" ] && check_tarball "$cached_src"; then
+  src_tar=$cached_src
+  origin="cached tarball"
+  [ -f "$cached_src.origin" ] && origin="$(cat "$cached_src.origin") (cached)"
+else
+  rm -f "$cached_src"
+  case "$source" in
+    debian) from_debian || die "could not get OpenSSL $VERSION from Debian's source package" ;;
+    upstream) from_upstream || die "could not download OpenSSL $VERSION (sha256 $SHA256)" ;;
+    auto)
+      if command -v apt-get >/dev/null 2>&1 && from_debian; then :; else
+        from_upstream || die "could not get OpenSSL $VERSION: pass --tarball FILE"; fi ;;
+  esac
+  echo "$origin" >"$cached_src.origin"
+  src_tar=$cached_src
+fi
+
+# --- build ----------------------------------------------------------------------------------
+# The toolchain: a compiler, make, and a full perl (Configure uses IPC::Cmd and friends,
+# which Debian's essential perl-base lacks).  Installed when missing, on Debian.
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v make >/dev/null 2>&1 || missing+=(make)
+perl -MIPC::Cmd -e 1 >/dev/null 2>&1 || missing+=(perl)
+if [ ${#missing[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null 2>&1 || die "install these first: ${missing[*]} (with IPC::Cmd for perl)"
+  log "installing ${missing[*]}"
+  as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
+    || die "could not install ${missing[*]}"
+fi
+work=$(mktemp -d "$CACHE/build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+tar -xzf "$src_tar" -C "$work"
+srcdir="$work/openssl-$VERSION"
+[ -x "$srcdir/Configure" ] || die "$src_tar does not unpack to openssl-$VERSION/"
+# Build metadata (a semver "+..." suffix OpenSSL provides for builders).
+sed -i "s/^BUILD_METADATA=.*/BUILD_METADATA=$metadata/" "$srcdir/VERSION.dat"
+release_date=$(sed -n 's/^RELEASE_DATE="\(.*\)"/\1/p' "$srcdir/VERSION.dat")
+export SOURCE_DATE_EPOCH
+SOURCE_DATE_EPOCH=$(date -u -d "$release_date" +%s 2>/dev/null || echo 0)
+export LC_ALL=C TZ=UTC ZERO_AR_DATE=1
+jobs=$(nproc 2>/dev/null || echo 2)
+
+start=$(date +%s)
+log "building $name for $arch in $srcdir (make -j$jobs; Configure ${opts[*]})"
+(
+  cd "$srcdir"
+  ./Configure "${opts[@]}" "--prefix=$prefix" >"$work/configure.log" 2>&1 \
+    || { tail -n 30 "$work/configure.log" >&2; exit 1; }
+  make -j"$jobs" build_sw >"$work/make.log" 2>&1 || { tail -n 40 "$work/make.log" >&2; exit 1; }
+  rm -rf "$work/dest"
+  make install_sw DESTDIR="$work/dest" >"$work/install.log" 2>&1 \
+    || { tail -n 30 "$work/install.log" >&2; exit 1; }
+)
+stage="$work/dest$prefix"
+cp "$srcdir/LICENSE.txt" "$stage/LICENSE.txt"
+"$stage/bin/openssl" version -a >"$work/version.txt" 2>&1 || true
+{
+  echo "key: $key"
+  echo "openssl: $VERSION"
+  echo "sha256: $SHA256"
+  echo "source: $origin"
+  echo "configure: ${opts[*]} --prefix=$prefix"
+  echo "metadata: +$metadata"
+  echo "arch: $arch"
+  echo "source_date_epoch: $SOURCE_DATE_EPOCH"
+  echo "built_seconds: $(( $(date +%s) - start ))"
+  echo "libssl.a sha256: $(sha256_of "$stage/lib/libssl.a")"
+  echo "libcrypto.a sha256: $(sha256_of "$stage/lib/libcrypto.a")"
+  sed 's/^/version: /' "$work/version.txt"
+} >"$stage/BUILDINFO"
+rm -rf "$prefix.old"
+if [ -e "$prefix" ]; then
+  # Only ever replace a prefix this script made (never, say, --prefix /usr/local).
+  [ -f "$prefix/BUILDINFO" ] || [ -z "$(ls -A "$prefix")" ] \
+    || die "$prefix exists and is not a prefix made by this script: choose another --prefix"
+  mv "$prefix" "$prefix.old"
+fi
+mv "$stage" "$prefix"
+rm -rf "$prefix.old"
+log "built $name in $(( $(date +%s) - start ))s: $prefix"
+echo "$prefix"
