@@ -3,7 +3,10 @@
 Which OpenSSL:
 - ``SSLSOCK_OPENSSL_DIR=/prefix``: headers in ``/prefix/include``, libraries in
   ``/prefix/lib64`` or ``/prefix/lib``; linked statically when ``libssl.a`` is there and
-  ``SSLSOCK_OPENSSL_STATIC`` is not ``0``, else dynamically with an rpath.
+  ``SSLSOCK_OPENSSL_STATIC`` is not ``0``, else dynamically with an rpath.  A static build
+  hides OpenSSL's symbols (``--exclude-libs``) and ships the prefix's ``LICENSE.txt`` (put
+  there by scripts/build-openssl.sh) as ``sslsock/OPENSSL_LICENSE.txt``; any other build
+  removes a stale copy.
 - otherwise ``pkg-config openssl`` (the system's libssl), falling back to the compiler's
   default paths.
 Without OpenSSL's headers the build stops with a message naming the package to install.
@@ -22,6 +25,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ["errors.c", "ctx.c", "conn.c", "listener.c"]
+LICENSE_COPY = HERE.parent / "sslsock" / "OPENSSL_LICENSE.txt"  # package data (pyproject)
 
 
 def _pkg_config(*args: str) -> list[str] | None:
@@ -59,7 +63,10 @@ def openssl_flags() -> dict[str, list[str]]:
                 "extra_objects": [str(libdir / "libssl.a"), str(libdir / "libcrypto.a")],
                 "libraries": ["pthread", "dl"],
                 "library_dirs": [],
-                "extra_link_args": [],
+                # OpenSSL stays private to the module: no symbol clash with the system
+                # libssl that Python's ssl module (or anything else) loads.
+                "extra_link_args": ["-Wl,--exclude-libs,ALL"],
+                "licence": [str(p / "LICENSE.txt")],
             }
         return {
             "include_dirs": [str(inc)],
@@ -85,6 +92,20 @@ def openssl_flags() -> dict[str, list[str]]:
     }
 
 
+def _bundle_licence(files: list[str]) -> None:
+    """OpenSSL linked in means OpenSSL's licence shipped with it; otherwise no copy."""
+    if not files:
+        LICENSE_COPY.unlink(missing_ok=True)
+        return
+    src = Path(files[0])
+    if src.is_file():
+        if not LICENSE_COPY.exists() or LICENSE_COPY.read_bytes() != src.read_bytes():
+            LICENSE_COPY.write_bytes(src.read_bytes())
+    else:
+        sys.stderr.write(f"*** sslsock: warning: {src} is missing: a wheel built now would "
+                         "carry OpenSSL without its licence (use scripts/build-openssl.sh)\n")
+
+
 def _sanitize_flags() -> list[str]:
     which = os.environ.get("SSLSOCK_SANITIZE", "").strip()
     if not which:
@@ -95,6 +116,7 @@ def _sanitize_flags() -> list[str]:
 ffibuilder = FFI()
 ffibuilder.cdef((HERE / "cdef.h").read_text())
 _flags = openssl_flags()
+_bundle_licence(_flags.get("licence", []))
 _san = _sanitize_flags()
 ffibuilder.set_source(
     "sslsock._native",
