@@ -226,6 +226,7 @@ def test_debug_reports_versions(env: dict[str, str], store: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "OpenSSL compiled against: OpenSSL" in r.stdout
     assert "OpenSSL linked:" in r.stdout
+    assert "OpenSSL build:" in r.stdout and "legacy versions this build can do:" in r.stdout
     for what in ("sslsock 0.1.0", "cffi ", "cryptography ", "Python ", "TLSv1.2",
                  "default security level", str(store)):
         assert what in r.stdout

@@ -1,9 +1,10 @@
 """What this sslsock is built on: ``sslsock debug`` and ``python -m sslsock.debug``.
 
 Paste its output into a bug report: the versions of sslsock, Python, cffi and
-cryptography, the OpenSSL the C core was compiled against and the one it runs with, the
-protocol versions this build can negotiate, OpenSSL's default security level, and where
-the certificate store is.
+cryptography, the OpenSSL the C core was compiled against and the one it runs with, whether
+that OpenSSL is the system's shared libssl or one linked into sslsock (the wheels,
+docs/wheels.md), the protocol versions this build can negotiate (the legacy ones named),
+OpenSSL's default security level, and where the certificate store is.
 """
 from __future__ import annotations
 
@@ -37,6 +38,26 @@ def supported_versions() -> tuple[list[str], list[str]]:
     can = [name for bit, name in VERSION_BITS if bits & bit]
     cannot = [name for bit, name in VERSION_BITS if not bits & bit]
     return can, cannot
+
+
+#: scripts/build-openssl.sh puts this build metadata into OpenSSL's version text.
+BUNDLED_MARK = "+sslsock"
+LEGACY = ("SSLv3", "TLSv1", "TLSv1.1")
+
+
+def openssl_build(linked: str) -> str:
+    """Where the OpenSSL the core runs with comes from."""
+    if BUNDLED_MARK in linked:
+        lic = os.path.join(os.path.dirname(os.path.abspath(__file__)), "OPENSSL_LICENSE.txt")
+        return ("static, linked into sslsock's C core by scripts/build-openssl.sh"
+                + (f" (OpenSSL's licence: {lic})" if os.path.isfile(lic) else ""))
+    try:
+        with open("/proc/self/maps") as maps:
+            libs = sorted({line.split()[-1] for line in maps
+                           if "/libssl.so" in line or "/libssl-" in line})
+    except OSError:
+        libs = []
+    return "shared library" + (f" {', '.join(libs)}" if libs else "")
 
 
 def info() -> dict[str, Any]:
@@ -73,8 +94,10 @@ def info() -> dict[str, Any]:
         "cryptography": _version_of("cryptography"),
         "openssl_compiled": compiled,
         "openssl_linked": linked,
+        "openssl_build": openssl_build(linked),
         "python_ssl_openssl": ssl.OPENSSL_VERSION,
         "versions_supported": can,
+        "legacy_versions_supported": [v for v in LEGACY if v in can],
         "versions_unsupported": cannot,
         "security_level_default": int(lib.ss_openssl_security_level_default()),
         "cert_store": str(store),
@@ -95,9 +118,14 @@ def lines() -> list[str]:
         f"cryptography {d['cryptography']}",
         f"OpenSSL compiled against: {d['openssl_compiled']}",
         f"OpenSSL linked:           {d['openssl_linked']}",
+        f"OpenSSL build:            {d['openssl_build']}",
         f"OpenSSL of Python's ssl:  {d['python_ssl_openssl']}",
         f"protocol versions this build can negotiate: "
         f"{', '.join(d['versions_supported']) or 'none'}{cannot}",
+        "legacy versions this build can do: "
+        + (", ".join(d["legacy_versions_supported"]) or "none")
+        + ("" if "SSLv3" in d["legacy_versions_supported"]
+           else " (SSLv3 needs an OpenSSL built with it: scripts/build-openssl.sh --legacy)"),
         f"OpenSSL default security level: {d['security_level_default']}"
         + (" (TLS 1.0/1.1 need level 0; sslsock lowers it per connection when asked to)"
            if d["security_level_default"] > 0 else ""),
