@@ -7,16 +7,26 @@ one version at security level 0 so that legacy versions are possible on their si
 run writes the observed table to ``build/options-table.md``; ``docs/options-table.md`` is
 that table for Debian's OpenSSL build and is checked against it (set
 ``SSLSOCK_WRITE_DOCS=1`` to regenerate it).
+
+On a build that can do SSLv3 (scripts/ci-legacy.sh), with ``SSLSOCK_LEGACY_OPENSSL`` naming
+that build's ``openssl`` command, the table gains an SSLv3 column: the stdlib's OpenSSL
+cannot speak SSLv3, so that peer is ``openssl s_client -ssl3`` / ``s_server -ssl3``, and
+the certificate is an RSA one (SSLv3 has no ECDSA or ECDHE suites).  That table is
+``docs/options-table-legacy.md``.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import re
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,6 +35,7 @@ from hypothesis import strategies as st
 
 import sslsock
 from sslsock import SSLOption as O
+from sslsock import _certgen
 from sslsock._binding import lib, openssl_versions
 from sslsock._options import ALL_BITS, PROTOCOL_BITS, recipe
 
@@ -41,6 +52,22 @@ PEER_VERSIONS = {
 }
 TIMEOUT = 10.0
 CORE_BITS = {"SSLv3": 0x01, "TLSv1": 0x02, "TLSv1.1": 0x04, "TLSv1.2": 0x08, "TLSv1.3": 0x10}
+
+
+def _ssl3_peer() -> str | None:
+    """The openssl command for the SSLv3 column, when this build and it can do SSLv3."""
+    exe = os.environ.get("SSLSOCK_LEGACY_OPENSSL")
+    if not exe or not lib.ss_versions_supported() & CORE_BITS["SSLv3"]:
+        return None
+    out = subprocess.run([exe, "s_client", "-help"], capture_output=True, text=True,
+                         timeout=TIMEOUT)
+    if "-ssl3" not in out.stdout + out.stderr:
+        raise RuntimeError(f"SSLSOCK_LEGACY_OPENSSL={exe} cannot do SSLv3")
+    return exe
+
+
+SSL3_PEER = _ssl3_peer()
+COLUMNS = (["SSLv3"] if SSL3_PEER else []) + list(PEER_VERSIONS)
 
 
 def eventually(read, expected, within: float = 3.0) -> bool:
@@ -124,6 +151,69 @@ def pinned_servers(pki):
         s.close()
 
 
+@dataclass
+class RSAServer:
+    name: str
+    sha1: str
+    cert_file: Path
+    key_file: Path
+
+
+@pytest.fixture(scope="module")
+def rsa_server(pki) -> RSAServer:
+    """An RSA certificate for localhost, signed by the test CA, in the store (SSLv3 only)."""
+    if not SSL3_PEER:
+        pytest.skip("no SSLv3 column on this build")
+    from cryptography.hazmat.primitives import hashes
+
+    leaf = _certgen.make_leaf(pki.ca, "localhost-rsa", hosts=["localhost", "127.0.0.1"],
+                              key_type="rsa2048")
+    leaf.write_pem(pki.store_dir / "localhost-rsa.pem")
+    cert, key = leaf.write_pem(pki.dir / "localhost-rsa", split=True)
+    return RSAServer("localhost-rsa", leaf.certificate.fingerprint(hashes.SHA1()).hex(),  # noqa: S303
+                     cert, key)
+
+
+def ssl3_client(port: int, ca_file: Path) -> str | None:
+    """`openssl s_client -ssl3`: the negotiated version, or None."""
+    assert SSL3_PEER
+    out = subprocess.run(
+        [SSL3_PEER, "s_client", "-connect", f"127.0.0.1:{port}", "-ssl3",
+         "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", str(ca_file), "-verify_return_error"],
+        input=b"", capture_output=True, timeout=TIMEOUT).stdout.decode(errors="replace")
+    if "Cipher is (NONE)" in out:
+        return None
+    m = re.search(r"^\s*Protocol\s*:\s*(\S+)", out, re.M)
+    return m.group(1) if m else None
+
+
+@pytest.fixture(scope="module")
+def ssl3_server(rsa_server: RSAServer) -> Iterator[int]:
+    """`openssl s_server -ssl3` (one connection after another; stdin kept open)."""
+    assert SSL3_PEER
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with subprocess.Popen(
+            [SSL3_PEER, "s_server", "-accept", f"127.0.0.1:{port}", "-ssl3",
+             "-cert", str(rsa_server.cert_file), "-key", str(rsa_server.key_file),
+             "-cipher", "DEFAULT@SECLEVEL=0"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        pytest.fail("openssl s_server -ssl3 did not start")
+                    time.sleep(0.05)
+            yield port
+        finally:
+            proc.kill()
+
+
 RESULTS: dict[int, dict[str, object]] = {}
 
 
@@ -165,6 +255,25 @@ def test_server_negotiates_exactly_the_mask(pki, index: int, ident: O) -> None:
     RESULTS.setdefault(bits, {})["server"] = got
 
 
+@pytest.mark.parametrize("ident", [O.CertificateName, O.CertificateHash], ids=["name", "hash"])
+@pytest.mark.parametrize("index", range(64), ids=lambda i: f"set{i:02d}")
+def test_server_ssl3_column(pki, rsa_server: RSAServer, index: int, ident: O) -> None:
+    """The SSLv3 column, server side: `s_client -ssl3` completes iff the set has SSLv3."""
+    bits = protocol_set(index)
+    cert_id = rsa_server.name if ident is O.CertificateName else rsa_server.sha1
+    try:
+        effective = recipe(bits | ident).effective
+    except sslsock.OptionsError:
+        RESULTS.setdefault(bits, {})["server-ssl3"] = None
+        return
+    with sslsock.Listener(0, cert_id, options=bits | ident, host="127.0.0.1") as listener:
+        got = ssl3_client(listener.port, pki.ca_file)
+        while listener.wait(0):
+            listener.accept(0).close()
+    assert got == ("SSLv3" if "SSLv3" in effective else None), mask_name(bits)
+    RESULTS.setdefault(bits, {})["server-ssl3"] = got
+
+
 @pytest.mark.parametrize("index", range(64), ids=lambda i: f"set{i:02d}")
 def test_client_negotiates_exactly_the_mask(pki, pinned_servers, index: int) -> None:
     bits = protocol_set(index)
@@ -188,6 +297,25 @@ def test_client_negotiates_exactly_the_mask(pki, pinned_servers, index: int) -> 
         assert version in rec.effective, f"{version} server accepted by {mask_name(bits)}"
         assert got[version] == version
     RESULTS.setdefault(bits, {})["client"] = got
+
+
+@pytest.mark.parametrize("index", range(64), ids=lambda i: f"set{i:02d}")
+def test_client_ssl3_column(ssl3_server: int, index: int) -> None:
+    """The SSLv3 column, client side: an SSLv3-only server is reached iff the set has SSLv3."""
+    bits = protocol_set(index)
+    try:
+        effective = recipe(bits).effective
+    except sslsock.OptionsError:
+        RESULTS.setdefault(bits, {})["client-ssl3"] = None
+        return
+    got: str | None
+    try:
+        with sslsock.connect("localhost", ssl3_server, options=bits, timeout=TIMEOUT) as conn:
+            got = conn.protocol
+    except sslsock.TLSError:
+        got = None
+    assert got == ("SSLv3" if "SSLv3" in effective else None), mask_name(bits)
+    RESULTS.setdefault(bits, {})["client-ssl3"] = got
 
 
 def test_no_available_version_fails_with_reasons(pki) -> None:
@@ -246,10 +374,12 @@ def test_mask_validation(mask: int) -> None:
 
 def test_write_table() -> None:
     """Runs last in this module: the observed table, and the docs copy checked against it."""
-    if len(RESULTS) < 64 or any(len(r) < 2 for r in RESULTS.values()):
+    sides = 4 if SSL3_PEER else 2
+    if len(RESULTS) < 64 or any(len(r) < sides for r in RESULTS.values()):
         pytest.skip("the full matrix did not run (selected tests only)")
     compiled, linked = openssl_versions()
     supported = lib.ss_versions_supported()
+    heads = " ".join({"SSLv3": "3", "TLSv1": "1.0"}.get(c, c.replace("TLSv", "")) for c in COLUMNS)
     lines = [
         "# What each SSL-options mask negotiates on this build",
         "",
@@ -257,14 +387,16 @@ def test_write_table() -> None:
         "protocol bits (with `CertificateName` and with `CertificateHash`), an sslsock server",
         "against stdlib-ssl clients each limited to one version, and an sslsock client against",
         "stdlib-ssl servers each limited to one version. ✓ = handshake completed on that version,",
-        "· = refused.",
+        "· = refused."
+        + (" The SSLv3 column (3) is `openssl s_client -ssl3` / `s_server -ssl3` of this"
+           " build, with an RSA certificate." if SSL3_PEER else ""),
         "",
         f"Build: {linked} (compiled against {compiled}); versions available: "
         + ", ".join(n for n, bit in (("SSLv3", 1), ("TLSv1", 2), ("TLSv1.1", 4),
                                      ("TLSv1.2", 8), ("TLSv1.3", 16)) if supported & bit)
         + f" (core bits {supported:#04x}).",
         "",
-        "| protocol bits | effective set | server: 1.0 1.1 1.2 1.3 | client: 1.0 1.1 1.2 1.3 |",
+        "| protocol bits | effective set | server: " + heads + " | client: " + heads + " |",
         "|---|---|---|---|",
     ]
     for i in range(64):
@@ -275,17 +407,20 @@ def test_write_table() -> None:
             effective = "— (creation fails: no available version)"
         cells = []
         for side in ("server", "client"):
-            got = RESULTS[bits][side]
-            cells.append(" ".join("✓" if got[v] else "·" for v in PEER_VERSIONS))  # type: ignore[index]
+            got = dict(RESULTS[bits][side])  # type: ignore[call-overload]
+            if SSL3_PEER:
+                got["SSLv3"] = RESULTS[bits][side + "-ssl3"]
+            cells.append(" ".join("✓" if got[v] else "·" for v in COLUMNS))
         lines.append(f"| {mask_name(bits)} | {effective} | {cells[0]} | {cells[1]} |")
     table = "\n".join(lines) + "\n"
     out = ROOT / "build" / "options-table.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text(table)
-    docs = ROOT / "docs" / "options-table.md"
+    docs = ROOT / "docs" / ("options-table-legacy.md" if SSL3_PEER else "options-table.md")
     if os.environ.get("SSLSOCK_WRITE_DOCS") == "1":
         docs.write_text(table)
     elif docs.exists() and f"core bits {supported:#04x}" in docs.read_text():
         assert docs.read_text().split("Build:")[1].split("\n", 2)[2] == table.split("Build:")[1].split("\n", 2)[2], (
-            "docs/options-table.md is stale: regenerate with "
-            "SSLSOCK_WRITE_DOCS=1 .venv/bin/python -m pytest tests/test_options_matrix.py")
+            f"docs/{docs.name} is stale: regenerate with SSLSOCK_WRITE_DOCS=1 "
+            + ("scripts/ci-legacy.sh" if SSL3_PEER
+               else ".venv/bin/python -m pytest tests/test_options_matrix.py"))
