@@ -184,20 +184,25 @@ from_debian() {
   # Upstream's signature, with the release keys Debian ships in debian/upstream/.
   local deb
   deb=$(ls "$dl"/openssl_*.debian.tar.* 2>/dev/null | head -n1 || true)
-  if [ -f "$orig.asc" ] && [ -n "$deb" ] && command -v gpgv >/dev/null 2>&1; then
-    local keys
+  if [ -f "$orig.asc" ] && [ -n "$deb" ] && command -v gpgv >/dev/null 2>&1 \
+     && command -v gpg >/dev/null 2>&1; then
+    local keys out
     keys=$(mktemp -d)
-    if tar -xf "$deb" -C "$keys" debian/upstream/signing-key.asc 2>/dev/null; then
-      gpg --batch --quiet --homedir "$keys" --dearmor -o "$keys/k.gpg" \
-          "$keys/debian/upstream/signing-key.asc" 2>/dev/null || true
-      local out
+    if tar -xf "$deb" -C "$keys" debian/upstream/signing-key.asc 2>/dev/null \
+       && gpg --batch --quiet --homedir "$keys" --dearmor -o "$keys/k.gpg" \
+              "$keys/debian/upstream/signing-key.asc" 2>/dev/null; then
       if out=$(gpgv --keyring "$keys/k.gpg" "$orig.asc" "$orig" 2>&1); then
-        log "upstream signature verified: $(echo "$out" | grep -m1 'Good signature' || true)"
+        log "upstream signature verified: $(grep -m1 'Good signature' <<<"$out" || true)"
       else
         echo "$out" >&2; rm -rf "$keys" "$dl"; die "bad upstream signature on $orig"
       fi
+    else
+      log "could not read the upstream signing key from $(basename "$deb"); relying on the sha256"
     fi
     rm -rf "$keys"
+  else
+    log "upstream signature not checked (needs the .asc, Debian's debian.tar, gpg and gpgv);" \
+        "relying on the pinned sha256"
   fi
   check_tarball "$orig" || { rm -rf "$dl"; return 1; }
   # The Debian version actually fetched: its .dsc's, else the version whose Sources stanza
