@@ -68,6 +68,9 @@ def _ssl3_peer() -> str | None:
 
 SSL3_PEER = _ssl3_peer()
 COLUMNS = (["SSLv3"] if SSL3_PEER else []) + list(PEER_VERSIONS)
+# The SSLv3 column's sets exist only where that column can be filled (otherwise each of
+# its two tests is one skip, not 128 and 64).
+SSL3_SETS = range(64) if SSL3_PEER else range(0)
 
 
 def eventually(read, expected, within: float = 3.0) -> bool:
@@ -255,8 +258,9 @@ def test_server_negotiates_exactly_the_mask(pki, index: int, ident: O) -> None:
     RESULTS.setdefault(bits, {})["server"] = got
 
 
+@pytest.mark.skipif(not SSL3_PEER, reason="no SSLv3 column on this build")
 @pytest.mark.parametrize("ident", [O.CertificateName, O.CertificateHash], ids=["name", "hash"])
-@pytest.mark.parametrize("index", range(64), ids=lambda i: f"set{i:02d}")
+@pytest.mark.parametrize("index", SSL3_SETS, ids=lambda i: f"set{i:02d}")
 def test_server_ssl3_column(pki, rsa_server: RSAServer, index: int, ident: O) -> None:
     """The SSLv3 column, server side: `s_client -ssl3` completes iff the set has SSLv3."""
     bits = protocol_set(index)
@@ -299,7 +303,8 @@ def test_client_negotiates_exactly_the_mask(pki, pinned_servers, index: int) -> 
     RESULTS.setdefault(bits, {})["client"] = got
 
 
-@pytest.mark.parametrize("index", range(64), ids=lambda i: f"set{i:02d}")
+@pytest.mark.skipif(not SSL3_PEER, reason="no SSLv3 column on this build")
+@pytest.mark.parametrize("index", SSL3_SETS, ids=lambda i: f"set{i:02d}")
 def test_client_ssl3_column(ssl3_server: int, index: int) -> None:
     """The SSLv3 column, client side: an SSLv3-only server is reached iff the set has SSLv3."""
     bits = protocol_set(index)
