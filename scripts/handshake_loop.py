@@ -1,0 +1,140 @@
+"""Run N TLS handshakes against an sslsock listener (one client in ten is sslsock's, the
+others the stdlib's), each with an echo, plus
+the usual failures (refused versions, garbage instead of a ClientHello, an oversized frame,
+a close while a read is blocked), then free everything.  Used for leak checks: under
+LeakSanitizer (scripts/sanitize-tests.sh) and under valgrind (tests/test_hostile.py).
+
+    python scripts/handshake_loop.py [N]
+"""
+from __future__ import annotations
+
+import gc
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import sslsock
+from sslsock import _certgen
+from sslsock._certstore import CertStore
+from sslsock._objects import Listener, connect
+from sslsock._options import SSLOption as O
+
+
+def main(n: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        ca = _certgen.make_ca("leak-check CA")
+        _certgen.make_leaf(ca, "localhost").write_pem(Path(d) / "localhost.pem")
+        store = CertStore(d)
+        ca_pem = ca.cert_pem()
+        options = O.ProtocolTLS1_2 | O.ProtocolTLS1_3
+        with Listener(0, "localhost", store=store, options=options, host="127.0.0.1",
+                      threads=2, handshake_timeout=2.0) as listener:
+            port = listener.port
+            stdlib = ssl.create_default_context(cadata=ca_pem.decode())
+            for i in range(n):
+                msg = b"ping %d" % i
+                with listener_side(listener) as served:
+                    if i % SSLSOCK_CLIENT_EVERY == 0:
+                        # the sslsock client: its context (and the system's trust store)
+                        # is made per connection, which is costly: one in ten
+                        client_opts = O.ProtocolTLS1_2 if i % 2 else O.ProtocolTLS1_3
+                        with connect("127.0.0.1", port, store=store, cafile_pem=ca_pem,
+                                     server_hostname="localhost", options=client_opts,
+                                     timeout=10) as c:
+                            c.write(msg)
+                            assert c.read(timeout=10) == msg
+                    else:
+                        stdlib.maximum_version = (ssl.TLSVersion.TLSv1_2 if i % 2
+                                                  else ssl.TLSVersion.TLSv1_3)
+                        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                                stdlib.wrap_socket(raw, server_hostname="localhost") as c:
+                            c.sendall(b"%d\r\n%s" % (len(msg), msg))
+                            want = b"%d\r\n%s" % (len(msg), msg)
+                            got = b""
+                            while len(got) < len(want):
+                                chunk = c.recv(4096)
+                                assert chunk, "the server closed early"
+                                got += chunk
+                            assert got == want, got
+                    served.join(10)
+                    assert served.ok
+            failures(listener, port, store, ca_pem)
+        del listener
+    gc.collect()
+
+
+SSLSOCK_CLIENT_EVERY = 10
+
+
+class listener_side(threading.Thread):
+    """Accept one client, echo one message, close: the server half of a cycle."""
+
+    def __init__(self, listener: Listener) -> None:
+        super().__init__(daemon=True)
+        self.listener = listener
+        self.ok = False
+
+    def run(self) -> None:
+        with self.listener.accept(timeout=10) as s:
+            s.write(s.read(timeout=10))
+        self.ok = True
+
+    def __enter__(self) -> listener_side:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.join(10)
+
+
+def failures(listener: Listener, port: int, store: CertStore, ca_pem: bytes) -> None:
+    # a version the listener refuses
+    try:
+        connect("127.0.0.1", port, store=store, cafile_pem=ca_pem, server_hostname="localhost",
+                options=O.ProtocolTLS1, timeout=5).close()
+    except sslsock.Error:
+        pass
+    # garbage, half a ClientHello, a silent client that the time-out drops
+    for payload in (b"\x16\x03\x01\x00\x05hello", b"GET / HTTP/1.0\r\n\r\n", b"\x16\x03\x01\x02"):
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            raw.sendall(payload)
+            raw.shutdown(socket.SHUT_WR)
+            raw.settimeout(5)
+            try:
+                while raw.recv(4096):
+                    pass
+            except OSError:
+                pass
+    # an oversized size header breaks the channel; a blocked read woken by close()
+    with connect("127.0.0.1", port, store=store, cafile_pem=ca_pem, server_hostname="localhost",
+                 timeout=5, mode=sslsock.Mode.SocketNoEndTag) as c, listener.accept(timeout=5) as s:
+        c.write(b"99999999999\r\n")
+        try:
+            s.read(timeout=5)
+        except sslsock.FrameError:
+            pass
+    with connect("127.0.0.1", port, store=store, cafile_pem=ca_pem, server_hostname="localhost",
+                 timeout=5) as c, listener.accept(timeout=5) as s:
+        t = threading.Thread(target=lambda: _swallow(s.read))
+        t.start()
+        s.close()
+        t.join(5)
+    # a connection left in the ready queue, freed by the listener's close
+    connect("127.0.0.1", port, store=store, cafile_pem=ca_pem, server_hostname="localhost",
+            timeout=5).close()
+    listener.wait(timeout=5)
+
+
+def _swallow(fn) -> None:  # type: ignore[no-untyped-def]
+    try:
+        fn()
+    except sslsock.Error:
+        pass
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+    print("handshake loop: done")
