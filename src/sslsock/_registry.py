@@ -59,10 +59,12 @@ class Registry:
                     return name
 
     def get(self, name: Any) -> Entry:
-        self.check_name(name)
-        with self._lock:
-            entry = self._items.get(name)
+        # Every SocketRead/SocketWrite comes here: no lock.  dict.get is atomic (under the
+        # GIL, or the dict's own lock on free-threaded builds); a shared lock here would be
+        # a queue that all channel threads meet on whenever a GIL switch lands inside it.
+        entry = self._items.get(name) if isinstance(name, str) else None
         if entry is None:
+            self.check_name(name)
             raise SocketNameError(f'no socket is named "{name}" (names are case-sensitive; '
                                   "was it closed, or never created?)")
         return entry
