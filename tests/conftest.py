@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import socket
 import ssl
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,3 +108,36 @@ def _clean_registry() -> Iterator[None]:
         except sslsock.Error:
             pass
     sslsock.Socket.Option = 0
+
+
+@contextmanager
+def _openssl_s_server(openssl: str, cert: Path, key: Path, *flags: str,
+                      timeout: float = 10.0) -> Iterator[int]:
+    """`openssl s_server` on a free loopback port, serving one connection after another
+    (its stdin stays open: EOF would stop it).  Yields the port once it accepts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with subprocess.Popen(
+            [openssl, "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert),
+             "-key", str(key), *flags],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        pytest.fail(f"openssl s_server {' '.join(flags)} did not start")
+                    time.sleep(0.05)
+            yield port
+        finally:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def openssl_s_server() -> Callable[..., AbstractContextManager[int]]:
+    """A factory: ``with openssl_s_server(openssl, cert, key, *flags) as port: ...``."""
+    return _openssl_s_server

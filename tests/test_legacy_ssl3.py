@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -176,29 +176,13 @@ def test_ssl3_in_a_set_with_a_hole(openssl_cmd: str, rsa_store: Path) -> None:
 
 
 @pytest.fixture()
-def ssl3_server(openssl_cmd: str, rsa_store: Path) -> Iterator[int]:
-    """`openssl s_server -ssl3` on a free port (its stdin kept open: EOF would stop it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def ssl3_server(openssl_cmd: str, rsa_store: Path,
+                openssl_s_server: Callable[..., AbstractContextManager[int]]) -> Iterator[int]:
+    """`openssl s_server -ssl3` on a free port."""
     store = rsa_store / "store" / "localhost.pem"
-    with subprocess.Popen(
-        [openssl_cmd, "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(store),
-         "-key", str(store), "-ssl3", "-cipher", "DEFAULT@SECLEVEL=0"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
-        try:
-            deadline = time.monotonic() + TIMEOUT
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        pytest.fail("openssl s_server did not start")
-                    time.sleep(0.05)
-            yield port
-        finally:
-            proc.kill()
+    with openssl_s_server(openssl_cmd, store, store, "-ssl3", "-cipher", "DEFAULT@SECLEVEL=0",
+                          timeout=TIMEOUT) as port:
+        yield port
 
 
 def test_sslsock_client_speaks_ssl3(ssl3_server: int, rsa_store: Path) -> None:

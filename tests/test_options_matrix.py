@@ -25,7 +25,8 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,30 +192,13 @@ def ssl3_client(port: int, ca_file: Path) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def ssl3_server(rsa_server: RSAServer) -> Iterator[int]:
-    """`openssl s_server -ssl3` (one connection after another; stdin kept open)."""
+def ssl3_server(rsa_server: RSAServer,
+                openssl_s_server: Callable[..., AbstractContextManager[int]]) -> Iterator[int]:
+    """`openssl s_server -ssl3` of the legacy build."""
     assert SSL3_PEER
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with subprocess.Popen(
-            [SSL3_PEER, "s_server", "-accept", f"127.0.0.1:{port}", "-ssl3",
-             "-cert", str(rsa_server.cert_file), "-key", str(rsa_server.key_file),
-             "-cipher", "DEFAULT@SECLEVEL=0"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
-        try:
-            deadline = time.monotonic() + TIMEOUT
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        pytest.fail("openssl s_server -ssl3 did not start")
-                    time.sleep(0.05)
-            yield port
-        finally:
-            proc.kill()
+    with openssl_s_server(SSL3_PEER, rsa_server.cert_file, rsa_server.key_file, "-ssl3",
+                          "-cipher", "DEFAULT@SECLEVEL=0", timeout=TIMEOUT) as port:
+        yield port
 
 
 RESULTS: dict[int, dict[str, object]] = {}
