@@ -113,7 +113,7 @@ env -u SSLSOCK_OPENSSL_DIR "$work/tools/bin/python" -m build --sdist --outdir "$
   >"$work/sdist.log" 2>&1 || { tail -n 30 "$work/sdist.log" >&2; die "sdist"; }
 sdist=$(ls "$work"/dist/sslsock-*.tar.gz)
 listing=$(tar -tzf "$sdist")
-for f in src/_native/build.py src/_native/cdef.h src/_native/sslsock_core.h \
+for f in src/_native/build.py src/_native/sslsock_core.h \
          src/_native/ss_internal.h src/_native/ctx.c setup.py pyproject.toml; do
   grep -q "^sslsock-[^/]*/$f\$" <<<"$listing" \
     || die "the sdist lacks $f (it cannot be built): add a MANIFEST.in including src/_native"

@@ -16,6 +16,7 @@ Without OpenSSL's headers the build stops with a message naming the package to i
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -113,8 +114,24 @@ def _sanitize_flags() -> list[str]:
     return [f"-fsanitize={which}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all", "-g"]
 
 
+def cdef_from_header(text: str) -> str:
+    """cffi's cdef, derived from the public header so the two cannot drift apart: comments
+    and preprocessor lines go, and each ``#define SS_...`` becomes ``#define SS_... ...``
+    (cffi then takes the value from the compiled header)."""
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", "", text)
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"\s*#\s*define\s+(SS_\w+)\s+\S", line)
+        if m:
+            out.append(f"#define {m.group(1)} ...")
+        elif not line.lstrip().startswith("#"):
+            out.append(line)
+    return "\n".join(out)
+
+
 ffibuilder = FFI()
-ffibuilder.cdef((HERE / "cdef.h").read_text())
+ffibuilder.cdef(cdef_from_header((HERE / "sslsock_core.h").read_text()))
 _flags = openssl_flags()
 _bundle_licence(_flags.get("licence", []))
 _san = _sanitize_flags()
