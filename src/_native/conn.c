@@ -87,6 +87,7 @@ ss_conn *ss_conn_wrap(int fd, SSL *ssl, ss_ctx *ctx, const struct sockaddr *peer
     c->tag_len = 5;
     c->max_message = SS_DEFAULT_MAX_MESSAGE;
     c->want = -1;
+    c->hub_slot = -1;
     if (peer && peer_len <= sizeof c->peer) {
         memcpy(&c->peer, peer, peer_len);
         c->peer_len = peer_len;
@@ -223,15 +224,17 @@ static int io_error(int errnum, ss_err *err, const char *doing)
     return ss_fail_errno(err, SS_E_SYSTEM, errnum, "socket error %s", doing);
 }
 
-/* Read at most len bytes (>= 1). Returns the count, or a negative SS_E_* code. */
-static long io_read(ss_conn *c, char *buf, size_t len, long long deadline, ss_err *err)
+/* One non-blocking read attempt of at most len bytes (>= 1).  Returns the count,
+ * SS_E_AGAIN when the socket has nothing now (*wants: POLLIN or POLLOUT, what to wait
+ * for), or a negative SS_E_* code. */
+static long io_read_once(ss_conn *c, char *buf, size_t len, short *wants, ss_err *err)
 {
     static const char doing[] = "while reading";
     if (len > INT_MAX)
         len = INT_MAX;
-    for (;;) {
-        int rc;
-        if (!c->ssl) {
+    *wants = POLLIN;
+    if (!c->ssl) {
+        for (;;) {
             ssize_t r = recv(c->fd, buf, len, 0);
             if (r > 0) {
                 atomic_fetch_add(&c->bytes_in, (unsigned long long)r);
@@ -241,55 +244,86 @@ static long io_read(ss_conn *c, char *buf, size_t len, long long deadline, ss_er
                 return ss_fail(err, SS_E_PEER_CLOSED, "the peer closed the connection");
             if (errno == EINTR)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                if (atomic_load(&c->closing))
-                    return closed_error(err);
-                return io_error(errno, err, doing);
-            }
-            rc = wait_fd(c, POLLIN, deadline, err, doing);
-            if (rc)
-                return rc;
-            continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return SS_E_AGAIN;
+            if (atomic_load(&c->closing))
+                return closed_error(err);
+            return io_error(errno, err, doing);
         }
-        pthread_mutex_lock(&c->ssl_lock);
-        ERR_clear_error();
-        int n = SSL_read(c->ssl, buf, (int)len);
-        int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
-        int errnum = errno;
-        pthread_mutex_unlock(&c->ssl_lock);
-        if (n > 0) {
-            atomic_fetch_add(&c->bytes_in, (unsigned long long)n);
+    }
+    pthread_mutex_lock(&c->ssl_lock);
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, buf, (int)len);
+    int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
+    int errnum = errno;
+    pthread_mutex_unlock(&c->ssl_lock);
+    if (n > 0) {
+        atomic_fetch_add(&c->bytes_in, (unsigned long long)n);
+        return n;
+    }
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        return SS_E_AGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        *wants = POLLOUT;
+        return SS_E_AGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return ss_fail(err, SS_E_PEER_CLOSED, "the peer closed the connection");
+    case SSL_ERROR_SYSCALL:
+        if (atomic_load(&c->closing))
+            return closed_error(err);
+        if (errnum == 0 || errnum == EAGAIN)
+            return ss_fail(err, SS_E_PEER_CLOSED,
+                           "the peer closed the connection without close_notify");
+        return io_error(errnum, err, doing);
+    default:
+        if (atomic_load(&c->closing))
+            return closed_error(err);
+        if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ERR_clear_error();
+            return ss_fail(err, SS_E_PEER_CLOSED,
+                           "the peer closed the connection without close_notify");
+        }
+        return ss_fail_ssl(err, SS_E_TLS, "TLS error while reading");
+    }
+}
+
+/* Read at most len bytes (>= 1), waiting until the deadline.  Returns the count, or a
+ * negative SS_E_* code. */
+static long io_read(ss_conn *c, char *buf, size_t len, long long deadline, ss_err *err)
+{
+    for (;;) {
+        short wants;
+        long n = io_read_once(c, buf, len, &wants, err);
+        if (n != SS_E_AGAIN)
             return n;
-        }
-        switch (e) {
-        case SSL_ERROR_WANT_READ:
-            rc = wait_fd(c, POLLIN, deadline, err, doing);
-            break;
-        case SSL_ERROR_WANT_WRITE:
-            rc = wait_fd(c, POLLOUT, deadline, err, doing);
-            break;
-        case SSL_ERROR_ZERO_RETURN:
-            return ss_fail(err, SS_E_PEER_CLOSED, "the peer closed the connection");
-        case SSL_ERROR_SYSCALL:
-            if (atomic_load(&c->closing))
-                return closed_error(err);
-            if (errnum == 0 || errnum == EAGAIN)
-                return ss_fail(err, SS_E_PEER_CLOSED,
-                               "the peer closed the connection without close_notify");
-            return io_error(errnum, err, doing);
-        default:
-            if (atomic_load(&c->closing))
-                return closed_error(err);
-            if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-                ERR_clear_error();
-                return ss_fail(err, SS_E_PEER_CLOSED,
-                               "the peer closed the connection without close_notify");
-            }
-            return ss_fail_ssl(err, SS_E_TLS, "TLS error while reading");
-        }
+        if (deadline == SS_NO_IO)
+            return SS_E_AGAIN;
+        int rc = wait_fd(c, wants, deadline, err, "while reading");
         if (rc)
             return rc;
     }
+}
+
+long ss_conn_read_nowait(ss_conn *c, char *dst, size_t room, int *more, int *end,
+                         ss_err *err)
+{
+    size_t got = 0;
+    *more = 0;
+    *end = 0;
+    while (got < room) {
+        short wants;
+        long n = io_read_once(c, dst + got, room - got, &wants, err);
+        if (n == SS_E_AGAIN)
+            return (long)got;
+        if (n < 0) {
+            *end = (int)n; /* reported after the bytes before it */
+            return (long)got;
+        }
+        got += (size_t)n;
+    }
+    *more = 1; /* out of room: OpenSSL (read-ahead) or the socket may hold more */
+    return (long)got;
 }
 
 /* Write all of buf. *written counts what went out, so callers can tell a clean time-out
@@ -357,6 +391,8 @@ static int io_write_all(ss_conn *c, const char *buf, size_t len, long long deadl
 /* Receive more bytes into c->in. */
 static long fill(ss_conn *c, long long deadline, ss_err *err)
 {
+    if (deadline == SS_NO_IO)
+        return SS_E_AGAIN; /* deframing what is buffered only (the channel engine) */
     if (c->in.len == 0) {
         /* An idle connection holds no input buffer: give it back before waiting (the
          * previous result pointing into it has been consumed by now). */
@@ -453,6 +489,14 @@ static int read_sized(ss_conn *c, long long deadline, const char **out, size_t *
     }
     size_t want = (size_t)c->want;
     ss_buf *m = &c->msg;
+    if (m->len == 0 && c->in.len >= want) {
+        /* the whole payload is here: hand it out where it lies, no copy */
+        *out = c->in.data + c->in.off;
+        *out_len = want;
+        buf_consume(&c->in, want);
+        c->want = -1;
+        return SS_OK;
+    }
     /* The buffer grows as the payload arrives, never ahead of it by more than a few
      * records: a peer announcing a large message and sending nothing pins no memory. */
     while (m->len < want) {
@@ -475,6 +519,8 @@ static int read_sized(ss_conn *c, long long deadline, const char **out, size_t *
             buf_consume(&c->in, take);
             continue;
         }
+        if (deadline == SS_NO_IO)
+            return SS_E_AGAIN;
         long n = io_read(c, m->data + m->len, room, deadline, err); /* straight in */
         if (n < 0)
             return (int)n;
@@ -520,6 +566,41 @@ static int read_tagged(ss_conn *c, long long deadline, const char **out, size_t 
     }
 }
 
+/* The next message by the mode, reading as the deadline allows (SS_NO_IO: only what is
+ * buffered, SS_E_AGAIN if that is not a whole message).  Read lock held. */
+static int deframe(ss_conn *c, long long deadline, size_t max_bytes, const char **out,
+                   size_t *out_len, ss_err *err)
+{
+    int rc = SS_OK;
+    switch (c->mode) {
+    case SS_MODE_SIZE:
+        rc = read_sized(c, deadline, out, out_len, err);
+        break;
+    case SS_MODE_END_TAG:
+    case SS_MODE_END_TAG_BUFFER:
+        rc = read_tagged(c, deadline, out, out_len, err);
+        break;
+    default: /* SS_MODE_NO_END_TAG */
+        if (c->in.len == 0) {
+            long n = fill(c, deadline, err);
+            rc = n < 0 ? (int)n : SS_OK;
+        }
+        if (rc == SS_OK) {
+            size_t take = c->in.len < max_bytes ? c->in.len : max_bytes;
+            *out = c->in.data + c->in.off;
+            *out_len = take;
+            buf_consume(&c->in, take);
+        }
+    }
+    if (rc == SS_E_PEER_CLOSED && c->in.len == 0 && c->want < 0) {
+        /* a clean end between messages: not an error that breaks anything */
+        atomic_store(&c->peer_closed, 1);
+    } else if (rc != SS_OK && rc != SS_E_AGAIN) {
+        rc = breaks(c, rc, err);
+    }
+    return rc;
+}
+
 int ss_conn_read(ss_conn *c, int timeout_ms, size_t max_bytes, const char **out,
                  size_t *out_len, ss_err *err)
 {
@@ -528,36 +609,28 @@ int ss_conn_read(ss_conn *c, int timeout_ms, size_t max_bytes, const char **out,
     long long deadline = ss_deadline(timeout_ms);
     pthread_mutex_lock(&c->read_lock);
     int rc = check_usable(c, err);
-    if (rc == SS_OK) {
-        switch (c->mode) {
-        case SS_MODE_SIZE:
-            rc = read_sized(c, deadline, out, out_len, err);
-            break;
-        case SS_MODE_END_TAG:
-        case SS_MODE_END_TAG_BUFFER:
-            rc = read_tagged(c, deadline, out, out_len, err);
-            break;
-        default: /* SS_MODE_NO_END_TAG */
-            if (c->in.len == 0) {
-                long n = fill(c, deadline, err);
-                rc = n < 0 ? (int)n : SS_OK;
-            }
-            if (rc == SS_OK) {
-                size_t take = c->in.len < max_bytes ? c->in.len : max_bytes;
-                *out = c->in.data + c->in.off;
-                *out_len = take;
-                buf_consume(&c->in, take);
-            }
-        }
-        if (rc == SS_E_PEER_CLOSED && c->in.len == 0 && c->want < 0) {
-            /* a clean end between messages: not an error that breaks anything */
-            atomic_store(&c->peer_closed, 1);
-        } else if (rc != SS_OK) {
-            rc = breaks(c, rc, err);
-        }
-    }
+    if (rc == SS_OK)
+        rc = deframe(c, deadline, max_bytes, out, out_len, err);
     pthread_mutex_unlock(&c->read_lock);
     return rc;
+}
+
+int ss_conn_take(ss_conn *c, size_t max_bytes, const char **out, size_t *out_len,
+                 ss_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    int rc = check_usable(c, err);
+    return rc == SS_OK ? deframe(c, SS_NO_IO, max_bytes, out, out_len, err) : rc;
+}
+
+int ss_conn_end(ss_conn *c, int rc, ss_err *err)
+{
+    if (rc == SS_E_PEER_CLOSED && c->in.len == 0 && c->want < 0) {
+        atomic_store(&c->peer_closed, 1);
+        return rc;
+    }
+    return breaks(c, rc, err); /* in the middle of a frame, or an error */
 }
 
 void ss_conn_trim(ss_conn *c)
@@ -840,6 +913,7 @@ void ss_conn_free(ss_conn *c)
 {
     if (!c)
         return;
+    ss_hub_detach(c);
     if (!atomic_load(&c->closing))
         ss_conn_close(c, 0);
     SSL_free(c->ssl);

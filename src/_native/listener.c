@@ -75,6 +75,8 @@ struct ss_listener {
     int port;
     ss_ctx *ctx; /* NULL: plain TCP */
     int stop_fd; /* eventfd, readable once stopping */
+    int ready_fd; /* eventfd, signalled per ready connection once `notify` is set */
+    atomic_int notify;
     atomic_int stopping;
     int handshake_timeout_ms;
     int max_pending;
@@ -120,6 +122,11 @@ static void enqueue(ss_listener *l, int fd, SSL *ssl, const struct sockaddr *pee
         l->ready_len++;
         l->st.handshakes++;
         pthread_cond_signal(&l->cond);
+        if (atomic_load(&l->notify)) {
+            uint64_t one = 1;
+            ssize_t wr = write(l->ready_fd, &one, sizeof one);
+            (void)wr;
+        }
         c = NULL;
         fd = -1;
         ssl = NULL;
@@ -393,7 +400,7 @@ int ss_listener_new(ss_ctx *ctx, const ss_listener_config *cfg, ss_listener **ou
     ss_listener *l = calloc(1, sizeof *l);
     if (!l)
         return ss_fail(err, SS_E_NOMEM, "out of memory creating a listener");
-    l->fd = l->stop_fd = -1;
+    l->fd = l->stop_fd = l->ready_fd = -1;
     pthread_mutex_init(&l->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -419,7 +426,8 @@ int ss_listener_new(ss_ctx *ctx, const ss_listener_config *cfg, ss_listener **ou
         return rc;
     }
     l->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (l->stop_fd < 0) {
+    l->ready_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (l->stop_fd < 0 || l->ready_fd < 0) {
         rc = ss_fail_errno(err, SS_E_SYSTEM, errno, "eventfd() failed");
         ss_listener_free(l);
         return rc;
@@ -454,6 +462,21 @@ int ss_listener_new(ss_ctx *ctx, const ss_listener_config *cfg, ss_listener **ou
 }
 
 int ss_listener_port(ss_listener *l) { return l->port; }
+
+int ss_listener_ready_fd(ss_listener *l)
+{
+    if (!atomic_exchange(&l->notify, 1)) {
+        /* connections queued before anyone listened for them count too */
+        pthread_mutex_lock(&l->lock);
+        if (l->ready_len) {
+            uint64_t one = 1;
+            ssize_t wr = write(l->ready_fd, &one, sizeof one);
+            (void)wr;
+        }
+        pthread_mutex_unlock(&l->lock);
+    }
+    return l->ready_fd;
+}
 
 /* Wait (lock held) until a connection is ready, the deadline passes, or shutdown. */
 static int wait_ready(ss_listener *l, int timeout_ms, ss_err *err)
@@ -524,6 +547,11 @@ void ss_listener_shutdown(ss_listener *l)
         ssize_t w = write(l->stop_fd, &one, sizeof one);
         (void)w;
     }
+    if (l->ready_fd >= 0 && atomic_load(&l->notify)) { /* a hub learns it on its next poll */
+        uint64_t one = 1;
+        ssize_t w = write(l->ready_fd, &one, sizeof one);
+        (void)w;
+    }
     pthread_mutex_lock(&l->lock);
     pthread_cond_broadcast(&l->cond);
     pthread_mutex_unlock(&l->lock);
@@ -546,6 +574,8 @@ void ss_listener_free(ss_listener *l)
         close(l->fd);
     if (l->stop_fd >= 0)
         close(l->stop_fd);
+    if (l->ready_fd >= 0)
+        close(l->ready_fd);
     ss_ctx_free(l->ctx);
     free(l->ready);
     free(l->workers);

@@ -17,6 +17,11 @@
  * means one SSL_read / SSL_write per record. */
 #define SS_RECORD 16384
 
+/* Internal only: "nothing now" from a non-blocking step (never returned to callers). */
+#define SS_E_AGAIN (-100)
+/* A deadline meaning "do no I/O at all": deframe what is buffered (the channel engine). */
+#define SS_NO_IO (-2LL)
+
 struct ss_ctx {
     atomic_int refs;
     SSL_CTX *ssl_ctx;
@@ -56,6 +61,11 @@ struct ss_conn {
     struct sockaddr_storage peer;
     socklen_t peer_len;
     atomic_ullong bytes_in, bytes_out;
+    /* channel engine membership (hub.c), under the hub's lock */
+    struct ss_hub *hub;
+    int hub_slot;         /* index in the hub's table, -1 when in none */
+    int hub_flags;        /* HUB_* in hub.c */
+    struct ss_conn *hub_next; /* the hub's revisit list */
 };
 
 /* errors.c */
@@ -78,6 +88,24 @@ ss_conn *ss_conn_wrap(int fd, SSL *ssl, ss_ctx *ctx, const struct sockaddr *peer
                       socklen_t peer_len);
 int ss_set_nodelay(int fd);
 void ss_addr_to_str(const struct sockaddr *sa, char *host, size_t host_len, int *port);
+
+/* Non-blocking: read what is there now into dst (at most room bytes).  Returns the bytes
+ * read (0: none now); *end is the code that ended the stream or broke it (0: none, the
+ * error record is in err), *more is set when room ran out (more may be waiting). */
+long ss_conn_read_nowait(ss_conn *c, char *dst, size_t room, int *more, int *end,
+                         ss_err *err);
+/* The next whole message from what is buffered, without I/O: SS_OK, SS_E_AGAIN (not a
+ * whole message yet) or the error that broke the connection.  Read lock held. */
+int ss_conn_take(ss_conn *c, size_t max_bytes, const char **out, size_t *out_len,
+                 ss_err *err);
+/* The stream ended (rc from ss_conn_read_nowait): a clean end between messages marks the
+ * peer closed, anything else breaks the connection.  Returns rc.  Read lock held. */
+int ss_conn_end(ss_conn *c, int rc, ss_err *err);
+void ss_hub_detach(ss_conn *c); /* hub.c: ss_conn_free leaves its hub first */
+
+/* listener.c: the eventfd that becomes readable when a connection is ready to accept
+ * (turns the notification on). */
+int ss_listener_ready_fd(ss_listener *l);
 
 /* ctx.c */
 void ss_ctx_ref(ss_ctx *ctx);

@@ -181,6 +181,47 @@ void ss_listener_get_stats(ss_listener *l, ss_listener_stats *st);
 void ss_listener_shutdown(ss_listener *l);
 void ss_listener_free(ss_listener *l);
 
+/* ---- the channel engine: one thread serves many channels ------------------------------
+ *
+ * A hub holds established connections (accepted from its listener, or added) in one epoll
+ * set.  ss_hub_poll waits until some have data, then, for each, reads what is there,
+ * decrypts and deframes it in C, and returns a batch of events: whole messages, new
+ * channels, ended channels.  One call per batch, however many channels and messages.
+ * Message bytes stay valid until the next ss_hub_poll (or a read on that connection).
+ * ss_hub_fd is readable whenever a poll would find something: an event loop can wait on
+ * it and poll with a zero time-out. */
+
+#define SS_EV_MESSAGE 0  /* data, len: a whole message of channel id */
+#define SS_EV_ACCEPTED 1 /* conn: a new channel from the listener (the caller owns it) */
+#define SS_EV_ENDED 2    /* channel id ended: code is SS_E_PEER_CLOSED or what broke it */
+
+typedef struct ss_event {
+    int kind;
+    int code;
+    uint64_t id;      /* the channel's id in the hub */
+    ss_conn *conn;
+    const char *data;
+    size_t len;
+} ss_event;
+
+typedef struct ss_hub ss_hub;
+
+/* listener may be NULL (connections are then only added).  Channels accepted from it get
+ * the transmission mode, end tag and message limit given here; max_bytes caps a message
+ * of SS_MODE_NO_END_TAG. */
+int ss_hub_new(ss_listener *listener, int mode, const char *tag, size_t tag_len,
+               size_t max_message, size_t max_bytes, ss_hub **out, ss_err *err);
+/* Serve c (it keeps its own mode); *id names it in events. */
+int ss_hub_add(ss_hub *h, ss_conn *c, uint64_t *id, ss_err *err);
+/* Take c out of the hub (idempotent); after it returns, the hub no longer touches c. */
+void ss_hub_remove(ss_hub *h, ss_conn *c);
+/* Wait at most timeout_ms for events; returns how many (0: time-out), or a negative code
+ * (SS_E_CLOSED once ss_hub_shutdown was called or the listener closed). */
+int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *events, int max_events, ss_err *err);
+int ss_hub_fd(ss_hub *h);
+void ss_hub_shutdown(ss_hub *h);
+void ss_hub_free(ss_hub *h);
+
 void ss_free(void *p);
 
 #endif

@@ -12,6 +12,7 @@ import enum
 import logging
 import threading
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, Callable, Optional, Union
 
 from . import _errors
@@ -259,6 +260,18 @@ class Connection:
             self.set_mode(mode, end_tag)
         if max_message != DEFAULT_MAX_MESSAGE:
             self.max_message = max_message
+
+    # set by the channel engine (sslsock._engine.Hub) while it serves this connection
+    _hub: Any = None
+    _hub_id: int = 0
+
+    @classmethod
+    def _from_engine(cls, ptr: Any, *, tls: bool, mode: Mode, end_tag: bytes,
+                     max_message: int) -> Connection:
+        """A channel the engine accepted: its mode is already set in C."""
+        conn = cls(ptr, tls=tls)
+        conn._mode, conn._end_tag, conn._max_message = mode, end_tag, max_message
+        return conn
 
     @classmethod
     def adopt(cls, sock: Any, **kwargs: Any) -> Connection:
@@ -597,6 +610,24 @@ class Listener:
         self.port: int = int(lib.ss_listener_port(out[0]))
         self.host = host
         self._conn_args = dict(mode=Mode(mode), end_tag=end_tag, max_message=max_message)
+
+    def messages(self, timeout: Seconds = None, *, max_bytes: int = 65536
+                 ) -> Iterator[tuple[Connection, bytes]]:
+        """One thread serving every client: yields ``(connection, message)`` as messages
+        arrive, accepting new clients on the way.  ``message == b""`` means that connection
+        has ended (it is closed once the loop body is done with it).  Reply with
+        ``connection.write(...)``.  The iteration ends when ``timeout`` passes without any
+        message, or when the listener is closed; connections still open then are closed.
+
+        The channels are read, decrypted and deframed in C, and the loop wakes once per
+        batch of messages, not once per message.  ``max_bytes`` caps one message of
+        ``SocketNoEndTag`` mode.
+        """
+        from ._engine import messages
+
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise _errors.ArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        return messages(self, _ms(timeout), max_bytes)
 
     @property
     def protocols(self) -> tuple[str, ...]:

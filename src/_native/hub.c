@@ -1,0 +1,511 @@
+/*
+ * The channel engine: one consumer serves many established connections.
+ *
+ * Theory of operation
+ *  - A hub owns an epoll set holding its channels (level-triggered, EPOLLIN), its
+ *    listener's ready eventfd and stop eventfd (when it has a listener), and a wake eventfd
+ *    of its own.  Channels are named by an id: a slot in the hub's table plus the slot's
+ *    generation, so an event about a channel removed meanwhile is recognised and ignored.
+ *  - ss_hub_poll runs on the consumer's thread with the GIL released: epoll_wait, then for
+ *    each readable channel one pass of "read everything there is, then deframe every whole
+ *    message".  Reading goes into one scratch buffer per hub; the messages handed out
+ *    point into it (or into the channel's own buffers), so an active channel holds no
+ *    input buffer of its own between messages and a batch costs no copy in C.  What is
+ *    left of an incomplete frame is copied into the channel's buffer.
+ *  - New connections from the listener's ready queue are added and reported (ACCEPTED),
+ *    then read at once: their first message may be buffered in OpenSSL already.
+ *  - A channel whose pass stopped early (the batch or the scratch buffer was full, or a
+ *    message assembled in the channel's buffer was handed out) goes on the revisit list,
+ *    served first by the next poll, which then does not wait.  The wake eventfd is
+ *    signalled while that list is not empty, so ss_hub_fd tells an event loop the truth.
+ *  - A channel that ends (peer closed, reset, TLS or framing error) is reported once
+ *    (ENDED) and leaves the epoll set; it keeps its slot until ss_hub_remove.
+ *  - Locking: the hub lock is held while channels are served and while they are added or
+ *    removed, never during epoll_wait.  A channel's read lock is only tried: a channel that
+ *    a thread is reading itself is left to that thread.  Lock order: hub, then the
+ *    connection's read lock, then its ssl lock.
+ *  - Why each loop ends: poll on events, its deadline, or shutdown; a channel's pass when
+ *    its reads would block, its share of the scratch buffer is used, or the batch is full.
+ */
+
+#include "ss_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* 1 MiB of scratch per hub: a batch of 16 channels each bringing a 64 KiB share fits. */
+#define SCRATCH (1u << 20)
+/* What one channel may bring in one pass: fair to the others, and large enough that a
+ * bulk stream costs one pass per 64 KiB (four full TLS records). */
+#define SHARE (64u << 10)
+#define MAX_EPOLL 256
+
+/* epoll data tags below the channel ids (ids are slot + 1 + generation << 32) */
+#define TAG_WAKE 0
+#define TAG_READY 1 /* the listener has connections to accept */
+
+#define HUB_REVISIT 1 /* on the revisit list */
+#define HUB_ENDED 2   /* reported as ended, out of the epoll set */
+#define HUB_DEFAULTS 4 /* accepted here: takes the hub's mode on its first pass */
+
+struct ss_hub {
+    pthread_mutex_t lock;
+    int epfd;
+    int wake_fd;
+    atomic_int stopping;
+    ss_listener *listener;
+    int stop_fd; /* the listener's, -1 without one */
+    int mode;
+    char tag[64];
+    size_t tag_len;
+    size_t max_message;
+    size_t max_bytes;
+    ss_conn **slots;
+    uint32_t *gens;
+    int nslots, free_head; /* free slots are chained through gens' high bit-free twin */
+    int *next_free;
+    ss_conn *revisit;
+    char *scratch;
+    size_t used; /* scratch bytes handed out in this poll */
+};
+
+static uint64_t id_of(ss_hub *h, int slot) { return ((uint64_t)h->gens[slot] << 32) | (uint64_t)(slot + 2); }
+
+static ss_conn *conn_of(ss_hub *h, uint64_t id)
+{
+    int slot = (int)(id & 0xffffffffu) - 2;
+    if (slot < 0 || slot >= h->nslots || h->gens[slot] != (uint32_t)(id >> 32))
+        return NULL;
+    return h->slots[slot];
+}
+
+static void signal_fd(int fd)
+{
+    uint64_t one = 1;
+    ssize_t w = write(fd, &one, sizeof one);
+    (void)w;
+}
+
+static void drain_fd(int fd)
+{
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof v);
+    (void)r;
+}
+
+int ss_hub_new(ss_listener *listener, int mode, const char *tag, size_t tag_len,
+               size_t max_message, size_t max_bytes, ss_hub **out, ss_err *err)
+{
+    *out = NULL;
+    if (mode < SS_MODE_END_TAG || mode > SS_MODE_NO_END_TAG)
+        return ss_fail(err, SS_E_INVALID, "unknown transmission mode %d", mode);
+    if (tag_len > sizeof ((ss_hub *)0)->tag)
+        return ss_fail(err, SS_E_INVALID, "the end tag must be 1 to 64 bytes long");
+    ss_hub *h = calloc(1, sizeof *h);
+    if (!h || !(h->scratch = malloc(SCRATCH))) {
+        free(h);
+        return ss_fail(err, SS_E_NOMEM, "out of memory creating a channel engine");
+    }
+    pthread_mutex_init(&h->lock, NULL);
+    h->stop_fd = -1;
+    h->free_head = -1;
+    h->mode = mode;
+    memcpy(h->tag, tag, tag_len);
+    h->tag_len = tag_len;
+    h->max_message = max_message;
+    h->max_bytes = max_bytes ? max_bytes : SHARE;
+    h->epfd = epoll_create1(EPOLL_CLOEXEC);
+    h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event wev = {.events = EPOLLIN, .data.u64 = TAG_WAKE};
+    if (h->epfd < 0 || h->wake_fd < 0 ||
+        epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->wake_fd, &wev) != 0) {
+        int rc = ss_fail_errno(err, SS_E_SYSTEM, errno, "cannot set up the channel engine");
+        ss_hub_free(h);
+        return rc;
+    }
+    if (listener) {
+        h->listener = listener;
+        struct epoll_event rev = {.events = EPOLLIN, .data.u64 = TAG_READY};
+        if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, ss_listener_ready_fd(listener), &rev) != 0) {
+            int rc = ss_fail_errno(err, SS_E_SYSTEM, errno, "cannot watch the listener");
+            ss_hub_free(h);
+            return rc;
+        }
+    }
+    *out = h;
+    return SS_OK;
+}
+
+int ss_hub_fd(ss_hub *h) { return h->epfd; }
+
+static int grow(ss_hub *h)
+{
+    int cap = h->nslots ? h->nslots * 2 : 64;
+    ss_conn **s = realloc(h->slots, (size_t)cap * sizeof *s);
+    if (!s)
+        return -1;
+    h->slots = s;
+    uint32_t *g = realloc(h->gens, (size_t)cap * sizeof *g);
+    if (!g)
+        return -1;
+    h->gens = g;
+    int *nf = realloc(h->next_free, (size_t)cap * sizeof *nf);
+    if (!nf)
+        return -1;
+    h->next_free = nf;
+    for (int i = cap - 1; i >= h->nslots; i--) {
+        h->slots[i] = NULL;
+        h->gens[i] = 0;
+        h->next_free[i] = h->free_head;
+        h->free_head = i;
+    }
+    h->nslots = cap;
+    return 0;
+}
+
+/* Hub lock held. */
+static int add_locked(ss_hub *h, ss_conn *c, int flags, uint64_t *id, ss_err *err)
+{
+    if (c->hub)
+        return ss_fail(err, SS_E_INVALID, "the connection is already served by a channel engine");
+    if (h->free_head < 0 && grow(h) != 0)
+        return ss_fail(err, SS_E_NOMEM, "out of memory adding a channel");
+    int slot = h->free_head;
+    h->free_head = h->next_free[slot];
+    h->gens[slot]++;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = id_of(h, slot)};
+    if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+        int rc = ss_fail_errno(err, SS_E_SYSTEM, errno, "cannot watch the connection");
+        h->next_free[slot] = h->free_head;
+        h->free_head = slot;
+        return rc;
+    }
+    h->slots[slot] = c;
+    c->hub = h;
+    c->hub_slot = slot;
+    c->hub_flags = flags;
+    c->hub_next = NULL;
+    *id = id_of(h, slot);
+    return SS_OK;
+}
+
+int ss_hub_add(ss_hub *h, ss_conn *c, uint64_t *id, ss_err *err)
+{
+    pthread_mutex_lock(&h->lock);
+    int rc = add_locked(h, c, 0, id, err);
+    pthread_mutex_unlock(&h->lock);
+    if (rc == SS_OK && c->ssl) {
+        /* bytes OpenSSL read ahead before the hub watched the socket: serve them first */
+        pthread_mutex_lock(&c->ssl_lock);
+        int pending = SSL_has_pending(c->ssl);
+        pthread_mutex_unlock(&c->ssl_lock);
+        if (pending) {
+            pthread_mutex_lock(&h->lock);
+            if (c->hub == h && !(c->hub_flags & HUB_REVISIT)) {
+                c->hub_flags |= HUB_REVISIT;
+                c->hub_next = h->revisit;
+                h->revisit = c;
+            }
+            pthread_mutex_unlock(&h->lock);
+            signal_fd(h->wake_fd);
+        }
+    }
+    return rc;
+}
+
+/* Hub lock held. */
+static void remove_locked(ss_hub *h, ss_conn *c)
+{
+    if (c->hub != h)
+        return;
+    if (!(c->hub_flags & HUB_ENDED))
+        epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if (c->hub_flags & HUB_REVISIT) {
+        for (ss_conn **p = &h->revisit; *p; p = &(*p)->hub_next)
+            if (*p == c) {
+                *p = c->hub_next;
+                break;
+            }
+    }
+    int slot = c->hub_slot;
+    h->slots[slot] = NULL;
+    h->gens[slot]++;
+    h->next_free[slot] = h->free_head;
+    h->free_head = slot;
+    c->hub = NULL;
+    c->hub_slot = -1;
+    c->hub_flags = 0;
+    c->hub_next = NULL;
+}
+
+void ss_hub_remove(ss_hub *h, ss_conn *c)
+{
+    pthread_mutex_lock(&h->lock);
+    remove_locked(h, c);
+    pthread_mutex_unlock(&h->lock);
+}
+
+void ss_hub_detach(ss_conn *c)
+{
+    /* ss_conn_free of a connection still in a hub: the hub outlives its channels (the
+     * binding frees channels first), so its lock is still there to take. */
+    ss_hub *h = c->hub;
+    if (h)
+        ss_hub_remove(h, c);
+}
+
+static void revisit_later(ss_hub *h, ss_conn *c)
+{
+    if (!(c->hub_flags & HUB_REVISIT)) {
+        c->hub_flags |= HUB_REVISIT;
+        c->hub_next = h->revisit;
+        h->revisit = c;
+    }
+}
+
+static void ended(ss_hub *h, ss_conn *c, int code, ss_event *ev, int *n)
+{
+    c->hub_flags |= HUB_ENDED;
+    epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    ss_event *e = &ev[(*n)++];
+    memset(e, 0, sizeof *e);
+    e->kind = SS_EV_ENDED;
+    e->code = code;
+    e->id = id_of(h, c->hub_slot);
+}
+
+/* One pass over channel c: read what is there, hand out every whole message.  Room for at
+ * least one event is guaranteed by the caller.  Hub lock held. */
+static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
+{
+    if (c->hub_flags & HUB_ENDED)
+        return;
+    if (pthread_mutex_trylock(&c->read_lock) != 0)
+        return; /* a thread is reading this channel itself */
+    ss_err err;
+    if (c->hub_flags & HUB_DEFAULTS) {
+        c->hub_flags &= ~HUB_DEFAULTS;
+        c->mode = h->mode;
+        memcpy(c->tag, h->tag, h->tag_len);
+        c->tag_len = h->tag_len;
+        c->max_message = h->max_message;
+    }
+    if (atomic_load(&c->closing) || atomic_load(&c->state) != SS_STATE_OPEN) {
+        int rc = atomic_load(&c->closing) ? SS_E_CLOSED : c->broken.code;
+        pthread_mutex_unlock(&c->read_lock);
+        ended(h, c, rc, ev, n);
+        return;
+    }
+    /* Where the bytes go: the scratch buffer when nothing is pending (the usual case),
+     * else the channel's buffer behind the partial frame. */
+    int in_scratch = c->in.len == 0 && SCRATCH - h->used >= SS_RECORD;
+    if (in_scratch) {
+        free(c->in.data); /* an idle channel holds no input buffer */
+        size_t room = SCRATCH - h->used < SHARE ? SCRATCH - h->used : SHARE;
+        c->in = (ss_buf){.data = h->scratch + h->used, .cap = room};
+    } else if (c->in.off + c->in.len + SS_RECORD > c->in.cap) {
+        /* make room as fill() would: slide, then grow */
+        ss_buf *b = &c->in;
+        if (b->off) {
+            memmove(b->data, b->data + b->off, b->len);
+            b->off = 0;
+        }
+        if (b->len + SS_RECORD > b->cap) {
+            size_t cap = b->cap ? b->cap : SS_RECORD;
+            while (cap < b->len + SS_RECORD)
+                cap *= 2;
+            char *d = realloc(b->data, cap);
+            if (!d) {
+                ss_fail(&err, SS_E_NOMEM, "out of memory buffering a message");
+                int rc = ss_conn_end(c, SS_E_NOMEM, &err);
+                pthread_mutex_unlock(&c->read_lock);
+                ended(h, c, rc, ev, n);
+                return;
+            }
+            b->data = d;
+            b->cap = cap;
+        }
+    }
+    int more = 0, end = 0;
+    ss_buf *b = &c->in;
+    long got = ss_conn_read_nowait(c, b->data + b->off + b->len, b->cap - b->off - b->len,
+                                   &more, &end, &err);
+    b->len += (size_t)got;
+    int stopped = 0;
+    while (*n < max) {
+        const char *p;
+        size_t len;
+        int rc = ss_conn_take(c, h->max_bytes, &p, &len, &err);
+        if (rc == SS_E_AGAIN)
+            break;
+        if (rc != SS_OK) {
+            pthread_mutex_unlock(&c->read_lock);
+            ended(h, c, rc, ev, n);
+            goto out;
+        }
+        ss_event *e = &ev[(*n)++];
+        e->kind = SS_EV_MESSAGE;
+        e->code = 0;
+        e->id = id_of(h, c->hub_slot);
+        e->conn = NULL;
+        e->data = p;
+        e->len = len;
+        if (p == c->msg.data && len) {
+            /* assembled in the channel's message buffer, which the next message would
+             * reuse: one such message per pass */
+            stopped = 1;
+            break;
+        }
+    }
+    if (*n >= max)
+        stopped = 1;
+    if (end && !stopped) {
+        /* every whole message before the end is out: now the end itself */
+        int rc = ss_conn_end(c, end, &err);
+        pthread_mutex_unlock(&c->read_lock);
+        ended(h, c, rc, ev, n);
+        goto out;
+    }
+    if (stopped || more || end)
+        revisit_later(h, c);
+    pthread_mutex_unlock(&c->read_lock);
+out:
+    if (in_scratch) {
+        /* messages handed out stay in the scratch buffer until the next poll; a partial
+         * frame moves to a buffer of the channel's own */
+        if (c->hub_flags & HUB_ENDED) {
+            c->in = (ss_buf){0};
+        } else if (c->in.len) {
+            size_t cap = c->in.len > SS_RECORD ? c->in.len : SS_RECORD;
+            char *d = malloc(cap);
+            if (d)
+                memcpy(d, c->in.data + c->in.off, c->in.len);
+            size_t len = d ? c->in.len : 0;
+            c->in = (ss_buf){.data = d, .len = len, .cap = d ? cap : 0};
+        } else {
+            c->in = (ss_buf){0};
+        }
+        h->used += (size_t)got; /* (buf_consume resets the offset of an empty buffer) */
+    }
+}
+
+static void accept_ready(ss_hub *h, ss_event *ev, int *n, int max)
+{
+    drain_fd(ss_listener_ready_fd(h->listener));
+    /* keep one place free for the channel's first message */
+    while (*n + 2 <= max) {
+        ss_conn *c;
+        ss_err err;
+        int rc = ss_listener_accept(h->listener, 0, &c, &err);
+        if (rc == SS_E_CLOSED)
+            atomic_store(&h->stopping, 1); /* the listener was closed: so is the hub */
+        if (rc != SS_OK)
+            return;
+        uint64_t id;
+        if (add_locked(h, c, HUB_DEFAULTS, &id, &err) != SS_OK) {
+            ss_conn_free(c);
+            continue;
+        }
+        ss_event *e = &ev[(*n)++];
+        memset(e, 0, sizeof *e);
+        e->kind = SS_EV_ACCEPTED;
+        e->id = id;
+        e->conn = c;
+        serve(h, c, ev, n, max);
+    }
+    signal_fd(ss_listener_ready_fd(h->listener)); /* the batch is full: more next time */
+}
+
+int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
+{
+    if (max < 2)
+        return ss_fail(err, SS_E_INVALID, "a batch needs room for at least 2 events");
+    long long deadline = ss_deadline(timeout_ms);
+    struct epoll_event events[MAX_EPOLL];
+    int n = 0;
+    pthread_mutex_lock(&h->lock);
+    h->used = 0;
+    /* channels with buffered data first */
+    ss_conn *list = h->revisit;
+    h->revisit = NULL;
+    while (list) {
+        ss_conn *c = list;
+        list = c->hub_next;
+        c->hub_next = NULL;
+        c->hub_flags &= ~HUB_REVISIT;
+        if (n < max)
+            serve(h, c, ev, &n, max);
+        else
+            revisit_later(h, c);
+    }
+    for (;;) {
+        if (atomic_load(&h->stopping)) {
+            n = n ? n : ss_fail(err, SS_E_CLOSED, "the channel engine was closed");
+            break;
+        }
+        int wait = n ? 0 : ss_remaining(deadline);
+        int room = max - n < MAX_EPOLL ? max - n : MAX_EPOLL;
+        pthread_mutex_unlock(&h->lock);
+        int k = epoll_wait(h->epfd, events, room, wait);
+        int errnum = errno;
+        pthread_mutex_lock(&h->lock);
+        if (k < 0) {
+            if (errnum == EINTR)
+                continue;
+            n = n ? n : ss_fail_errno(err, SS_E_SYSTEM, errnum, "epoll_wait() failed");
+            break;
+        }
+        for (int i = 0; i < k && n < max; i++) {
+            uint64_t tag = events[i].data.u64;
+            if (tag == TAG_WAKE) {
+                drain_fd(h->wake_fd);
+            } else if (tag == TAG_READY) {
+                if (n + 2 <= max)
+                    accept_ready(h, ev, &n, max);
+            } else {
+                ss_conn *c = conn_of(h, tag);
+                if (c)
+                    serve(h, c, ev, &n, max);
+            }
+        }
+        if (n > 0 || k == 0 || wait == 0 || atomic_load(&h->stopping))
+            break;
+    }
+    if (n == 0 && atomic_load(&h->stopping))
+        n = ss_fail(err, SS_E_CLOSED, "the channel engine was closed");
+    if (h->revisit)
+        signal_fd(h->wake_fd); /* an event loop watching ss_hub_fd comes back at once */
+    pthread_mutex_unlock(&h->lock);
+    return n;
+}
+
+void ss_hub_shutdown(ss_hub *h)
+{
+    atomic_store(&h->stopping, 1);
+    signal_fd(h->wake_fd);
+}
+
+void ss_hub_free(ss_hub *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->lock);
+    for (int i = 0; i < h->nslots; i++)
+        if (h->slots[i])
+            remove_locked(h, h->slots[i]);
+    pthread_mutex_unlock(&h->lock);
+    if (h->epfd >= 0)
+        close(h->epfd);
+    if (h->wake_fd >= 0)
+        close(h->wake_fd);
+    free(h->slots);
+    free(h->gens);
+    free(h->next_free);
+    free(h->scratch);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
