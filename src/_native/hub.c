@@ -477,6 +477,8 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
     }
     if (n == 0 && atomic_load(&h->stopping))
         n = ss_fail(err, SS_E_CLOSED, "the channel engine was closed");
+    else if (n == 0)
+        n = ss_fail(err, SS_E_TIMEOUT, "no message within the time-out");
     if (h->revisit)
         signal_fd(h->wake_fd); /* an event loop watching ss_hub_fd comes back at once */
     pthread_mutex_unlock(&h->lock);

@@ -215,8 +215,8 @@ int ss_hub_new(ss_listener *listener, int mode, const char *tag, size_t tag_len,
 int ss_hub_add(ss_hub *h, ss_conn *c, uint64_t *id, ss_err *err);
 /* Take c out of the hub (idempotent); after it returns, the hub no longer touches c. */
 void ss_hub_remove(ss_hub *h, ss_conn *c);
-/* Wait at most timeout_ms for events; returns how many (0: time-out), or a negative code
- * (SS_E_CLOSED once ss_hub_shutdown was called or the listener closed). */
+/* Wait at most timeout_ms for events; returns how many (> 0), or a negative code:
+ * SS_E_TIMEOUT, or SS_E_CLOSED once ss_hub_shutdown was called or the listener closed. */
 int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *events, int max_events, ss_err *err);
 int ss_hub_fd(ss_hub *h);
 void ss_hub_shutdown(ss_hub *h);

@@ -95,16 +95,22 @@ class _Guard:
         self._what = what
 
     def enter(self) -> Any:
-        with self._lock:
-            if self._closing:
-                raise _errors.SocketClosed(f"{self._what} is closed")
-            self._busy += 1
-            return self.ptr
+        # acquire/release rather than `with`: this runs twice per read and per write
+        lock = self._lock
+        lock.acquire()
+        if self._closing:
+            lock.release()
+            raise _errors.SocketClosed(f"{self._what} is closed")
+        self._busy += 1
+        lock.release()
+        return self.ptr
 
     def leave(self) -> None:
-        with self._lock:
-            self._busy -= 1
-            free = self._closing and self._busy == 0
+        lock = self._lock
+        lock.acquire()
+        self._busy -= 1
+        free = self._closing and self._busy == 0
+        lock.release()
         if free:
             self._free()
 
@@ -264,6 +270,8 @@ class Connection:
     # set by the channel engine (sslsock._engine.Hub) while it serves this connection
     _hub: Any = None
     _hub_id: int = 0
+    # messages the engine read for this channel before a SocketRead asked (named face)
+    _inbox: Any = None
 
     @classmethod
     def _from_engine(cls, ptr: Any, *, tls: bool, mode: Mode, end_tag: bytes,
@@ -342,6 +350,8 @@ class Connection:
     def read(self, timeout: Seconds = None, max_bytes: int = 4096) -> bytes:
         """The next message (framed by the mode).  Raises SocketTimeout (nothing lost: a
         partial frame is kept for the next read), PeerClosed, or another ConnectionFailure."""
+        if self._inbox:
+            return self._inbox.popleft()  # type: ignore[no-any-return]
         ms = -1 if timeout is None else _ms(timeout)
         if max_bytes.__class__ is not int or max_bytes < 1:
             raise _errors.ArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")

@@ -18,6 +18,8 @@ class Entry:
     simple: Optional[Connection] = None
     simple_lock: threading.Lock = field(default_factory=threading.Lock)
     channels: int = 0  # how many channel names this listener has handed out
+    # SocketWaitForMessage: the listener's channel engine and what it found (wl.py)
+    engine: Any = None
 
 
 class Registry:
@@ -68,6 +70,10 @@ class Registry:
             raise SocketNameError(f'no socket is named "{name}" (names are case-sensitive; '
                                   "was it closed, or never created?)")
         return entry
+
+    def lookup(self, name: str) -> Optional[Entry]:
+        """The entry of a name, or None (no lock: see get)."""
+        return self._items.get(name)
 
     def pop(self, name: Any) -> Entry:
         self.check_name(name)

@@ -11,14 +11,16 @@ Durations are integers in milliseconds (a ``datetime.timedelta`` works too).
 """
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import enum
 import functools
 import socket as _socket
 import threading
+from time import monotonic as _monotonic
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from . import _errors
+from . import _engine, _errors
 from ._errors import Error, ErrorCode, ProgrammingError
 from ._objects import Connection, Listener, Mode, connect
 from ._options import DEFAULT, SSLOption
@@ -332,6 +334,56 @@ def SocketAccept(name: str) -> str:
     return REGISTRY.add_channel(name, entry, conn)
 
 
+class _Waiting:
+    """A listener's SocketWaitForMessage state: its channel engine, and the channel names
+    of messages (or ends) found but not returned yet, one entry per message."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.hub = _engine.Hub(listener)
+        self.lock = threading.Lock()
+        self.ready: collections.deque[str] = collections.deque()
+        self.names: dict[int, str] = {}
+
+
+@_named("")
+def SocketWaitForMessage(name: str, timeout: Any = None) -> str:
+    """[extension] One thread serving many channels: waits until a channel of the listener
+    `name` has a message (or has ended) and returns that channel's name; SocketRead on it
+    then returns the message at once (b"" with an error once it has ended).  New clients
+    are accepted and named on the way, as SocketAccept names them.  On time-out: "" and
+    no error.  No timeout: waits without limit."""
+    entry = REGISTRY.get(name)
+    if not isinstance(entry.obj, Listener):
+        raise _errors.ArgumentError(f'"{name}" is not a server socket (SocketCreateSSL)')
+    limit = _seconds(timeout, "timeout")
+    with entry.simple_lock:
+        if entry.engine is None:
+            entry.engine = _Waiting(entry.obj)
+    st: _Waiting = entry.engine
+    deadline = None if limit is None else _monotonic() + limit
+    while True:
+        with st.lock:
+            while st.ready:
+                channel = st.ready.popleft()
+                if REGISTRY.lookup(channel) is not None:
+                    return channel
+            left = -1 if deadline is None else max(0, int((deadline - _monotonic()) * 1000))
+            batch = st.hub.poll(left)
+            if not batch:
+                return ""  # a time-out is not an error
+            for kind, conn, data in batch:
+                if kind == _engine.MESSAGE:
+                    conn._inbox.append(data)
+                    st.ready.append(st.names[conn._hub_id])
+                elif kind == _engine.ACCEPTED:
+                    conn._inbox = collections.deque()
+                    st.names[conn._hub_id] = REGISTRY.add_channel(name, entry, conn)
+                else:  # ended: its next SocketRead, once the inbox is empty, says why
+                    channel = st.names.pop(conn._hub_id, "")
+                    if channel and not conn.closed:
+                        st.ready.append(channel)
+
+
 @_named(False)
 def SocketDeny(name: str) -> bool:
     """Refuse (close) the waiting client."""
@@ -383,6 +435,8 @@ def SocketClose(name: str) -> bool:
     if entry.simple is not None:
         entry.simple.close()
     entry.obj.close()
+    if entry.engine is not None:
+        entry.engine.hub.close()
     return True
 
 
@@ -484,6 +538,7 @@ FRENCH = {
     "SocketConnecteSSL": SocketConnectSSL,
     "SocketConnecte": SocketConnect,
     "SocketAttendConnexion": SocketWaitForConnection,
+    "SocketAttendMessage": SocketWaitForMessage,
     "SocketAccepte": SocketAccept,
     "SocketRefuse": SocketDeny,
     "SocketLit": SocketRead,
@@ -519,6 +574,7 @@ SNAKE = {
     "socket_connect_ssl": SocketConnectSSL,
     "socket_connect": SocketConnect,
     "socket_wait_for_connection": SocketWaitForConnection,
+    "socket_wait_for_message": SocketWaitForMessage,
     "socket_accept": SocketAccept,
     "socket_deny": SocketDeny,
     "socket_read": SocketRead,
@@ -537,7 +593,7 @@ globals().update(SNAKE)
 
 ENGLISH = [
     "SocketCreateSSL", "SocketCreate", "SocketConnectSSL", "SocketConnect",
-    "SocketWaitForConnection", "SocketAccept", "SocketDeny", "SocketRead", "SocketWrite",
+    "SocketWaitForConnection", "SocketWaitForMessage", "SocketAccept", "SocketDeny", "SocketRead", "SocketWrite",
     "SocketClose", "SocketExist", "SocketChangeTransmissionMode", "SocketClientInfo",
     "NetIPAddress", "ErrorInfo", "ErrorOccurred", "Socket",
     "ProtocolSSL2", "ProtocolSSL3", "ProtocolTLS1", "ProtocolTLS1_1", "ProtocolTLS1_2",
