@@ -9,7 +9,8 @@ throughput; for the idle scenario, the server's RSS growth per connection.  Each
 the median of --runs runs, interleaved so that a noisy moment hits every server alike.
 Ratios to the C reference are taken within the same run: the machines are shared and noisy.
 
-    python benchmarks/bench.py                    # full run (~10 minutes)
+    python benchmarks/bench.py --out benchmarks/results.md --chart benchmarks/results.png
+                                                  # full run (~20 minutes)
     python benchmarks/bench.py --duration 0.5 --runs 1 --idle-conns 100   # smoke
 """
 from __future__ import annotations
@@ -93,6 +94,59 @@ def make_certs(d: Path) -> dict[str, dict[str, Path]]:
         issued.write_pem(pem)
         out[kind] = {"cert": cert, "key": key, "pem": pem}
     return out
+
+
+def raise_fd_limit(conns: int) -> None:
+    """The idle scenario holds `conns` connections in the server and in the load generator
+    (both inherit this process's limit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = conns + 1024
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+
+
+def draw_chart(results: dict[str, dict[str, list[Result]]], scenarios: list[str],
+               path: Path) -> None:
+    """One group of bars per scenario: each server's median ratio to the C reference
+    (CPU per operation; RSS per connection for the idle scenario), log scale."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in next(iter(results.values())) if n != "c-ref"]
+    fig, ax = plt.subplots(figsize=(12, 5.5))
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        ratios = []
+        for key in scenarios:
+            runs, ref = results[key][name], results[key].get("c-ref")
+            if not ref:
+                ratios.append(float("nan"))
+            elif key == "idle":
+                ratios.append(statistics.median(r.rss_per_conn for r in runs)
+                              / statistics.median(r.rss_per_conn for r in ref))
+            else:
+                ratios.append(statistics.median(a.cpu_per_op_us / b.cpu_per_op_us
+                                                for a, b in zip(runs, ref)))
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(scenarios))]
+        ax.bar(xs, ratios, width, label=name)
+    ax.axhline(1.0, color="black", linewidth=1)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xticks(range(len(scenarios)))
+    ax.set_xticklabels([SCENARIOS[k].name.replace(", ", "\n", 1) for k in scenarios],
+                       fontsize=8)
+    ax.set_ylabel("server cost ÷ C reference (lower is better)")
+    ax.set_title("Server CPU per operation (idle: RSS per connection), ratio to a C epoll "
+                 "server over libssl, same run")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def cpu_ticks(pid: int) -> int:
@@ -240,9 +294,12 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3, help="runs per (scenario, server); median")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--servers", default="", help="comma-separated names (default: all)")
-    p.add_argument("--idle-conns", type=int, default=5000)
+    p.add_argument("--idle-conns", type=int, default=10000)
     p.add_argument("--out", type=Path, help="also write the markdown table here")
+    p.add_argument("--chart", type=Path,
+                   help="also draw each server's CPU-per-operation ratio to C as a PNG")
     args = p.parse_args()
+    raise_fd_limit(args.idle_conns)
     subprocess.run(["make", "-s", "-C", str(HERE / "c")], check=True)
     scenarios = [s for s in args.scenarios.split(",") if s]
     py = sys.executable
@@ -270,6 +327,8 @@ def main() -> int:
     print(table)
     if args.out:
         args.out.write_text(table)
+    if args.chart:
+        draw_chart(results, scenarios, args.chart)
     return 0
 
 
