@@ -140,6 +140,28 @@ def test_standard_server_serves_clients_in_parallel(env: dict[str, str], store: 
     assert out.count(": the peer closed the connection") == 2, out
 
 
+@pytest.mark.parametrize("script", ["one_thread_server.py", "messages_server.py"])
+def test_one_thread_servers_serve_clients_together(env: dict[str, str], store: Path,
+                                                   script: str) -> None:
+    with Example(env, script, "--max-clients", "2", "--timeout", "10") as server:
+        # A first client stays connected while client.py is served by the same thread.
+        with ss.connect("localhost", server.port, options=MODERN, store=ss.CertStore(store),
+                        timeout=TIMEOUT) as first:
+            first.write("first")
+            assert first.read(timeout=TIMEOUT) == b"first"
+            r = run(env, "client.py", "--port", str(server.port), "hello", "wörld")
+            assert r.returncode == 0, r.stderr
+            assert r.stdout == "connected with TLSv1.3\nhello\nwörld\n"
+            first.write("still here")
+            assert first.read(timeout=TIMEOUT) == b"still here"
+        status, out, err = server.finish()
+    assert status == 0, err
+    if script == "one_thread_server.py":
+        assert out.count(": the peer closed the connection") == 2, out
+    else:
+        assert out.count(" left\n") == 2 and "(TLSv1.3): 5 bytes" in out, out
+
+
 def test_standard_server_stops_after_its_timeout(env: dict[str, str]) -> None:
     with Example(env, "standard_server.py", "--timeout", "0.3") as server:
         status, out, err = server.finish()
