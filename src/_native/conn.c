@@ -39,6 +39,9 @@
 #define SS_DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
 /* A size header is at most 20 digits (2^64 has 20) plus CR LF. */
 #define SS_MAX_SIZE_DIGITS 20
+/* A stream read (SS_MODE_NO_END_TAG) gathers up to this much of what OpenSSL has read
+ * ahead: four records, one call. */
+#define SS_TOP_UP (64u << 10)
 /* Buffers larger than this are given back once empty (ss_conn_trim). */
 #define SS_KEEP_BUFFER (64u << 10)
 
@@ -584,6 +587,23 @@ static int deframe(ss_conn *c, long long deadline, size_t max_bytes, const char 
         if (c->in.len == 0) {
             long n = fill(c, deadline, err);
             rc = n < 0 ? (int)n : SS_OK;
+            /* A stream: take what OpenSSL has already read ahead too (up to max_bytes),
+             * so a bulk transfer costs one call per max_bytes, not one per TLS record. */
+            while (rc == SS_OK && c->ssl && c->in.len < max_bytes && c->in.len < SS_TOP_UP) {
+                pthread_mutex_lock(&c->ssl_lock);
+                int pending = SSL_has_pending(c->ssl);
+                pthread_mutex_unlock(&c->ssl_lock);
+                if (!pending || buf_reserve(&c->in, SS_RECORD) != 0)
+                    break;
+                short wants;
+                ss_err ignored;
+                ss_buf *b = &c->in;
+                long more = io_read_once(c, b->data + b->off + b->len,
+                                         b->cap - b->off - b->len, &wants, &ignored);
+                if (more <= 0)
+                    break; /* nothing more now; an error shows on the next read */
+                b->len += (size_t)more;
+            }
         }
         if (rc == SS_OK) {
             size_t take = c->in.len < max_bytes ? c->in.len : max_bytes;
@@ -647,6 +667,79 @@ void ss_conn_trim(ss_conn *c)
 }
 
 /* ---- framing: writing -------------------------------------------------------------- */
+
+int ss_conn_try_write(ss_conn *c, const char *data, size_t len, ss_err *err)
+{
+    if (!c->ssl || len > SS_RECORD)
+        return SS_E_AGAIN;
+    if (pthread_mutex_trylock(&c->write_lock) != 0)
+        return SS_E_AGAIN; /* another writer: its turn first, in the waiting path */
+    int rc = check_usable(c, err);
+    if (rc != SS_OK) {
+        pthread_mutex_unlock(&c->write_lock);
+        return rc;
+    }
+    /* The frame as ss_conn_write stages it, when it is one record: a retry through
+     * ss_conn_write with the same message then hands OpenSSL the same bytes. */
+    char stage[SS_RECORD + 32];
+    const char *buf = stage;
+    size_t n = 0;
+    switch (c->mode) {
+    case SS_MODE_SIZE: {
+        int h = snprintf(stage, 32, "%zu\r\n", len);
+        n = (size_t)h + len;
+        if (n <= SS_RECORD)
+            memcpy(stage + h, data, len);
+        break;
+    }
+    case SS_MODE_END_TAG:
+    case SS_MODE_END_TAG_BUFFER:
+        n = len + c->tag_len;
+        if (n <= SS_RECORD) {
+            memcpy(stage, data, len);
+            memcpy(stage + len, c->tag, c->tag_len);
+        }
+        break;
+    default:
+        buf = data;
+        n = len;
+    }
+    rc = SS_E_AGAIN;
+    if (n <= SS_RECORD) {
+        pthread_mutex_lock(&c->ssl_lock);
+        SSL_SESSION *sess = SSL_get_session(c->ssl);
+        /* a peer that negotiated smaller records gets the general path */
+        if (!sess || SSL_SESSION_get_max_fragment_length(sess) ==
+                         TLSEXT_max_fragment_length_DISABLED) {
+            ERR_clear_error();
+            int r = SSL_write(c->ssl, buf, (int)n);
+            int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+            int errnum = errno;
+            pthread_mutex_unlock(&c->ssl_lock);
+            if (r == (int)n) {
+                atomic_fetch_add(&c->bytes_out, (unsigned long long)n);
+                rc = SS_OK;
+            } else if (r > 0 || e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+                /* begun, not finished (r > 0 cannot happen for one record): OpenSSL keeps
+                 * the record and ss_conn_write with the same message completes it */
+                rc = SS_E_AGAIN;
+            } else if (atomic_load(&c->closing)) {
+                rc = closed_error(err);
+            } else if (e == SSL_ERROR_SYSCALL) {
+                rc = breaks(c, io_error(errnum ? errnum : EPIPE, err, "while writing"), err);
+            } else if (e == SSL_ERROR_ZERO_RETURN) {
+                rc = breaks(c, ss_fail(err, SS_E_PEER_CLOSED, "the peer closed the connection"),
+                            err);
+            } else {
+                rc = breaks(c, ss_fail_ssl(err, SS_E_TLS, "TLS error while writing"), err);
+            }
+        } else {
+            pthread_mutex_unlock(&c->ssl_lock);
+        }
+    }
+    pthread_mutex_unlock(&c->write_lock);
+    return rc;
+}
 
 int ss_conn_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_err *err)
 {

@@ -17,8 +17,6 @@
  * means one SSL_read / SSL_write per record. */
 #define SS_RECORD 16384
 
-/* Internal only: "nothing now" from a non-blocking step (never returned to callers). */
-#define SS_E_AGAIN (-100)
 /* A deadline meaning "do no I/O at all": deframe what is buffered (the channel engine). */
 #define SS_NO_IO (-2LL)
 

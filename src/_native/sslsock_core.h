@@ -34,6 +34,7 @@
 #define SS_E_NOMEM (-12)
 #define SS_E_INVALID (-13)    /* bad argument */
 #define SS_E_CONFIG (-14)     /* certificate, key or context configuration refused */
+#define SS_E_AGAIN (-15)      /* nothing done without waiting: use the waiting call */
 
 typedef struct ss_err {
     int code;          /* SS_E_* */
@@ -129,6 +130,13 @@ void ss_conn_trim(ss_conn *c);
 
 /* Write one message, framed by the connection's mode. */
 int ss_conn_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_err *err);
+
+/* Write one message without waiting, when it fits one TLS record and the socket takes it
+ * now: SS_OK, or SS_E_AGAIN (nothing done, or a record begun that ss_conn_write called
+ * next with the same message completes; the caller must do so), or the error that broke
+ * the connection.  Never blocks: callers may hold locks of their own (the binding calls it
+ * without releasing Python's GIL, saving a GIL hand-off per message). */
+int ss_conn_try_write(ss_conn *c, const char *data, size_t len, ss_err *err);
 
 /* Send close_notify (waiting at most timeout_ms), shut the socket down, and wake any call
  * blocked on it.  Idempotent. */

@@ -50,17 +50,18 @@ class Hub:
         self._tls = listener.tls if listener is not None else True
         out = ffi.new("ss_hub **")
         err = new_err()
+        # The hub uses the listener until it is freed itself: the listener stays entered
+        # (closing it only shuts it down, which ends the hub's polls) until then.
         lptr = listener._g.enter() if listener is not None else ffi.NULL
-        try:
-            rc = lib.ss_hub_new(lptr, int(self._mode), self._end_tag, len(self._end_tag),
-                                self._max_message, max_bytes, out, err)
-        finally:
+        rc = lib.ss_hub_new(lptr, int(self._mode), self._end_tag, len(self._end_tag),
+                            self._max_message, max_bytes, out, err)
+        if rc != 0:
             if listener is not None:
                 listener._g.leave()
-        if rc != 0:
             raise_err(rc, err)
         self._g = _Guard(ffi.gc(out[0], lib.ss_hub_free), lib.ss_hub_shutdown,
-                         "the channel engine")
+                         "the channel engine",
+                         on_free=listener._g.leave if listener is not None else None)
         self._events = ffi.new("ss_event[]", batch)
         self._batch = batch
         self._err = new_err()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any, Callable, Optional, Union
 
 from . import _errors
-from ._binding import check, ffi, lib, new_err, raise_err, text
+from ._binding import address, check, ffi, lib, new_err, raise_err, text, try_write
 from ._options import DEFAULT, Mask, Recipe, recipe
 
 log = logging.getLogger("sslsock")
@@ -24,6 +24,9 @@ log = logging.getLogger("sslsock")
 Seconds = Optional[Union[float, int, _dt.timedelta]]
 
 DEFAULT_MAX_MESSAGE = 64 << 20
+#: A message up to this size is first tried without waiting and without releasing the GIL
+#: (one TLS record, less the largest size header).
+_ONE_RECORD = 16384 - 32
 #: A blocking call on the main thread waits in slices of this many milliseconds, so that
 #: Ctrl-C (KeyboardInterrupt) is seen while it waits; other threads wait in one C call.
 _SLICE_MS = 250
@@ -84,15 +87,17 @@ class _Guard:
     last call in flight leaves; calls started after close() raise SocketClosed.
     """
 
-    __slots__ = ("ptr", "_lock", "_busy", "_closing", "_shutdown", "_what")
+    __slots__ = ("ptr", "_lock", "_busy", "_closing", "_shutdown", "_what", "_on_free")
 
-    def __init__(self, ptr: Any, shutdown: Callable[[Any], None], what: str) -> None:
+    def __init__(self, ptr: Any, shutdown: Callable[[Any], None], what: str,
+                 on_free: Optional[Callable[[], None]] = None) -> None:
         self.ptr = ptr  # an ffi.gc pointer: the finaliser is only a backstop
         self._lock = threading.Lock()
         self._busy = 0
         self._closing = False
         self._shutdown = shutdown
         self._what = what
+        self._on_free = on_free  # runs once the object is freed
 
     def enter(self) -> Any:
         # acquire/release rather than `with`: this runs twice per read and per write
@@ -135,6 +140,8 @@ class _Guard:
         ptr, self.ptr = self.ptr, None
         if ptr is not None:
             ffi.release(ptr)  # runs the C free function now
+            if self._on_free is not None:
+                self._on_free()
 
 
 # ---------------------------------------------------------------------------------------
@@ -258,6 +265,10 @@ class Connection:
         self._out_len = ffi.new("size_t *")
         self._err = new_err()  # used under _read_lock
         self._werr = new_err()  # used under _write_lock
+        # for the GIL-held write (ss_conn_try_write): addresses of the C objects, valid
+        # while the guard has not freed them
+        self._addr = address(ptr) if tls and try_write is not None else 0
+        self._werr_addr = address(self._werr)
         self._close_ms = _ms(close_timeout, "close_timeout")
         self._mode = Mode.SocketSizeAtBeginning
         self._end_tag = b"<EOF>"
@@ -382,15 +393,27 @@ class Connection:
         if data.__class__ is not bytes:
             data = _as_bytes(data, "message")
         ms = -1 if timeout is None else _ms(timeout)
-        ptr = self._g.enter()
-        try:
-            with self._write_lock:
+        with self._write_lock:
+            if self._addr and len(data) <= _ONE_RECORD:
+                # First without waiting and with the GIL held (no hand-off to another
+                # thread); freeing needs the GIL, so the object cannot go meanwhile.
+                if self._g.ptr is None or self._g.closed:
+                    raise _errors.SocketClosed("the connection is closed")
+                rc = try_write(self._addr, data, len(data), self._werr_addr)
+                if rc == 0:
+                    return
+                if rc != lib.SS_E_AGAIN:
+                    raise_err(rc, self._werr)
+                # the socket is full: wait, with the same message (it may complete a
+                # record OpenSSL has begun)
+            ptr = self._g.enter()
+            try:
                 err = self._werr
                 rc = lib.ss_conn_write(ptr, data, len(data), ms, err)  # bytes: passed, not copied
                 if rc != 0:
                     raise_err(rc, err)
-        finally:
-            self._g.leave()
+            finally:
+                self._g.leave()
 
     # -- state and information ----------------------------------------------------------
 
