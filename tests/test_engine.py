@@ -389,3 +389,46 @@ def test_named_face_wait_for_message(pki: Any) -> None:
     assert ss.SocketClose("hubsrv")
     with pytest.raises(sslsock.SocketNameError):
         ss.SocketWaitForMessage("hubsrv", 10)
+
+
+def test_memory_returns_after_a_burst_of_abandoned_handshakes(pki: Any) -> None:
+    """Thousands of clients that send half a ClientHello and fall silent: the server's
+    memory grows while they hang, and goes back near where it started once the handshake
+    time-out has dropped them (glibc keeps freed memory in per-thread arenas otherwise)."""
+    import os
+    import resource
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+    n = 4400  # as many as the report that found it
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n * 2 + 512:
+        pytest.skip(f"needs {n * 2 + 512} descriptors, the limit is {soft}")
+    # the record header announces 200 bytes; 100 come, then nothing
+    hello = bytes.fromhex("16030100c8010000c40303") + bytes(89)
+    with sslsock.Listener(0, "localhost", options=TLS, handshake_timeout=1.0) as listener:
+        start = rss_mb()
+        peaks = []
+        for _ in range(2):
+            socks = []
+            try:
+                for _ in range(n):
+                    s = socket.create_connection((LOOPBACK, listener.port), timeout=PEER_TIMEOUT)
+                    s.sendall(hello)
+                    socks.append(s)
+                time.sleep(0.3)
+                peaks.append(rss_mb())
+                deadline = time.monotonic() + 15
+                while listener.stats().pending and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert listener.stats().pending == 0
+            finally:
+                for s in socks:
+                    s.close()
+        time.sleep(0.3)
+        after = rss_mb()
+        assert listener.stats().timed_out >= 2 * n * 0.95
+    assert max(peaks) - start > 40, (start, peaks)  # the burst did cost memory
+    assert after - start < 25, f"RSS {start:.0f} MB -> peaks {peaks} -> {after:.0f} MB"

@@ -170,7 +170,10 @@ static int breaks(ss_conn *c, int rc, ss_err *err)
     pthread_mutex_lock(&c->ssl_lock);
     int first = atomic_load(&c->state) == SS_STATE_OPEN;
     if (first) {
-        c->broken = *err;
+        /* kept apart: an open connection does not carry a 0.8 KiB record it never uses */
+        c->broken = malloc(sizeof *c->broken);
+        if (c->broken)
+            *c->broken = *err;
         atomic_store(&c->state, SS_STATE_BROKEN);
         /* The peer must learn it too, not wait on a connection we no longer use: after a
          * framing error the TLS layer is sound, so say goodbye properly first. */
@@ -191,7 +194,10 @@ static int check_usable(ss_conn *c, ss_err *err)
         return closed_error(err);
     if (atomic_load(&c->state) == SS_STATE_BROKEN) {
         pthread_mutex_lock(&c->ssl_lock);
-        *err = c->broken;
+        if (c->broken)
+            *err = *c->broken;
+        else
+            ss_fail(err, SS_E_NOMEM, "the connection broke (its reason was lost: out of memory)");
         pthread_mutex_unlock(&c->ssl_lock);
         return err->code;
     }
@@ -1013,6 +1019,7 @@ void ss_conn_free(ss_conn *c)
     close(c->fd);
     free(c->in.data);
     free(c->msg.data);
+    free(c->broken);
     ss_ctx_free(c->ctx);
     pthread_mutex_destroy(&c->ssl_lock);
     pthread_mutex_destroy(&c->read_lock);

@@ -295,7 +295,8 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
         c->max_message = h->max_message;
     }
     if (atomic_load(&c->closing) || atomic_load(&c->state) != SS_STATE_OPEN) {
-        int rc = atomic_load(&c->closing) ? SS_E_CLOSED : c->broken.code;
+        int rc = atomic_load(&c->closing) ? SS_E_CLOSED
+                 : c->broken ? c->broken->code : SS_E_NOMEM;
         pthread_mutex_unlock(&c->read_lock);
         ended(h, c, rc, ev, n);
         return;

@@ -46,7 +46,7 @@ struct ss_conn {
     atomic_int closing;
     atomic_int peer_closed; /* the peer ended the stream between messages */
     atomic_int state;     /* SS_STATE_* */
-    ss_err broken;        /* the error that broke the connection */
+    ss_err *broken;       /* the error that broke the connection (set once, then kept) */
     int mode;
     char tag[64];
     size_t tag_len;

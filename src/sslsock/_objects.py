@@ -11,8 +11,8 @@ import datetime as _dt
 import enum
 import logging
 import threading
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 from . import _errors
@@ -245,6 +245,20 @@ class ConnectionInfo:
 _STATES = {0: "open", 1: "broken", 2: "closed"}
 
 
+class _Scratch(threading.local):
+    """Per thread: where C calls put their results and error records.  Per thread rather
+    than per connection: an idle connection then costs no Python-side buffers."""
+
+    def __init__(self) -> None:
+        self.out = ffi.new("const char **")
+        self.out_len = ffi.new("size_t *")
+        self.err = new_err()
+        self.err_addr = address(self.err)
+
+
+_scratch = _Scratch()
+
+
 class Connection:
     """A TLS (or plain TCP) connection: a client from :func:`connect`, or a channel from
     :meth:`Listener.accept`.
@@ -254,6 +268,9 @@ class Connection:
     :class:`SocketClosed`.
     """
 
+    __slots__ = ("_g", "tls", "_read_lock", "_write_lock", "_close_ms", "_mode", "_end_tag",
+                 "_max_message", "_addr", "_hub", "_hub_id", "_inbox", "__weakref__")
+
     def __init__(self, ptr: Any, *, tls: bool, mode: Mode = Mode.SocketSizeAtBeginning,
                  end_tag: bytes = b"<EOF>", max_message: int = DEFAULT_MAX_MESSAGE,
                  close_timeout: float = 1.0) -> None:
@@ -261,14 +278,12 @@ class Connection:
         self.tls = tls
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._out = ffi.new("const char **")
-        self._out_len = ffi.new("size_t *")
-        self._err = new_err()  # used under _read_lock
-        self._werr = new_err()  # used under _write_lock
+        self._hub: Any = None  # the channel engine serving it (sslsock._engine.Hub)
+        self._hub_id = 0
+        self._inbox: Any = None  # messages the engine read before a SocketRead asked
         # for the GIL-held write (ss_conn_try_write): addresses of the C objects, valid
         # while the guard has not freed them
         self._addr = address(ptr) if tls and try_write is not None else 0
-        self._werr_addr = address(self._werr)
         self._close_ms = _ms(close_timeout, "close_timeout")
         self._mode = Mode.SocketSizeAtBeginning
         self._end_tag = b"<EOF>"
@@ -277,12 +292,6 @@ class Connection:
             self.set_mode(mode, end_tag)
         if max_message != DEFAULT_MAX_MESSAGE:
             self.max_message = max_message
-
-    # set by the channel engine (sslsock._engine.Hub) while it serves this connection
-    _hub: Any = None
-    _hub_id: int = 0
-    # messages the engine read for this channel before a SocketRead asked (named face)
-    _inbox: Any = None
 
     @classmethod
     def _from_engine(cls, ptr: Any, *, tls: bool, mode: Mode, end_tag: bytes,
@@ -334,7 +343,8 @@ class Connection:
             raise _errors.ArgumentError(f"the end tag must be 1 to 64 bytes long, got {len(tag)}")
         ptr = self._g.enter()
         try:
-            check(lib.ss_conn_set_mode(ptr, int(mode), tag, len(tag), self._err), self._err)
+            err = _scratch.err
+            check(lib.ss_conn_set_mode(ptr, int(mode), tag, len(tag), err), err)
         finally:
             self._g.leave()
         self._mode, self._end_tag = mode, tag
@@ -369,7 +379,8 @@ class Connection:
         ptr = self._g.enter()
         try:
             with self._read_lock:  # the result buffer is valid until the next read
-                out, out_len, err = self._out, self._out_len, self._err
+                sc = _scratch
+                out, out_len, err = sc.out, sc.out_len, sc.err
                 if 0 <= ms <= _SLICE_MS or not _on_main_thread():
                     rc = lib.ss_conn_read(ptr, ms, max_bytes, out, out_len, err)
                 else:
@@ -399,16 +410,17 @@ class Connection:
                 # thread); freeing needs the GIL, so the object cannot go meanwhile.
                 if self._g.ptr is None or self._g.closed:
                     raise _errors.SocketClosed("the connection is closed")
-                rc = try_write(self._addr, data, len(data), self._werr_addr)
+                sc = _scratch
+                rc = try_write(self._addr, data, len(data), sc.err_addr)
                 if rc == 0:
                     return
                 if rc != lib.SS_E_AGAIN:
-                    raise_err(rc, self._werr)
+                    raise_err(rc, sc.err)
                 # the socket is full: wait, with the same message (it may complete a
                 # record OpenSSL has begun)
             ptr = self._g.enter()
             try:
-                err = self._werr
+                err = _scratch.err
                 rc = lib.ss_conn_write(ptr, data, len(data), ms, err)  # bytes: passed, not copied
                 if rc != 0:
                     raise_err(rc, err)

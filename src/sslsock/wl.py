@@ -593,8 +593,9 @@ globals().update(SNAKE)
 
 ENGLISH = [
     "SocketCreateSSL", "SocketCreate", "SocketConnectSSL", "SocketConnect",
-    "SocketWaitForConnection", "SocketWaitForMessage", "SocketAccept", "SocketDeny", "SocketRead", "SocketWrite",
-    "SocketClose", "SocketExist", "SocketChangeTransmissionMode", "SocketClientInfo",
+    "SocketWaitForConnection", "SocketWaitForMessage", "SocketAccept", "SocketDeny",
+    "SocketRead", "SocketWrite", "SocketClose", "SocketExist", "SocketChangeTransmissionMode",
+    "SocketClientInfo",
     "NetIPAddress", "ErrorInfo", "ErrorOccurred", "Socket",
     "ProtocolSSL2", "ProtocolSSL3", "ProtocolTLS1", "ProtocolTLS1_1", "ProtocolTLS1_2",
     "ProtocolTLS1_3", "CertificateHash", "CertificateName", "SSLNoVerify",
