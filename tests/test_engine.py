@@ -432,3 +432,73 @@ def test_memory_returns_after_a_burst_of_abandoned_handshakes(pki: Any) -> None:
         assert listener.stats().timed_out >= 2 * n * 0.95
     assert max(peaks) - start > 40, (start, peaks)  # the burst did cost memory
     assert after - start < 25, f"RSS {start:.0f} MB -> peaks {peaks} -> {after:.0f} MB"
+
+
+def test_a_client_that_does_not_read_does_not_stall_the_others(pki: Any) -> None:
+    """Replies to a client that reads nothing are queued (up to the high-water mark) and sent
+    by the engine later; the one thread keeps serving the others meanwhile."""
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    n_chunks = 12  # 768 KiB: more than the socket buffers hold, less than the 1 MiB mark
+    with sslsock.Listener(0, "localhost", options=TLS) as listener:
+        peers = Peers()
+        slow_may_read = threading.Event()
+        fast_took: list[float] = []
+        slow_got = bytearray()
+
+        def slow() -> None:
+            with tls_client(pki, listener.port) as s:
+                s.sendall(frame(b"flood me"))
+                assert slow_may_read.wait(PEER_TIMEOUT)
+                want = n_chunks * len(frame(chunk))
+                while len(slow_got) < want:
+                    data = s.recv(1 << 16)
+                    assert data
+                    slow_got.extend(data)
+
+        def fast() -> None:
+            with tls_client(pki, listener.port) as s:
+                for i in range(10):
+                    t = time.monotonic()
+                    s.sendall(frame(b"ping %d" % i))
+                    assert recv_exactly(s, len(frame(b"ping 0"))) == frame(b"ping %d" % i)
+                    fast_took.append(time.monotonic() - t)
+            slow_may_read.set()
+
+        peers.start(slow)
+        flood_took = None
+        for conn, message in listener.messages(timeout=5.0):
+            if message == b"flood me":
+                t = time.monotonic()
+                for _ in range(n_chunks):
+                    conn.write(chunk)  # queued: the client is not reading
+                flood_took = time.monotonic() - t
+                peers.start(fast)
+            elif message:
+                conn.write(message)
+            else:
+                break  # the fast client left; the queue to the slow one is drained
+        # the engine keeps sending while the loop runs; finish the slow client's stream
+        peers.join()
+    assert flood_took is not None and flood_took < 1.0
+    assert len(fast_took) == 10 and max(fast_took) < 1.0
+    assert bytes(slow_got) == frame(chunk) * n_chunks
+
+
+def test_over_the_high_water_mark_a_write_waits_then_times_out_cleanly(pki: Any) -> None:
+    chunk = b"x" * 65536
+    with sslsock.Listener(0, "localhost", options=TLS) as listener:
+        raw = socket.create_connection((LOOPBACK, listener.port), timeout=PEER_TIMEOUT)
+        s = pki.client_context().wrap_socket(raw, server_hostname="localhost")
+        try:
+            s.sendall(frame(b"go"))
+            for conn, message in listener.messages(timeout=5.0, high_water=256 * 1024):
+                assert message == b"go"
+                t = time.monotonic()
+                with pytest.raises(sslsock.SocketTimeout):
+                    for _ in range(512):  # 32 MiB: more than the mark and all buffers
+                        conn.write(chunk, timeout=0.3)
+                assert time.monotonic() - t < 5.0
+                assert conn.info().state == "open"  # nothing torn: still usable
+                break
+        finally:
+            s.close()

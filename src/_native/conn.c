@@ -39,6 +39,8 @@
 #define SS_DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
 /* A size header is at most 20 digits (2^64 has 20) plus CR LF. */
 #define SS_MAX_SIZE_DIGITS 20
+/* 1 MiB: what a channel served by the engine may have queued before a writer waits. */
+#define SS_DEFAULT_HIGH_WATER ((size_t)1 << 20)
 /* A stream read (SS_MODE_NO_END_TAG) gathers up to this much of what OpenSSL has read
  * ahead: four records, one call. */
 #define SS_TOP_UP (64u << 10)
@@ -91,6 +93,7 @@ ss_conn *ss_conn_wrap(int fd, SSL *ssl, ss_ctx *ctx, const struct sockaddr *peer
     c->max_message = SS_DEFAULT_MAX_MESSAGE;
     c->want = -1;
     c->hub_slot = -1;
+    c->high_water = SS_DEFAULT_HIGH_WATER;
     if (peer && peer_len <= sizeof c->peer) {
         memcpy(&c->peer, peer, peer_len);
         c->peer_len = peer_len;
@@ -357,6 +360,8 @@ static int io_write_all(ss_conn *c, const char *buf, size_t len, long long deadl
                 continue;
             if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
                 return atomic_load(&c->closing) ? closed_error(err) : io_error(errno, err, doing);
+            if (deadline == SS_NO_IO)
+                return SS_E_AGAIN;
             rc = wait_fd(c, POLLOUT, deadline, err, doing);
             if (rc)
                 return rc;
@@ -377,6 +382,8 @@ static int io_write_all(ss_conn *c, const char *buf, size_t len, long long deadl
         }
         if (atomic_load(&c->closing))
             return closed_error(err);
+        if ((e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) && deadline == SS_NO_IO)
+            return SS_E_AGAIN; /* OpenSSL keeps the record begun: retry with these bytes */
         switch (e) {
         case SSL_ERROR_WANT_WRITE:
             rc = wait_fd(c, POLLOUT, deadline, err, doing);
@@ -674,6 +681,74 @@ void ss_conn_trim(ss_conn *c)
 
 /* ---- framing: writing -------------------------------------------------------------- */
 
+/* Send what is queued without waiting (write lock held): SS_OK once the queue is empty,
+ * SS_E_AGAIN while some is left, or the error that broke the connection. */
+static int flush_queue(ss_conn *c, long long deadline, ss_err *err)
+{
+    ss_buf *q = &c->out;
+    if (q->len == 0)
+        return SS_OK;
+    size_t written = 0;
+    int rc = io_write_all(c, q->data + q->off, q->len, deadline, &written, err);
+    buf_consume(q, written);
+    if (q->len == 0)
+        buf_release_if_big(q);
+    if (rc == SS_E_AGAIN || rc == SS_E_TIMEOUT)
+        return rc;
+    return rc == SS_OK ? SS_OK : breaks(c, rc, err);
+}
+
+int ss_conn_flush(ss_conn *c, ss_err *err)
+{
+    if (pthread_mutex_trylock(&c->write_lock) != 0)
+        return SS_E_AGAIN; /* a writer is at it */
+    int rc = flush_queue(c, SS_NO_IO, err);
+    pthread_mutex_unlock(&c->write_lock);
+    return rc;
+}
+
+int ss_conn_queue_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_err *err)
+{
+    long long deadline = ss_deadline(timeout_ms);
+    pthread_mutex_lock(&c->write_lock);
+    int rc = check_usable(c, err);
+    /* Backpressure: over the high-water mark, wait (sending) until the queue is below it;
+     * a time-out then leaves this message unsent and the connection usable. */
+    while (rc == SS_OK && c->out.len > c->high_water) {
+        rc = flush_queue(c, SS_NO_IO, err);
+        if (rc == SS_E_AGAIN)
+            rc = wait_fd(c, POLLOUT, deadline, err, "while writing (the peer does not read)");
+        else if (rc == SS_OK)
+            break;
+    }
+    if (rc == SS_OK) {
+        /* the frame, appended whole: header or tag and payload */
+        char head[32];
+        size_t h = 0, t = 0;
+        if (c->mode == SS_MODE_SIZE)
+            h = (size_t)snprintf(head, sizeof head, "%zu\r\n", len);
+        else if (c->mode == SS_MODE_END_TAG || c->mode == SS_MODE_END_TAG_BUFFER)
+            t = c->tag_len;
+        if (len > SIZE_MAX - 64 || buf_reserve(&c->out, h + len + t) != 0) {
+            rc = ss_fail(err, SS_E_NOMEM, "out of memory queueing a %zu-byte message", len);
+        } else {
+            ss_buf *q = &c->out;
+            char *end = q->data + q->off + q->len;
+            memcpy(end, head, h);
+            memcpy(end + h, data, len);
+            memcpy(end + h + len, c->tag, t);
+            q->len += h + len + t;
+            rc = flush_queue(c, SS_NO_IO, err);
+            if (rc == SS_E_AGAIN) {
+                ss_hub_want_write(c); /* the engine sends the rest when the socket takes it */
+                rc = SS_OK;
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->write_lock);
+    return rc;
+}
+
 int ss_conn_try_write(ss_conn *c, const char *data, size_t len, ss_err *err)
 {
     if (!c->ssl || len > SS_RECORD)
@@ -756,6 +831,8 @@ int ss_conn_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_e
     size_t written = 0;
     pthread_mutex_lock(&c->write_lock);
     int rc = check_usable(c, err);
+    if (rc == SS_OK && c->out.len) /* what was queued goes first */
+        rc = flush_queue(c, deadline, err);
     if (rc == SS_OK) {
         switch (c->mode) {
         case SS_MODE_SIZE: {
@@ -988,6 +1065,13 @@ void ss_conn_close(ss_conn *c, int timeout_ms)
 {
     if (atomic_exchange(&c->closing, 1))
         return;
+    if (atomic_load(&c->state) == SS_STATE_OPEN && c->out.len &&
+        pthread_mutex_trylock(&c->write_lock) == 0) {
+        /* queued replies first, within the same bounded wait as close_notify */
+        ss_err ignored;
+        flush_queue(c, ss_deadline(timeout_ms), &ignored);
+        pthread_mutex_unlock(&c->write_lock);
+    }
     if (c->ssl && atomic_load(&c->state) == SS_STATE_OPEN) {
         long long deadline = ss_deadline(timeout_ms);
         for (int tries = 0; tries < 4; tries++) { /* close_notify, bounded in time */
@@ -1019,6 +1103,7 @@ void ss_conn_free(ss_conn *c)
     close(c->fd);
     free(c->in.data);
     free(c->msg.data);
+    free(c->out.data);
     free(c->broken);
     ss_ctx_free(c->ctx);
     pthread_mutex_destroy(&c->ssl_lock);
@@ -1068,4 +1153,11 @@ int ss_conn_peer_cert(ss_conn *c, unsigned char *buf, int buf_len)
     }
     X509_free(x);
     return n < 0 ? 0 : n;
+}
+
+void ss_conn_set_high_water(ss_conn *c, size_t bytes)
+{
+    pthread_mutex_lock(&c->write_lock);
+    c->high_water = bytes;
+    pthread_mutex_unlock(&c->write_lock);
 }

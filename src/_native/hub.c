@@ -51,6 +51,7 @@
 #define HUB_REVISIT 1 /* on the revisit list */
 #define HUB_ENDED 2   /* reported as ended, out of the epoll set */
 #define HUB_DEFAULTS 4 /* accepted here: takes the hub's mode on its first pass */
+#define HUB_WRITING 8  /* watched for room to send its queue (EPOLLOUT) */
 
 struct ss_hub {
     pthread_mutex_t lock;
@@ -64,6 +65,7 @@ struct ss_hub {
     size_t tag_len;
     size_t max_message;
     size_t max_bytes;
+    size_t high_water; /* 0: the connections keep theirs */
     ss_conn **slots;
     uint32_t *gens;
     int nslots, free_head; /* free slots are chained through gens' high bit-free twin */
@@ -142,6 +144,13 @@ int ss_hub_new(ss_listener *listener, int mode, const char *tag, size_t tag_len,
 
 int ss_hub_fd(ss_hub *h) { return h->epfd; }
 
+void ss_hub_set_high_water(ss_hub *h, size_t bytes)
+{
+    pthread_mutex_lock(&h->lock);
+    h->high_water = bytes;
+    pthread_mutex_unlock(&h->lock);
+}
+
 static int grow(ss_hub *h)
 {
     int cap = h->nslots ? h->nslots * 2 : 64;
@@ -185,6 +194,8 @@ static int add_locked(ss_hub *h, ss_conn *c, int flags, uint64_t *id, ss_err *er
         return rc;
     }
     h->slots[slot] = c;
+    if (h->high_water) /* a plain store: its write lock would invert the lock order */
+        c->high_water = h->high_water;
     c->hub = h;
     c->hub_slot = slot;
     c->hub_flags = flags;
@@ -256,6 +267,38 @@ void ss_hub_detach(ss_conn *c)
     ss_hub *h = c->hub;
     if (h)
         ss_hub_remove(h, c);
+}
+
+void ss_hub_want_write(ss_conn *c)
+{
+    /* Called by a writer holding c's write lock; the hub's poll only tries that lock, so
+     * taking the hub lock here cannot deadlock. */
+    ss_hub *h = c->hub;
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->lock);
+    if (c->hub == h && !(c->hub_flags & (HUB_ENDED | HUB_WRITING))) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u64 = id_of(h, c->hub_slot)};
+        if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+            c->hub_flags |= HUB_WRITING;
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* The socket has room: send what c has queued; stop watching for room once it is all out.
+ * Hub lock held. */
+static void flush(ss_hub *h, ss_conn *c)
+{
+    ss_err err;
+    int rc = ss_conn_flush(c, &err);
+    if (rc == SS_E_AGAIN)
+        return; /* more later (or a writer is at it: it sends, or re-arms) */
+    if (c->hub_flags & HUB_WRITING && !(c->hub_flags & HUB_ENDED)) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = id_of(h, c->hub_slot)};
+        epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    }
+    c->hub_flags &= ~HUB_WRITING;
+    /* an error broke the connection: the next pass over it reports the end */
 }
 
 static void revisit_later(ss_hub *h, ss_conn *c)
@@ -469,7 +512,12 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
                     accept_ready(h, ev, &n, max);
             } else {
                 ss_conn *c = conn_of(h, tag);
-                if (c)
+                if (!c)
+                    continue;
+                if (events[i].events & EPOLLOUT)
+                    flush(h, c);
+                if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP) ||
+                    atomic_load(&c->state) != SS_STATE_OPEN)
                     serve(h, c, ev, &n, max);
             }
         }

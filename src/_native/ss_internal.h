@@ -54,6 +54,8 @@ struct ss_conn {
     /* framing state (under read_lock) */
     ss_buf in;            /* bytes received, not yet consumed */
     ss_buf msg;           /* SIZE mode: the message being assembled */
+    ss_buf out;           /* queued frames not sent yet (under write_lock) */
+    size_t high_water;    /* a queued write waits while more than this is queued */
     long long want;       /* SIZE mode: payload length once the header is read, else -1 */
     size_t scanned;       /* END_TAG modes: bytes of `in` already searched for the tag */
     struct sockaddr_storage peer;
@@ -100,6 +102,9 @@ int ss_conn_take(ss_conn *c, size_t max_bytes, const char **out, size_t *out_len
  * peer closed, anything else breaks the connection.  Returns rc.  Read lock held. */
 int ss_conn_end(ss_conn *c, int rc, ss_err *err);
 void ss_hub_detach(ss_conn *c); /* hub.c: ss_conn_free leaves its hub first */
+void ss_hub_want_write(ss_conn *c); /* hub.c: watch for room to send the queue */
+/* Send what is queued without waiting: SS_OK (all sent), SS_E_AGAIN, or an error. */
+int ss_conn_flush(ss_conn *c, ss_err *err);
 
 /* listener.c: the eventfd that becomes readable when a connection is ready to accept
  * (turns the notification on). */

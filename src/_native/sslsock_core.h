@@ -131,6 +131,14 @@ void ss_conn_trim(ss_conn *c);
 /* Write one message, framed by the connection's mode. */
 int ss_conn_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_err *err);
 
+/* Queue one message, framed, and send what the socket takes now; a channel served by a
+ * hub (ss_hub_*) has the rest sent by the hub's polls.  Waits only while more than the
+ * connection's high-water mark is queued (then at most timeout_ms: SS_E_TIMEOUT, nothing
+ * of this message queued). */
+int ss_conn_queue_write(ss_conn *c, const char *data, size_t len, int timeout_ms,
+                        ss_err *err);
+void ss_conn_set_high_water(ss_conn *c, size_t bytes);
+
 /* Write one message without waiting, when it fits one TLS record and the socket takes it
  * now: SS_OK, or SS_E_AGAIN (nothing done, or a record begun that ss_conn_write called
  * next with the same message completes; the caller must do so), or the error that broke
@@ -227,6 +235,8 @@ void ss_hub_remove(ss_hub *h, ss_conn *c);
  * SS_E_TIMEOUT, or SS_E_CLOSED once ss_hub_shutdown was called or the listener closed. */
 int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *events, int max_events, ss_err *err);
 int ss_hub_fd(ss_hub *h);
+/* What each channel may have queued (ss_conn_queue_write) before its writer waits. */
+void ss_hub_set_high_water(ss_hub *h, size_t bytes);
 void ss_hub_shutdown(ss_hub *h);
 void ss_hub_free(ss_hub *h);
 

@@ -37,7 +37,7 @@ def _held_calls() -> Any:
 
 
 #: ss_conn_try_write(conn_address, data, len, err_address) with the GIL held, or None.
-try_write = _held_calls()
+try_write = None  # _held_calls()
 
 
 def address(ptr: Any) -> int:

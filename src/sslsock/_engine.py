@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 #: Events per batch: a poll returns at most this many (messages, new and ended channels).
 DEFAULT_BATCH = 256
+#: What a channel may have queued (replies the socket did not take yet) before a write on
+#: it waits: 1 MiB.
+DEFAULT_HIGH_WATER = 1 << 20
 
 MESSAGE, ACCEPTED, ENDED = 0, 1, 2
 
@@ -31,15 +34,20 @@ class Hub:
 
     ``listener``: the hub accepts that listener's clients itself (they get the listener's
     transmission mode).  ``max_bytes``: the largest message handed out at once in
-    ``SocketNoEndTag`` mode.  Channels from elsewhere join with :meth:`add`.
+    ``SocketNoEndTag`` mode.  ``high_water``: writes to a channel of the hub are queued and
+    sent by the hub as the socket takes them; a write waits only while more than this many
+    bytes are queued for that channel.  Channels from elsewhere join with :meth:`add`.
     """
 
     def __init__(self, listener: Optional[Listener] = None, *, max_bytes: int = 65536,
-                 batch: int = DEFAULT_BATCH) -> None:
+                 batch: int = DEFAULT_BATCH, high_water: int = DEFAULT_HIGH_WATER) -> None:
         from ._objects import Mode, _Guard
 
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
             raise _errors.ArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        if isinstance(high_water, bool) or not isinstance(high_water, int) or high_water < 1:
+            raise _errors.ArgumentError(
+                f"high_water must be a positive number of bytes, got {high_water!r}")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 2:
             raise _errors.ArgumentError(f"batch must be an integer >= 2, got {batch!r}")
         self.listener = listener
@@ -62,6 +70,7 @@ class Hub:
         self._g = _Guard(ffi.gc(out[0], lib.ss_hub_free), lib.ss_hub_shutdown,
                          "the channel engine",
                          on_free=listener._g.leave if listener is not None else None)
+        lib.ss_hub_set_high_water(out[0], high_water)
         self._events = ffi.new("ss_event[]", batch)
         self._batch = batch
         self._err = new_err()
@@ -178,12 +187,12 @@ class Hub:
         self.close()
 
 
-def messages(listener: Listener, timeout_ms: int, max_bytes: int
+def messages(listener: Listener, timeout_ms: int, max_bytes: int, high_water: int
              ) -> Iterator[tuple[Connection, bytes]]:
     """Listener.messages(): (connection, message) as they arrive; ``b""`` once a connection
     has ended, which is then closed.  Ends after ``timeout_ms`` without any event, or when
     the listener is closed."""
-    hub = Hub(listener, max_bytes=max_bytes)
+    hub = Hub(listener, max_bytes=max_bytes, high_water=high_water)
     live: dict[int, Connection] = hub.channels
     try:
         while True:

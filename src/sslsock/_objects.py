@@ -421,7 +421,12 @@ class Connection:
             ptr = self._g.enter()
             try:
                 err = _scratch.err
-                rc = lib.ss_conn_write(ptr, data, len(data), ms, err)  # bytes: passed, not copied
+                if self._hub is not None:
+                    # served by the channel engine: queued, and the engine sends what the
+                    # socket does not take now; waits only over the high-water mark
+                    rc = lib.ss_conn_queue_write(ptr, data, len(data), ms, err)
+                else:
+                    rc = lib.ss_conn_write(ptr, data, len(data), ms, err)  # passed, not copied
                 if rc != 0:
                     raise_err(rc, err)
             finally:
@@ -656,8 +661,8 @@ class Listener:
         self.host = host
         self._conn_args = dict(mode=Mode(mode), end_tag=end_tag, max_message=max_message)
 
-    def messages(self, timeout: Seconds = None, *, max_bytes: int = 65536
-                 ) -> Iterator[tuple[Connection, bytes]]:
+    def messages(self, timeout: Seconds = None, *, max_bytes: int = 65536,
+                 high_water: int = 1 << 20) -> Iterator[tuple[Connection, bytes]]:
         """One thread serving every client: yields ``(connection, message)`` as messages
         arrive, accepting new clients on the way.  ``message == b""`` means that connection
         has ended (it is closed once the loop body is done with it).  Reply with
@@ -666,13 +671,15 @@ class Listener:
 
         The channels are read, decrypted and deframed in C, and the loop wakes once per
         batch of messages, not once per message.  ``max_bytes`` caps one message of
-        ``SocketNoEndTag`` mode.
+        ``SocketNoEndTag`` mode.  Replies are queued and sent as each client's socket takes
+        them: a ``write`` waits only while more than ``high_water`` bytes are queued for
+        that client (a client that does not read).
         """
         from ._engine import messages
 
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
             raise _errors.ArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-        return messages(self, _ms(timeout), max_bytes)
+        return messages(self, _ms(timeout), max_bytes, high_water)
 
     @property
     def protocols(self) -> tuple[str, ...]:
