@@ -139,13 +139,6 @@ int ss_conn_queue_write(ss_conn *c, const char *data, size_t len, int timeout_ms
                         ss_err *err);
 void ss_conn_set_high_water(ss_conn *c, size_t bytes);
 
-/* Write one message without waiting, when it fits one TLS record and the socket takes it
- * now: SS_OK, or SS_E_AGAIN (nothing done, or a record begun that ss_conn_write called
- * next with the same message completes; the caller must do so), or the error that broke
- * the connection.  Never blocks: callers may hold locks of their own (the binding calls it
- * without releasing Python's GIL, saving a GIL hand-off per message). */
-int ss_conn_try_write(ss_conn *c, const char *data, size_t len, ss_err *err);
-
 /* Send close_notify (waiting at most timeout_ms), shut the socket down, and wake any call
  * blocked on it.  Idempotent. */
 void ss_conn_close(ss_conn *c, int timeout_ms);

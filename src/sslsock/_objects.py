@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 from . import _errors
-from ._binding import address, check, ffi, lib, new_err, raise_err, text, try_write
+from ._binding import check, ffi, lib, new_err, raise_err, text
 from ._options import DEFAULT, Mask, Recipe, recipe
 
 log = logging.getLogger("sslsock")
@@ -24,9 +24,6 @@ log = logging.getLogger("sslsock")
 Seconds = Optional[Union[float, int, _dt.timedelta]]
 
 DEFAULT_MAX_MESSAGE = 64 << 20
-#: A message up to this size is first tried without waiting and without releasing the GIL
-#: (one TLS record, less the largest size header).
-_ONE_RECORD = 16384 - 32
 #: A blocking call on the main thread waits in slices of this many milliseconds, so that
 #: Ctrl-C (KeyboardInterrupt) is seen while it waits; other threads wait in one C call.
 _SLICE_MS = 250
@@ -253,7 +250,6 @@ class _Scratch(threading.local):
         self.out = ffi.new("const char **")
         self.out_len = ffi.new("size_t *")
         self.err = new_err()
-        self.err_addr = address(self.err)
 
 
 _scratch = _Scratch()
@@ -269,7 +265,7 @@ class Connection:
     """
 
     __slots__ = ("_g", "tls", "_read_lock", "_write_lock", "_close_ms", "_mode", "_end_tag",
-                 "_max_message", "_addr", "_hub", "_hub_id", "_inbox", "__weakref__")
+                 "_max_message", "_hub", "_hub_id", "_inbox", "__weakref__")
 
     def __init__(self, ptr: Any, *, tls: bool, mode: Mode = Mode.SocketSizeAtBeginning,
                  end_tag: bytes = b"<EOF>", max_message: int = DEFAULT_MAX_MESSAGE,
@@ -281,9 +277,6 @@ class Connection:
         self._hub: Any = None  # the channel engine serving it (sslsock._engine.Hub)
         self._hub_id = 0
         self._inbox: Any = None  # messages the engine read before a SocketRead asked
-        # for the GIL-held write (ss_conn_try_write): addresses of the C objects, valid
-        # while the guard has not freed them
-        self._addr = address(ptr) if tls and try_write is not None else 0
         self._close_ms = _ms(close_timeout, "close_timeout")
         self._mode = Mode.SocketSizeAtBeginning
         self._end_tag = b"<EOF>"
@@ -405,19 +398,6 @@ class Connection:
             data = _as_bytes(data, "message")
         ms = -1 if timeout is None else _ms(timeout)
         with self._write_lock:
-            if self._addr and len(data) <= _ONE_RECORD:
-                # First without waiting and with the GIL held (no hand-off to another
-                # thread); freeing needs the GIL, so the object cannot go meanwhile.
-                if self._g.ptr is None or self._g.closed:
-                    raise _errors.SocketClosed("the connection is closed")
-                sc = _scratch
-                rc = try_write(self._addr, data, len(data), sc.err_addr)
-                if rc == 0:
-                    return
-                if rc != lib.SS_E_AGAIN:
-                    raise_err(rc, sc.err)
-                # the socket is full: wait, with the same message (it may complete a
-                # record OpenSSL has begun)
             ptr = self._g.enter()
             try:
                 err = _scratch.err

@@ -399,7 +399,7 @@ def SocketDeny(name: str) -> bool:
 
 
 @_named(b"")
-def SocketRead(name: str, wait: bool = True, timeout: Any = 1000, max_bytes: int = 4096) -> bytes:
+def _socket_read(name: str, wait: bool = True, timeout: Any = 1000, max_bytes: int = 4096) -> bytes:
     """The next message. wait=True waits without limit; wait=False at most `timeout` ms.
     b"" on time-out or when the peer closed: ErrorInfo tells which."""
     entry = REGISTRY.get(name)
@@ -411,7 +411,7 @@ def SocketRead(name: str, wait: bool = True, timeout: Any = 1000, max_bytes: int
 
 
 @_named(False)
-def SocketWrite(name: str, message: Union[bytes, bytearray, memoryview, str]) -> bool:
+def _socket_write(name: str, message: Union[bytes, bytearray, memoryview, str]) -> bool:
     """Send `message` (str as UTF-8), framed by the socket's transmission mode."""
     entry = REGISTRY.get(name)
     if not isinstance(message, (bytes, bytearray, memoryview, str)):
@@ -426,6 +426,41 @@ def SocketWrite(name: str, message: Union[bytes, bytearray, memoryview, str]) ->
         conn = entry.obj
     conn.write(message)
     return True
+
+
+def SocketRead(name: str, wait: bool = True, timeout: Any = 1000, max_bytes: int = 4096) -> bytes:
+    """The next message. wait=True waits without limit; wait=False at most `timeout` ms.
+    b"" on time-out or when the peer closed: ErrorInfo tells which."""
+    # The channel thread's loop calls this once per message: a channel waiting without
+    # limit goes straight to its connection (same rules as _socket_read, fewer steps).
+    entry = REGISTRY.lookup(name) if name.__class__ is str else None
+    if wait is True and entry is not None and entry.kind != "listener":
+        try:
+            data = entry.obj.read(None, max_bytes)  # type: ignore[union-attr]
+        except ProgrammingError:
+            raise
+        except Error as e:
+            _state.error = e
+            return b""
+        _state.error = None
+        return data
+    return _socket_read(name, wait, timeout, max_bytes)
+
+
+def SocketWrite(name: str, message: Union[bytes, bytearray, memoryview, str]) -> bool:
+    """Send `message` (str as UTF-8), framed by the socket's transmission mode."""
+    entry = REGISTRY.lookup(name) if name.__class__ is str else None
+    if message.__class__ is bytes and entry is not None and entry.kind != "listener":
+        try:
+            entry.obj.write(message)  # type: ignore[union-attr]
+        except ProgrammingError:
+            raise
+        except Error as e:
+            _state.error = e
+            return False
+        _state.error = None
+        return True
+    return _socket_write(name, message)
 
 
 @_named(False)
