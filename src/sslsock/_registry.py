@@ -2,6 +2,7 @@
 besides ErrorInfo)."""
 from __future__ import annotations
 
+import collections
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -20,6 +21,8 @@ class Entry:
     channels: int = 0  # how many channel names this listener has handed out
     # SocketWaitForMessage: the listener's channel engine and what it found (wl.py)
     engine: Any = None
+    # clients SocketWaitForConnection took off the listener, for SocketAccept / SocketDeny
+    waiting: collections.deque[Any] = field(default_factory=collections.deque)
 
 
 class Registry:

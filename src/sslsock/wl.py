@@ -243,7 +243,7 @@ def _conn_of(entry: Entry, name: str, wait_s: Optional[float]) -> Connection:
             entry.simple.close()  # that client is gone: the next one takes its place
             entry.simple = None
         if entry.simple is None:
-            entry.simple = entry.obj.accept(wait_s)
+            entry.simple = _take(entry, wait_s)
         return entry.simple
 
 
@@ -315,9 +315,26 @@ def SocketWaitForConnection(name: str, timeout: Any = None) -> bool:
     entry = REGISTRY.get(name)
     if not isinstance(entry.obj, Listener):
         raise _errors.ArgumentError(f'"{name}" is not a server socket (SocketCreateSSL)')
-    if not entry.obj.wait(_seconds(timeout, "timeout")):
-        raise _errors.SocketTimeout(f'no client connected to "{name}" within the time-out')
+    if entry.waiting:
+        return True
+    # The client is taken off the listener's queue here, in the same C call that waited
+    # for it: SocketAccept then names it without another call into C.
+    try:
+        conn = entry.obj.accept(_seconds(timeout, "timeout"))
+    except _errors.SocketTimeout:
+        raise _errors.SocketTimeout(
+            f'no client connected to "{name}" within the time-out') from None
+    entry.waiting.append(conn)
     return True
+
+
+def _take(entry: Entry, wait_s: Optional[float]) -> Connection:
+    """The next client of a listener: one SocketWaitForConnection already took, or the
+    listener's next (waiting at most wait_s; 0: not at all)."""
+    try:
+        return entry.waiting.popleft()  # type: ignore[no-any-return]
+    except IndexError:
+        return entry.obj.accept(wait_s)  # type: ignore[union-attr]
 
 
 @_named("")
@@ -327,7 +344,7 @@ def SocketAccept(name: str) -> str:
     if not isinstance(entry.obj, Listener):
         raise _errors.ArgumentError(f'"{name}" is not a server socket (SocketCreateSSL)')
     try:
-        conn = entry.obj.accept(0)
+        conn = _take(entry, 0)
     except _errors.SocketTimeout:
         raise _errors.NoClientWaiting(
             f'no client is waiting on "{name}": call SocketWaitForConnection first') from None
@@ -391,7 +408,7 @@ def SocketDeny(name: str) -> bool:
     if not isinstance(entry.obj, Listener):
         raise _errors.ArgumentError(f'"{name}" is not a server socket (SocketCreateSSL)')
     try:
-        conn = entry.obj.accept(0)
+        conn = _take(entry, 0)
     except _errors.SocketTimeout:
         raise _errors.NoClientWaiting(f'no client is waiting on "{name}"') from None
     conn.close()
@@ -469,6 +486,8 @@ def SocketClose(name: str) -> bool:
     entry = REGISTRY.pop(name)
     if entry.simple is not None:
         entry.simple.close()
+    for conn in entry.waiting:  # taken by SocketWaitForConnection, never accepted
+        conn.close()
     entry.obj.close()
     if entry.engine is not None:
         entry.engine.hub.close()
