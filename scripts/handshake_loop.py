@@ -62,6 +62,7 @@ def main(n: int) -> None:
                     served.join(10)
                     assert served.ok
             failures(listener, port, store, ca_pem)
+            engine(listener, port, stdlib)
         del listener
     gc.collect()
 
@@ -126,6 +127,47 @@ def failures(listener: Listener, port: int, store: CertStore, ca_pem: bytes) -> 
     connect("127.0.0.1", port, store=store, cafile_pem=ca_pem, server_hostname="localhost",
             timeout=5).close()
     listener.wait(timeout=5)
+
+
+def engine(listener: Listener, port: int, ctx: ssl.SSLContext) -> None:
+    """A few clients served by the channel engine (Listener.messages()): one sends two
+    frames in one write, one a frame in two halves, one a malformed header."""
+    def client(payload: bytes, halves: bool, want: int) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                    ctx.wrap_socket(raw, server_hostname="localhost") as c:
+                if halves:
+                    c.sendall(payload[:3])
+                    c.sendall(payload[3:])
+                else:
+                    c.sendall(payload)
+                c.settimeout(10)
+                got = 0
+                while got < want:  # the echo (then this client leaves), or the server's end
+                    chunk = c.recv(4096)
+                    if not chunk:
+                        break
+                    got += len(chunk)
+        except (OSError, ssl.SSLError):
+            pass
+
+    payloads = [(b"2\r\nab3\r\ncde", False, 11), (b"5\r\nhello", True, 1 << 20),
+                (b"x\r\n", False, 1 << 20)]
+    threads = [threading.Thread(target=client, args=p, daemon=True) for p in payloads]
+    for t in threads:
+        t.start()
+    ended = 0
+    for conn, message in listener.messages(timeout=10):
+        if message:
+            conn.write(message)
+            if message == b"hello":
+                conn.close()  # the server ends this one
+        else:
+            ended += 1
+        if ended == 2:
+            break
+    for t in threads:
+        t.join(10)
 
 
 def _swallow(fn) -> None:  # type: ignore[no-untyped-def]
