@@ -177,7 +177,10 @@ class Hub:
         return self._g.closed
 
     def close(self) -> None:
-        """Stop: a poll in progress returns SocketClosed.  Channels stay open."""
+        """Stop: a poll in progress returns SocketClosed.  Channels stay open, and write
+        as channels of no hub do (their queued bytes go first)."""
+        for conn in list(self.channels.values()):
+            conn._hub = None
         self._g.close()
 
     def __enter__(self) -> Hub:

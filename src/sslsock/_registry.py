@@ -22,7 +22,8 @@ class Entry:
     # SocketWaitForMessage: the listener's channel engine and what it found (wl.py)
     engine: Any = None
     # clients SocketWaitForConnection took off the listener, for SocketAccept / SocketDeny
-    waiting: collections.deque[Any] = field(default_factory=collections.deque)
+    # (a listener's only: made at the first such call, so a channel's entry stays small)
+    waiting: Optional[collections.deque[Any]] = None
 
 
 class Registry:

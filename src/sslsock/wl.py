@@ -324,6 +324,8 @@ def SocketWaitForConnection(name: str, timeout: Any = None) -> bool:
     except _errors.SocketTimeout:
         raise _errors.SocketTimeout(
             f'no client connected to "{name}" within the time-out') from None
+    if entry.waiting is None:
+        entry.waiting = collections.deque()
     entry.waiting.append(conn)
     return True
 
@@ -331,10 +333,9 @@ def SocketWaitForConnection(name: str, timeout: Any = None) -> bool:
 def _take(entry: Entry, wait_s: Optional[float]) -> Connection:
     """The next client of a listener: one SocketWaitForConnection already took, or the
     listener's next (waiting at most wait_s; 0: not at all)."""
-    try:
+    if entry.waiting:
         return entry.waiting.popleft()  # type: ignore[no-any-return]
-    except IndexError:
-        return entry.obj.accept(wait_s)  # type: ignore[union-attr]
+    return entry.obj.accept(wait_s)  # type: ignore[union-attr]
 
 
 @_named("")
@@ -486,7 +487,7 @@ def SocketClose(name: str) -> bool:
     entry = REGISTRY.pop(name)
     if entry.simple is not None:
         entry.simple.close()
-    for conn in entry.waiting:  # taken by SocketWaitForConnection, never accepted
+    for conn in entry.waiting or ():  # taken by SocketWaitForConnection, never accepted
         conn.close()
     entry.obj.close()
     if entry.engine is not None:
