@@ -270,14 +270,17 @@ class Connection:
     def __init__(self, ptr: Any, *, tls: bool, mode: Mode = Mode.SocketSizeAtBeginning,
                  end_tag: bytes = b"<EOF>", max_message: int = DEFAULT_MAX_MESSAGE,
                  close_timeout: float = 1.0) -> None:
-        self._g = _Guard(ffi.gc(ptr, lib.ss_conn_free), self._shutdown, "the connection")
+        self._close_ms = close_ms = _ms(close_timeout, "close_timeout")
+        # (a closure over the time-out, not a bound method: no reference cycle, so a closed
+        # connection goes as soon as its last reference does, not at the next GC pass)
+        self._g = _Guard(ffi.gc(ptr, lib.ss_conn_free),
+                         lambda p: lib.ss_conn_close(p, close_ms), "the connection")
         self.tls = tls
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._hub: Any = None  # the channel engine serving it (sslsock._engine.Hub)
         self._hub_id = 0
         self._inbox: Any = None  # messages the engine read before a SocketRead asked
-        self._close_ms = _ms(close_timeout, "close_timeout")
         self._mode = Mode.SocketSizeAtBeginning
         self._end_tag = b"<EOF>"
         self._max_message = DEFAULT_MAX_MESSAGE
@@ -309,9 +312,6 @@ class Connection:
             os.close(fd)
             raise_err(rc, err)
         return cls(out[0], tls=False, **kwargs)
-
-    def _shutdown(self, ptr: Any) -> None:
-        lib.ss_conn_close(ptr, self._close_ms)
 
     # -- framing ------------------------------------------------------------------------
 
