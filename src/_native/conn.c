@@ -429,10 +429,7 @@ static long fill(ss_conn *c, long long deadline, ss_err *err)
                 return rc;
         }
     }
-    /* A stream read gathers up to SS_TOP_UP: take that room at once rather than grow
-     * into it (each doubling would copy what was read so far). */
-    size_t room = c->in.len == 0 && c->mode == SS_MODE_NO_END_TAG ? SS_TOP_UP : SS_RECORD;
-    if (buf_reserve(&c->in, room) != 0)
+    if (buf_reserve(&c->in, SS_RECORD) != 0)
         return ss_fail(err, SS_E_NOMEM, "out of memory buffering a message");
     ss_buf *b = &c->in;
     long n = io_read(c, b->data + b->off + b->len, b->cap - b->off - b->len, deadline, err);
@@ -609,7 +606,8 @@ static int deframe(ss_conn *c, long long deadline, size_t max_bytes, const char 
                 pthread_mutex_lock(&c->ssl_lock);
                 int pending = SSL_has_pending(c->ssl);
                 pthread_mutex_unlock(&c->ssl_lock);
-                if (!pending || buf_reserve(&c->in, SS_RECORD) != 0)
+                /* grow once, to the whole gathering size: each doubling would copy */
+                if (!pending || buf_reserve(&c->in, SS_TOP_UP - c->in.len) != 0)
                     break;
                 short wants;
                 ss_err ignored;
