@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,8 +54,20 @@ def _ms(timeout: Seconds, what: str = "timeout") -> int:
     return min(int(round(timeout * 1000)), 0x7FFFFFFF)
 
 
+_main_ident = threading.main_thread().ident
+
+
+def _after_fork() -> None:  # a child's main thread is the thread that forked
+    global _main_ident
+    _main_ident = threading.get_ident()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def _on_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+    # get_ident() is one C call; current_thread() would look a Thread object up
+    return threading.get_ident() == _main_ident
 
 
 def _sliced(call: Callable[[int], int], timeout_ms: int) -> int:
@@ -382,11 +395,9 @@ class Connection:
                 if rc != 0:
                     raise_err(rc, err)
                 n = out_len[0]
+                data: bytes = ffi.unpack(out[0], n) if n else b""
                 if n > 65536:
-                    data: bytes = ffi.buffer(out[0], n)[:]
                     lib.ss_conn_trim(ptr)
-                    return data
-                data = ffi.buffer(out[0], n)[:] if n else b""
                 return data
         finally:
             self._g.leave()
