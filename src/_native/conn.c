@@ -7,6 +7,9 @@
  *    write in another.  SSL_* calls run under ssl_lock and never block.
  *  - read_lock serialises readers (the framing state is theirs), write_lock serialises
  *    writers (so two frames never interleave).  Lock order: read/write lock, then ssl_lock.
+ *  - The transmission mode is set under ssl_lock only; the reader and the writer each copy
+ *    it at the start of their next call (take_mode), so a change never waits for a call
+ *    blocked on the network, and a call in progress keeps the mode it started with.
  *  - ss_conn_close sets `closing`, sends close_notify and shuts the socket down: poll()
  *    wakes in every blocked call, which sees `closing` and returns SS_E_CLOSED.  Memory and
  *    the descriptor go in ss_conn_free, once no call is in progress (the binding ensures it).
