@@ -740,7 +740,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Try SSLv3 (when this OpenSSL can), TLS 1.0, 1.1, 1.2 and 1.3 one at a "
                     "time, each in its own handshake offering only that version, without "
                     "verifying the certificate, and print which ones the server accepts "
-                    "(with the cipher) or refuses (with the reason).  Exit 0 whatever the "
+                    "(with the cipher) or refuses (with the reason).  After each handshake "
+                    "it listens up to 1 s: a TLS 1.3 server refuses a client (one without "
+                    "a certificate, say) at its first read.  Exit 0 whatever the "
                     "results; 1 if the server cannot be reached at all.")
     p.add_argument("host", help="server name or address")
     p.add_argument("port", type=client_port, help="server port")
