@@ -16,17 +16,16 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from test_named_face import code, in_thread, message, port_of
 
 import sslsock
 from sslsock import _certgen
 from sslsock._binding import lib
-from sslsock._registry import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -35,10 +34,6 @@ PEER_TIMEOUT = 10.0
 TLS12_13 = sslsock.ProtocolTLS1_2 + sslsock.ProtocolTLS1_3
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command")
-
-
-def port_of(name: str) -> int:
-    return REGISTRY.get(name).obj.port
 
 
 def tls_pair(listener: str = "srv", client: str = "cli") -> str:
@@ -50,36 +45,6 @@ def tls_pair(listener: str = "srv", client: str = "cli") -> str:
     channel = sslsock.SocketAccept(listener)
     assert channel, sslsock.ErrorInfo()
     return channel
-
-
-def code() -> int:
-    return int(sslsock.ErrorInfo(sslsock.errCode))
-
-
-def message() -> str:
-    return str(sslsock.ErrorInfo(sslsock.errMessage))
-
-
-def in_thread(fn: Callable[[], Any]) -> Callable[[float], Any]:
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:
-            box["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-
-    def join(timeout: float = PEER_TIMEOUT) -> Any:
-        t.join(timeout)
-        assert not t.is_alive(), "the thread is still blocked"
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
-
-    return join
 
 
 def make_error() -> None:
