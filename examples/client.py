@@ -27,9 +27,12 @@ print(f"connected with {ss.SocketClientInfo(CLIENT, ss.SocketProtocol)}")
 for message in args.messages:
     ss.SocketWrite(CLIENT, message)                  # a str is sent as UTF-8
     reply = ss.SocketRead(CLIENT, False, args.timeout)  # wait at most --timeout ms
-    if ss.ErrorOccurred():                           # time-out, server gone, ...
+    if ss.ErrorOccurred():                           # server gone, connection broken, ...
         ss.SocketClose(CLIENT)
         raise SystemExit(ss.ErrorInfo())
+    if not reply:                                    # a time-out: b"" and no error
+        ss.SocketClose(CLIENT)
+        raise SystemExit(f"no reply within {args.timeout} ms")
     print(reply.decode("utf-8"))                     # SocketRead returns bytes
 
 ss.SocketClose(CLIENT)

@@ -43,7 +43,7 @@ def server():
         print(f"client certificate: {ss.SocketClientInfo(channel, ss.SocketCertificate)}",
               flush=True)
         message = ss.SocketRead(channel, False, 5000)
-        if not ss.ErrorOccurred():
+        if message:  # b"": a time-out (no error) or a client that left (an error)
             ss.SocketWrite(channel, b"hello " + message)
         ss.SocketClose(channel)
     ss.SocketClose("server")
@@ -60,6 +60,8 @@ def client():
     reply = ss.SocketRead("client", False, 5000)
     if ss.ErrorOccurred():
         raise SystemExit(ss.ErrorInfo())
+    if not reply:  # a time-out: b"" and no error, as in WLanguage
+        raise SystemExit("no reply within 5 s")
     print(reply.decode())
     ss.SocketClose("client")
 

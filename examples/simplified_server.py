@@ -39,7 +39,10 @@ try:
                 served += 1                           # that client left: the next read
                 print("client left", flush=True)      # takes the next one
                 continue
-            print(f"stopping: {ss.ErrorInfo(ss.errMessage)}", flush=True)  # time-out, ...
+            print(f"stopping: {ss.ErrorInfo(ss.errMessage)}", flush=True)
+            break
+        if not message:                               # b"" and no error: the time-out
+            print("stopping: nothing arrived within the time-out", flush=True)
             break
         ss.SocketWrite(SERVER, message)               # the answer goes to the same client
 except KeyboardInterrupt:

@@ -33,7 +33,7 @@ OPTIONS = ss.ProtocolTLS1_2 + ss.ProtocolTLS1_3
 OPTIONS += ss.CertificateHash if args.hash else ss.CertificateName
 
 
-def serve_channel(channel):
+def serve_channel(channel: str) -> None:
     """One client: echo each message until it leaves.  (WLanguage: a procedure started with
     ThreadExecute(channel, threadNormal, ServeChannel, channel).)"""
     address = ss.SocketClientInfo(channel, ss.SocketAddress)
@@ -48,7 +48,7 @@ def serve_channel(channel):
     ss.SocketClose(channel)
 
 
-def wait_for_clients():
+def wait_for_clients() -> None:
     """The waiting thread.  WLanguage:
         LOOP
             IF SocketWaitForConnection(SERVER, timeout) THEN
@@ -77,7 +77,7 @@ if not ss.SocketCreateSSL(SERVER, args.port, args.cert, OPTIONS):
 # With --port 0 the system chose the port: SocketClientInfo on the server socket tells it.
 print(f"listening on port {ss.SocketClientInfo(SERVER, ss.SocketPort)}", flush=True)
 
-channel_threads = []
+channel_threads: list[threading.Thread] = []
 waiting = threading.Thread(target=wait_for_clients, daemon=True)
 waiting.start()
 try:

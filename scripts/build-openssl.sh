@@ -123,7 +123,11 @@ check_tarball() {  # file -> ok if it has the pinned sha256
 }
 
 # deb-src entries for exactly the suites the system already uses, beside them in
-# /etc/apt/sources.list.d/sslsock-deb-src.{sources,list}; then apt-get update.
+# /etc/apt/sources.list.d/sslsock-deb-src.{sources,list}; then apt-get update.  They are
+# removed again once the tarball is fetched (remove_deb_src): the machine's apt sources are
+# left as they were.
+DEB_SRC_BASE=/etc/apt/sources.list.d/sslsock-deb-src
+DEB_SRC_ADDED=0
 deb_src_822() {  # deb822 *.sources files -> the same stanzas as deb-src
   awk 'BEGIN { RS = ""; ORS = "\n\n" }
        /(^|\n)Types:[^\n]*[ \t]deb([ \t]|\n|$)/ && !/\nEnabled: *no/ {
@@ -133,7 +137,7 @@ deb_src_lines() {  # one-line sources.list files -> the same lines as deb-src
   sed -n 's/^\([[:space:]]*\)deb\([[:space:]]\)/\1deb-src\2/p' "$@"
 }
 add_deb_src() {
-  local base=/etc/apt/sources.list.d/sslsock-deb-src f t822 tlist
+  local base=$DEB_SRC_BASE f t822 tlist
   t822=$(mktemp) tlist=$(mktemp)
   for f in /etc/apt/sources.list.d/*.sources; do
     [ -f "$f" ] && [ "$f" != "$base.sources" ] && deb_src_822 "$f" >>"$t822"
@@ -146,10 +150,40 @@ add_deb_src() {
   fi
   log "adding deb-src entries for the configured suites ($base.*), then apt-get update"
   local ok=0
+  DEB_SRC_ADDED=1
+  trap remove_deb_src EXIT  # also when a later step dies
   if [ -s "$t822" ]; then as_root install -m 0644 "$t822" "$base.sources" || ok=1; fi
   if [ -s "$tlist" ]; then as_root install -m 0644 "$tlist" "$base.list" || ok=1; fi
   rm -f "$t822" "$tlist"
   [ "$ok" = 0 ] && as_root apt-get update -q >&2
+}
+remove_deb_src() {  # undo add_deb_src, if it ran
+  [ "$DEB_SRC_ADDED" = 1 ] || return 0
+  DEB_SRC_ADDED=0
+  log "removing the deb-src entries added for the download ($DEB_SRC_BASE.*)"
+  as_root rm -f "$DEB_SRC_BASE.sources" "$DEB_SRC_BASE.list" || true
+  as_root apt-get update -q >/dev/null 2>&1 \
+    || log "apt-get update after removing them failed: run it once by hand"
+}
+
+# apt-get source into the current directory, its output filtered: files that the mirror no
+# longer has (a .dsc or .debian.tar of an older pin: "404  Not Found") are expected, since
+# only the orig tarball is needed; they are counted in one line instead of printed as errors.
+apt_source() {
+  local out rc=0 missing
+  out=$(apt-get source -q --download-only "$@" 2>&1) || rc=$?
+  missing=$(grep -c '^E: Failed to fetch .*404 *Not Found' <<<"$out" || true)
+  # apt says "Err:N URL" then "  404  Not Found ...": drop both lines, and the summary lines
+  awk '/^Err:/ { held = $0; next }
+       held != "" { if ($0 !~ /404 *Not Found/) print held; held = "" }
+       /404 *Not Found/ || /^E: Some files failed to download/ { next }
+       { print }
+       END { if (held != "") print held }' <<<"$out" >&2
+  if [ "$missing" != 0 ]; then
+    log "apt-get source $*: $missing file(s) not on the mirror (404), expected when the" \
+        "pin is older than the mirror's package; only the orig tarball is needed"
+  fi
+  return "$rc"
 }
 
 from_debian() {
@@ -171,8 +205,8 @@ from_debian() {
   # apt-get source runs as the calling user into the current directory.  Only the orig
   # tarball is needed: a mirror that lacks the .dsc/.debian.tar.xz (or a pin that left the
   # archive, when the current package still has the same upstream version) is fine.
-  (cd "$dl" && apt-get source -q --download-only "openssl=$PIN_DEBIAN" >&2) \
-    || (cd "$dl" && apt-get source -q --download-only openssl >&2) \
+  (cd "$dl" && apt_source "openssl=$PIN_DEBIAN") \
+    || (cd "$dl" && apt_source openssl) \
     || log "apt-get source did not fetch everything; looking for the orig tarball anyway"
   local orig="$dl/openssl_$VERSION.orig.tar.gz"
   [ -f "$orig" ] || { log "Debian's source package does not hold OpenSSL $VERSION:" \
@@ -260,8 +294,10 @@ else
     upstream) from_upstream || die "could not download OpenSSL $VERSION (sha256 $SHA256)" ;;
     auto)
       if command -v apt-get >/dev/null 2>&1 && from_debian; then :; else
+        remove_deb_src
         from_upstream || die "could not get OpenSSL $VERSION: pass --tarball FILE"; fi ;;
   esac
+  remove_deb_src
   echo "$origin" >"$cached_src.origin"
   src_tar=$cached_src
 fi

@@ -43,6 +43,8 @@ bundled = "+sslsock" in d["openssl_linked"]
 if os.environ["SMOKE_BUNDLED"] == "yes" and not bundled:
     sys.exit("expected the bundled OpenSSL (version text with +sslsock), got "
              + d["openssl_linked"])
+if not (pkg / "py.typed").is_file():
+    sys.exit("sslsock/py.typed is missing: type checkers would ignore sslsock's annotations")
 native = next(pkg.glob("_native*.so"))
 ldd = subprocess.run(["ldd", str(native)], capture_output=True, text=True).stdout
 print("ldd " + native.name + ":\n" + ldd.rstrip())

@@ -169,6 +169,14 @@ def test_standard_server_stops_after_its_timeout(env: dict[str, str]) -> None:
     assert 'stopped waiting: no client connected to "server" within the time-out' in out
 
 
+def test_simplified_server_stops_after_its_timeout(env: dict[str, str]) -> None:
+    """A read time-out is b"" with no error (as in WLanguage): the example tells it so."""
+    with Example(env, "simplified_server.py", "--timeout", "0.3") as server:
+        status, out, err = server.finish()
+    assert status == 0, err
+    assert "stopping: nothing arrived within the time-out" in out
+
+
 def test_simplified_server_takes_clients_in_turn(env: dict[str, str]) -> None:
     with Example(env, "simplified_server.py", "--max-clients", "2", "--timeout", "10") as server:
         for words in (["one", "two"], ["three"]):
@@ -341,7 +349,7 @@ def test_errors_md_quotes_the_library(tmp_path: Path, monkeypatch: pytest.Monkey
     assert ss.SocketWaitForConnection("server", TIMEOUT * 1000)
     name = ss.SocketAccept("server")
     assert ss.SocketRead(name, False, 100) == b""
-    quoted("time-out")
+    assert not ss.ErrorOccurred()  # a time-out is not an error (docs/errors.md says so)
     ss.SocketClose("client")  # close_notify
     assert ss.SocketRead(name, False, TIMEOUT * 1000) == b""
     quoted("peer closed")

@@ -185,8 +185,8 @@ def test_a_session_in_french(pki: Any) -> None:
     assert s.SocketEcrit("client", "bonjour")
     assert s.SocketLit(canal, False, WAIT_MS) == b"bonjour"
     assert not s.ErreurDétectée()
-    assert s.SocketLit(canal, False, 100) == b""
-    assert s.ErreurDétectée() and s.ErreurInfo(s.errCode) == s.ErrorCode.TIMEOUT
+    assert s.SocketLit(canal, False, 100) == b""  # a time-out: no error, as in WLanguage
+    assert not s.ErreurDétectée() and s.ErreurInfo(s.errComplet) == ""
     assert s.SocketFerme(canal) and s.SocketFerme("client") and s.SocketFerme("serveur")
     assert not s.SocketExiste("serveur")
     assert ipaddress.ip_address(s.NetAdresseIP("localhost")).is_loopback
@@ -216,7 +216,6 @@ def test_error_fields_for_a_refused_connection() -> None:
         s.bind((LOOPBACK, 0))
         port = s.getsockname()[1]
     assert sslsock.SocketConnectSSL("cli", port, LOOPBACK, timeout=WAIT_MS) is False
-    assert not sslsock.SocketExist("cli")
     assert sslsock.ErrorOccurred()
     assert code() == sslsock.ErrorCode.ADDRESS
     assert str(port) in message()
@@ -225,6 +224,7 @@ def test_error_fields_for_a_refused_connection() -> None:
     full = str(sslsock.ErrorInfo(sslsock.errFullDetails))
     assert message() in full and "ADDRESS" in full and "refused" in full.lower()
     assert sslsock.ErrorInfo() == full  # errFullDetails is the default
+    assert not sslsock.SocketExist("cli")
 
 
 def test_success_clears_the_error(pki: Any) -> None:
@@ -460,6 +460,35 @@ def test_no_reuse_address_time_wait_message_is_accurate(pki: Any) -> None:
     assert "listens on it" not in message()
 
 
+def test_no_reuse_address_server_restarted_is_told_time_wait(pki: Any) -> None:
+    """Issue 13.6: a server made with SocketNoReuseAddress, closed, then made again: its
+    own TIME_WAIT connections hold the port, nothing listens; the message says so (and
+    not "another socket listens on it"), with what to do."""
+    sslsock.Socket.Option = sslsock.SocketNoReuseAddress
+    port = _leave_time_wait(pki)
+    assert sslsock.SocketCreateSSL("srv", port, "localhost") is False
+    assert code() == sslsock.ErrorCode.IN_USE
+    assert LISTEN not in tcp_states(port)
+    text = message()
+    assert "TIME_WAIT" in text and "no listener" in text and "wait" in text, text
+    assert "listens on it" not in text
+    sslsock.Socket.Option = 0  # address reuse cannot bind over those connections either
+    assert sslsock.SocketCreateSSL("srv", port, "localhost") is False
+    assert "TIME_WAIT" in message() and "SocketNoReuseAddress" in message(), message()
+
+
+def test_port_in_use_by_a_listener_says_so(pki: Any) -> None:
+    with socket.socket() as other:
+        other.bind(("0.0.0.0", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        for option in (0, sslsock.SocketNoReuseAddress):
+            sslsock.Socket.Option = option
+            assert sslsock.SocketCreateSSL("srv", port, "localhost") is False
+            assert code() == sslsock.ErrorCode.IN_USE
+            assert "another socket listens on it" in message(), message()
+
+
 def test_socket_option_rejects_unknown_values() -> None:
     with pytest.raises(sslsock.UnknownConstantError):
         sslsock.Socket.Option = 64
@@ -501,7 +530,7 @@ def test_read_timeout(pki: Any, where: str) -> None:
     data, elapsed, err = read() if where == "main" else in_thread(read)()
     assert data == b""
     assert 0.25 <= elapsed <= 2
-    assert err == sslsock.ErrorCode.TIMEOUT
+    assert err == 0  # a time-out is not an error (WLanguage's polling idiom relies on it)
     # the socket is still usable after a time-out
     assert sslsock.SocketWrite("cli", b"late")
     assert sslsock.SocketRead(ch, False, WAIT_MS) == b"late"
@@ -512,7 +541,7 @@ def test_read_timeout_as_timedelta(pki: Any) -> None:
     t0 = time.monotonic()
     assert sslsock.SocketRead(ch, False, datetime.timedelta(milliseconds=300)) == b""
     assert 0.25 <= time.monotonic() - t0 <= 2
-    assert code() == sslsock.ErrorCode.TIMEOUT
+    assert not sslsock.ErrorOccurred()
 
 
 def test_read_after_the_peer_closed(pki: Any) -> None:
@@ -596,8 +625,8 @@ def test_simplified_server_read_timeout_without_client(pki: Any) -> None:
     assert sslsock.SocketCreateSSL("srv", 0, "localhost")
     t0 = time.monotonic()
     assert sslsock.SocketRead("srv", False, 200) == b""
-    assert time.monotonic() - t0 < 2
-    assert code() == sslsock.ErrorCode.TIMEOUT
+    assert 0.15 <= time.monotonic() - t0 < 2
+    assert not sslsock.ErrorOccurred()
 
 
 def test_simplified_server_serves_the_next_client(pki: Any) -> None:

@@ -183,11 +183,19 @@ def certmgr_thumbprint(cert: Any) -> str:
     return " ".join(h[i:i + 2] for i in range(0, len(h), 2))
 
 
-def check_channel_info(channel: str, client: dict, protocol: str) -> None:
-    assert sslsock.SocketClientInfo(channel, sslsock.SocketAddress) == LOOPBACK
-    assert sslsock.SocketClientInfo(channel, sslsock.SocketPort) == str(client["local_port"])
-    assert sslsock.SocketClientInfo(channel, sslsock.SocketProtocol) == protocol
-    cipher = sslsock.SocketClientInfo(channel, sslsock.SocketCipher)
+def channel_info(channel: str) -> dict:
+    """SocketClientInfo while the client is still connected (once it has left, every
+    answer is "" with PEER_CLOSED)."""
+    return {what: sslsock.SocketClientInfo(channel, what)
+            for what in (sslsock.SocketAddress, sslsock.SocketPort, sslsock.SocketProtocol,
+                         sslsock.SocketCipher)}
+
+
+def check_channel_info(info: dict, client: dict, protocol: str) -> None:
+    assert info[sslsock.SocketAddress] == LOOPBACK
+    assert info[sslsock.SocketPort] == str(client["local_port"])
+    assert info[sslsock.SocketProtocol] == protocol
+    cipher = info[sslsock.SocketCipher]
     assert cipher and cipher == client["cipher"]
 
 
@@ -215,11 +223,12 @@ def test_server_with_stdlib_client(pki: Any, pool: Any, protocol: str) -> None:
                       len(b"11\r\n" + reply))
     channel = accept_one("srv")
     assert sslsock.SocketRead(channel, False, WAIT_MS) == b"hello world", sslsock.ErrorInfo()
+    info = channel_info(channel)  # the client waits for its reply
     assert sslsock.SocketWrite(channel, reply)
     client = fut.result(timeout=PEER_TIMEOUT)
     assert client["got"] == b"11\r\nHELLO WORLD"
     assert client["version"] == protocol
-    check_channel_info(channel, client, protocol)
+    check_channel_info(info, client, protocol)
     assert sslsock.SocketClose(channel)
 
 
@@ -282,11 +291,12 @@ def test_server_with_pyopenssl_client(pki: Any, pool: Any, protocol: str) -> Non
     channel = accept_one("srv")
     msg = sslsock.SocketRead(channel, False, WAIT_MS)
     assert msg == b"hello", sslsock.ErrorInfo()
+    info = channel_info(channel)  # the client waits for its reply
     assert sslsock.SocketWrite(channel, msg + b"!")
     result = fut.result(timeout=PEER_TIMEOUT)
     assert result["got"] == b"6\r\nhello!"
     assert result["version"] == protocol
-    check_channel_info(channel, result, protocol)
+    check_channel_info(info, result, protocol)
     # the client sent close_notify and left: a clean end, b"" with PEER_CLOSED
     assert sslsock.SocketRead(channel, False, WAIT_MS) == b""
     assert sslsock.ErrorInfo(sslsock.errCode) == sslsock.ErrorCode.PEER_CLOSED
@@ -317,10 +327,10 @@ def test_client_with_stdlib_server(pki: Any, pool: Any, protocol: str) -> None:
     fut = pool.submit(server)
     # the store (SSLSOCK_CERT_STORE) holds the test CA: the server's certificate verifies
     assert sslsock.SocketConnectSSL("c", port, LOOPBACK, MODERN, WAIT_MS), sslsock.ErrorInfo()
+    check_client_info("c", pki, port, protocol)  # while the server is there (it waits)
     assert sslsock.SocketWrite("c", b"hello world")
     assert sslsock.SocketRead("c", False, WAIT_MS) == b"reply", sslsock.ErrorInfo()
     assert fut.result(timeout=PEER_TIMEOUT) == b"11\r\nhello world"
-    check_client_info("c", pki, port, protocol)
     assert sslsock.SocketClose("c")
 
 
@@ -384,9 +394,9 @@ def test_client_with_pyopenssl_server(pki: Any, pool: Any, protocol: str) -> Non
 
     fut = pool.submit(server)
     assert sslsock.SocketConnectSSL("c", port, LOOPBACK, bit, WAIT_MS), sslsock.ErrorInfo()
+    check_client_info("c", pki, port, protocol)  # while the server is there (it waits)
     assert sslsock.SocketWrite("c", "abc")
     assert sslsock.SocketRead("c", False, WAIT_MS) == b"ABC", sslsock.ErrorInfo()
-    check_client_info("c", pki, port, protocol)
     assert sslsock.SocketClose("c")
     got, version = fut.result(timeout=PEER_TIMEOUT)
     assert got == b"3\r\nabc"
@@ -415,8 +425,8 @@ def serve_one(listener: str) -> str:
     """Accept one client, answer its message; the channel's negotiated version."""
     channel = accept_one(listener)
     assert sslsock.SocketRead(channel, False, WAIT_MS) == b"hi", sslsock.ErrorInfo()
+    protocol = sslsock.SocketClientInfo(channel, sslsock.SocketProtocol)  # before it leaves
     assert sslsock.SocketWrite(channel, b"ok")
-    protocol = sslsock.SocketClientInfo(channel, sslsock.SocketProtocol)
     sslsock.SocketClose(channel)
     return protocol
 
@@ -483,9 +493,9 @@ def test_mask_with_a_hole(pki: Any, pool: Any, protocol: str, accepted: bool) ->
 def test_ssl2_ssl3_only_mask_fails(pki: Any, mask: int) -> None:
     assert sslsock.SocketCreateSSL("srv", 0, "localhost", mask) is False
     assert sslsock.ErrorOccurred()
-    assert not sslsock.SocketExist("srv")
     assert sslsock.ErrorInfo(sslsock.errCode) == sslsock.ErrorCode.OPTIONS
     message = sslsock.ErrorInfo(sslsock.errMessage)
+    assert not sslsock.SocketExist("srv")  # (which clears ErrorInfo: it succeeds)
     assert "OpenSSL" in message
     if mask & sslsock.ProtocolSSL2:
         assert "SSLv2" in message

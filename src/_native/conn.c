@@ -7,6 +7,9 @@
  *    write in another.  SSL_* calls run under ssl_lock and never block.
  *  - read_lock serialises readers (the framing state is theirs), write_lock serialises
  *    writers (so two frames never interleave).  Lock order: read/write lock, then ssl_lock.
+ *  - The transmission mode is set under ssl_lock only; the reader and the writer each copy
+ *    it at the start of their next call (take_mode), so a change never waits for a call
+ *    blocked on the network, and a call in progress keeps the mode it started with.
  *  - ss_conn_close sets `closing`, sends close_notify and shuts the socket down: poll()
  *    wakes in every blocked call, which sees `closing` and returns SS_E_CLOSED.  Memory and
  *    the descriptor go in ss_conn_free, once no call is in progress (the binding ensures it).
@@ -87,9 +90,12 @@ ss_conn *ss_conn_wrap(int fd, SSL *ssl, ss_ctx *ctx, const struct sockaddr *peer
     pthread_mutex_init(&c->write_lock, NULL);
     atomic_init(&c->closing, 0);
     atomic_init(&c->state, SS_STATE_OPEN);
-    c->mode = SS_MODE_SIZE;
+    c->mode = c->wmode = c->set_mode = SS_MODE_SIZE;
     memcpy(c->tag, "<EOF>", 5);
-    c->tag_len = 5;
+    memcpy(c->wtag, "<EOF>", 5);
+    memcpy(c->set_tag, "<EOF>", 5);
+    c->tag_len = c->wtag_len = c->set_tag_len = 5;
+    atomic_init(&c->mode_gen, 0);
     c->max_message = SS_DEFAULT_MAX_MESSAGE;
     c->want = -1;
     c->hub_slot = -1;
@@ -205,6 +211,21 @@ static int check_usable(ss_conn *c, ss_err *err)
         return err->code;
     }
     return SS_OK;
+}
+
+/* Copy SocketChangeTransmissionMode's latest setting into one side's copy (the reader's or
+ * the writer's, under that side's lock) if it changed since; returns 1 if it did. */
+static int take_mode(ss_conn *c, int *mode, char *tag, size_t *tag_len, unsigned *gen)
+{
+    if (atomic_load(&c->mode_gen) == *gen)
+        return 0;
+    pthread_mutex_lock(&c->ssl_lock);
+    *mode = c->set_mode;
+    memcpy(tag, c->set_tag, c->set_tag_len);
+    *tag_len = c->set_tag_len;
+    *gen = atomic_load(&c->mode_gen);
+    pthread_mutex_unlock(&c->ssl_lock);
+    return 1;
 }
 
 static int wait_fd(ss_conn *c, short events, long long deadline, ss_err *err,
@@ -642,6 +663,8 @@ int ss_conn_read(ss_conn *c, int timeout_ms, size_t max_bytes, const char **out,
     *out_len = 0;
     long long deadline = ss_deadline(timeout_ms);
     pthread_mutex_lock(&c->read_lock);
+    if (take_mode(c, &c->mode, c->tag, &c->tag_len, &c->read_gen))
+        c->scanned = 0;
     int rc = check_usable(c, err);
     if (rc == SS_OK)
         rc = deframe(c, deadline, max_bytes, out, out_len, err);
@@ -654,6 +677,8 @@ int ss_conn_take(ss_conn *c, size_t max_bytes, const char **out, size_t *out_len
 {
     *out = NULL;
     *out_len = 0;
+    if (take_mode(c, &c->mode, c->tag, &c->tag_len, &c->read_gen))
+        c->scanned = 0;
     int rc = check_usable(c, err);
     return rc == SS_OK ? deframe(c, SS_NO_IO, max_bytes, out, out_len, err) : rc;
 }
@@ -724,12 +749,13 @@ int ss_conn_queue_write(ss_conn *c, const char *data, size_t len, int timeout_ms
     }
     if (rc == SS_OK) {
         /* the frame, appended whole: header or tag and payload */
+        take_mode(c, &c->wmode, c->wtag, &c->wtag_len, &c->write_gen);
         char head[32];
         size_t h = 0, t = 0;
-        if (c->mode == SS_MODE_SIZE)
+        if (c->wmode == SS_MODE_SIZE)
             h = (size_t)snprintf(head, sizeof head, "%zu\r\n", len);
-        else if (c->mode == SS_MODE_END_TAG || c->mode == SS_MODE_END_TAG_BUFFER)
-            t = c->tag_len;
+        else if (c->wmode == SS_MODE_END_TAG || c->wmode == SS_MODE_END_TAG_BUFFER)
+            t = c->wtag_len;
         if (len > SIZE_MAX - 64 || buf_reserve(&c->out, h + len + t) != 0) {
             rc = ss_fail(err, SS_E_NOMEM, "out of memory queueing a %zu-byte message", len);
         } else {
@@ -737,7 +763,7 @@ int ss_conn_queue_write(ss_conn *c, const char *data, size_t len, int timeout_ms
             char *end = q->data + q->off + q->len;
             memcpy(end, head, h);
             memcpy(end + h, data, len);
-            memcpy(end + h + len, c->tag, t);
+            memcpy(end + h + len, c->wtag, t);
             q->len += h + len + t;
             rc = flush_queue(c, SS_NO_IO, err);
             if (rc == SS_E_AGAIN) {
@@ -758,11 +784,12 @@ int ss_conn_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_e
     long long deadline = ss_deadline(timeout_ms);
     size_t written = 0;
     pthread_mutex_lock(&c->write_lock);
+    take_mode(c, &c->wmode, c->wtag, &c->wtag_len, &c->write_gen);
     int rc = check_usable(c, err);
     if (rc == SS_OK && c->out.len) /* what was queued goes first */
         rc = flush_queue(c, deadline, err);
     if (rc == SS_OK) {
-        switch (c->mode) {
+        switch (c->wmode) {
         case SS_MODE_SIZE: {
             int h = snprintf(stage, 32, "%zu\r\n", len);
             size_t first = len < SS_RECORD - (size_t)h ? len : SS_RECORD - (size_t)h;
@@ -775,14 +802,14 @@ int ss_conn_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_e
         case SS_MODE_END_TAG:
         case SS_MODE_END_TAG_BUFFER: {
             /* payload, with its last part and the tag staged together */
-            size_t tail = len < SS_RECORD - c->tag_len ? len : SS_RECORD - c->tag_len;
+            size_t tail = len < SS_RECORD - c->wtag_len ? len : SS_RECORD - c->wtag_len;
             size_t head = len - tail;
             if (head)
                 rc = io_write_all(c, data, head, deadline, &written, err);
             if (rc == SS_OK) {
                 memcpy(stage, data + head, tail);
-                memcpy(stage + tail, c->tag, c->tag_len);
-                rc = io_write_all(c, stage, tail + c->tag_len, deadline, &written, err);
+                memcpy(stage + tail, c->wtag, c->wtag_len);
+                rc = io_write_all(c, stage, tail + c->wtag_len, deadline, &written, err);
             }
             break;
         }
@@ -810,21 +837,23 @@ int ss_conn_set_mode(ss_conn *c, int mode, const char *tag, size_t tag_len, ss_e
         (tag_len == 0 || tag_len > sizeof c->tag))
         return ss_fail(err, SS_E_INVALID, "the end tag must be 1 to %zu bytes long",
                        sizeof c->tag);
-    pthread_mutex_lock(&c->read_lock);
-    pthread_mutex_lock(&c->write_lock);
-    c->mode = mode;
+    /* Not the read and write locks: a read blocked on the network holds its lock until a
+     * message comes, and a mode change must not wait for that. */
+    pthread_mutex_lock(&c->ssl_lock);
+    c->set_mode = mode;
     if (tag_len) {
-        memcpy(c->tag, tag, tag_len);
-        c->tag_len = tag_len;
+        memcpy(c->set_tag, tag, tag_len);
+        c->set_tag_len = tag_len;
     }
-    c->scanned = 0;
-    pthread_mutex_unlock(&c->write_lock);
-    pthread_mutex_unlock(&c->read_lock);
+    atomic_fetch_add(&c->mode_gen, 1);
+    pthread_mutex_unlock(&c->ssl_lock);
     return SS_OK;
 }
 
 void ss_conn_set_max_message(ss_conn *c, size_t max_message)
 {
+    if (max_message > SS_MAX_MESSAGE_LIMIT) /* beyond it the size arithmetic would wrap */
+        max_message = SS_MAX_MESSAGE_LIMIT;
     pthread_mutex_lock(&c->read_lock);
     c->max_message = max_message;
     pthread_mutex_unlock(&c->read_lock);
@@ -842,6 +871,7 @@ static int tcp_connect(const char *host, int port, long long deadline, int *fd_o
     int g = getaddrinfo(host, portstr, &hints, &res);
     if (g != 0) {
         ss_fail(err, SS_E_ADDRESS, "cannot resolve \"%s\"", host);
+        err->sys_code = g; /* EAI_* (negative), as socket.gaierror's errno */
         snprintf(err->detail, sizeof err->detail, "%s", gai_strerror(g));
         return SS_E_ADDRESS;
     }
@@ -864,6 +894,13 @@ static int tcp_connect(const char *host, int port, long long deadline, int *fd_o
             if (n == 0) {
                 close(fd);
                 rc = ss_fail(err, SS_E_TIMEOUT, "time-out connecting to %s port %d", host, port);
+                last_errno = -1;
+                break;
+            }
+            if (n < 0) { /* the wait itself failed: the connection's state is unknown */
+                rc = ss_fail_errno(err, SS_E_SYSTEM, errno,
+                                   "poll() failed while connecting to %s port %d", host, port);
+                close(fd);
                 last_errno = -1;
                 break;
             }
@@ -956,6 +993,10 @@ int ss_connect(ss_ctx *ctx, const char *host, int port, const char *server_name,
             int e = SSL_get_error(ssl, r);
             short ev = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
             if (!ev) {
+                /* Without verification OpenSSL still records the chain's verify result
+                 * (self-signed, ...); it is not why the handshake failed. */
+                if (SSL_get_verify_mode(ssl) == SSL_VERIFY_NONE)
+                    SSL_set_verify_result(ssl, X509_V_OK);
                 rc = ss_handshake_error(ssl, r, err, what);
                 goto fail;
             }
@@ -1059,7 +1100,9 @@ void ss_conn_get_info(ss_conn *c, ss_conn_info *info)
         pthread_mutex_unlock(&c->ssl_lock);
     }
     info->state = atomic_load(&c->closing) ? SS_STATE_CLOSED : atomic_load(&c->state);
-    info->mode = c->mode;
+    pthread_mutex_lock(&c->ssl_lock);
+    info->mode = c->set_mode; /* the latest setting, even before a read or write takes it */
+    pthread_mutex_unlock(&c->ssl_lock);
     info->peer_closed = atomic_load(&c->peer_closed);
     info->bytes_in = atomic_load(&c->bytes_in);
     info->bytes_out = atomic_load(&c->bytes_out);
@@ -1088,4 +1131,16 @@ void ss_conn_set_high_water(ss_conn *c, size_t bytes)
     pthread_mutex_lock(&c->write_lock);
     c->high_water = bytes;
     pthread_mutex_unlock(&c->write_lock);
+}
+
+int ss_conn_alive(ss_conn *c)
+{
+    if (atomic_load(&c->closing) || atomic_load(&c->state) != SS_STATE_OPEN ||
+        atomic_load(&c->peer_closed))
+        return 0;
+    /* POLLRDHUP: the peer shut its side down (FIN); POLLHUP / POLLERR: reset or gone. */
+    struct pollfd p = {.fd = c->fd, .events = POLLRDHUP};
+    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+        return 0;
+    return 1;
 }

@@ -331,10 +331,10 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
         return; /* a thread is reading this channel itself */
     ss_err err;
     if (c->hub_flags & HUB_DEFAULTS) {
+        /* the listener's transmission mode, for both directions (ss_conn_take and the
+         * next write take it over) */
         c->hub_flags &= ~HUB_DEFAULTS;
-        c->mode = h->mode;
-        memcpy(c->tag, h->tag, h->tag_len);
-        c->tag_len = h->tag_len;
+        ss_conn_set_mode(c, h->mode, h->tag, h->tag_len, &err);
         c->max_message = h->max_message;
     }
     if (atomic_load(&c->closing) || atomic_load(&c->state) != SS_STATE_OPEN) {

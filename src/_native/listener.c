@@ -324,18 +324,64 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* After EADDRINUSE without SO_REUSEADDR: would the bind succeed with it?  Then nothing
- * listens there, only connections of an earlier socket linger in TIME_WAIT. */
-static int only_time_wait(const struct addrinfo *ai)
+/* After EADDRINUSE: who holds the port?  The kernel's socket tables say whether a socket
+ * listens on it, and how many connections on it linger in TIME_WAIT.  (Binding again with
+ * SO_REUSEADDR cannot tell: TIME_WAIT connections of a socket made without it refuse that
+ * bind too.)  Counts stay 0 when the tables cannot be read. */
+static void port_holders(int port, int *listening, int *time_wait)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0)
-        return 0;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int ok = bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1) == 0;
-    close(fd);
-    return ok;
+    static const char *const tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+    *listening = *time_wait = 0;
+    for (size_t t = 0; t < sizeof tables / sizeof *tables; t++) {
+        FILE *f = fopen(tables[t], "re");
+        if (!f)
+            continue;
+        char line[512];
+        while (fgets(line, sizeof line, f)) {
+            unsigned local_port, state;
+            /* "  0: 0100007F:1393 00000000:0000 0A ..." (the header line does not match) */
+            if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x", &local_port,
+                       &state) != 2 || (int)local_port != port)
+                continue;
+            if (state == 0x0A) /* TCP_LISTEN */
+                (*listening)++;
+            else if (state == 0x06) /* TCP_TIME_WAIT */
+                (*time_wait)++;
+        }
+        fclose(f);
+    }
+}
+
+/* The EADDRINUSE message; each fits ss_err.message (256 bytes) with a 5-digit port. */
+static int in_use_error(const ss_listener_config *cfg, const char *host, ss_err *err)
+{
+    int listening, time_wait;
+    port_holders(cfg->port, &listening, &time_wait);
+    const char *s = time_wait == 1 ? "" : "s", *is = time_wait == 1 ? "is" : "are";
+    const char *them = time_wait == 1 ? "it" : "them";
+    if (!listening && time_wait && !cfg->reuse_addr)
+        return ss_fail_errno(err, SS_E_IN_USE, EADDRINUSE,
+                             "port %d has no listener, but %d connection%s of an earlier "
+                             "socket %s in TIME_WAIT (about 60 s after closing), and with "
+                             "SocketNoReuseAddress no socket can bind over %s: wait, or keep "
+                             "address reuse (Socket.Option = 0)",
+                             cfg->port, time_wait, s, is, them);
+    if (!listening && time_wait)
+        return ss_fail_errno(err, SS_E_IN_USE, EADDRINUSE,
+                             "port %d has no listener, but %d connection%s of an earlier "
+                             "socket made with SocketNoReuseAddress %s in TIME_WAIT (about 60 s "
+                             "after closing), and address reuse cannot bind over %s: wait",
+                             cfg->port, time_wait, s, is, them);
+    if (!listening)
+        return ss_fail_errno(err, SS_E_IN_USE, EADDRINUSE,
+                             "port %d is already in use%s%s, though it has no listener: a "
+                             "socket bound without listening, or another program's connections "
+                             "(`ss -tanp 'sport = :%d'`); choose another port",
+                             cfg->port, host ? " on " : "", host ? host : "", cfg->port);
+    return ss_fail_errno(err, SS_E_IN_USE, EADDRINUSE,
+                         "port %d is already in use%s%s: another socket listens on it "
+                         "(close it, or choose another port)",
+                         cfg->port, host ? " on " : "", host ? host : "");
 }
 
 static int bind_listen(const ss_listener_config *cfg, int *fd_out, int *port_out, ss_err *err)
@@ -353,6 +399,7 @@ static int bind_listen(const ss_listener_config *cfg, int *fd_out, int *port_out
     }
     if (g != 0) {
         ss_fail(err, SS_E_ADDRESS, "cannot resolve the address \"%s\" to listen on", host ? host : "");
+        err->sys_code = g; /* EAI_* (negative), as socket.gaierror's errno */
         snprintf(err->detail, sizeof err->detail, "%s", gai_strerror(g));
         return SS_E_ADDRESS;
     }
@@ -384,17 +431,8 @@ static int bind_listen(const ss_listener_config *cfg, int *fd_out, int *port_out
         int errnum = errno;
         close(fd);
         fd = -1;
-        if (errnum == EADDRINUSE && !cfg->reuse_addr && only_time_wait(ai))
-            rc = ss_fail_errno(err, SS_E_IN_USE, errnum,
-                               "port %d is still held by connections of an earlier socket "
-                               "(TIME_WAIT, about 60 s), and SocketNoReuseAddress forbids "
-                               "reusing it: wait, or allow address reuse",
-                               cfg->port);
-        else if (errnum == EADDRINUSE)
-            rc = ss_fail_errno(err, SS_E_IN_USE, errnum,
-                               "port %d is already in use%s%s: another socket listens on it "
-                               "(close it, or choose another port)",
-                               cfg->port, host ? " on " : "", host ? host : "");
+        if (errnum == EADDRINUSE)
+            rc = in_use_error(cfg, host, err);
         else if (errnum == EACCES)
             rc = ss_fail_errno(err, SS_E_ADDRESS, errnum, "not allowed to listen on port %d",
                                cfg->port);

@@ -47,10 +47,22 @@ struct ss_conn {
     atomic_int peer_closed; /* the peer ended the stream between messages */
     atomic_int state;     /* SS_STATE_* */
     ss_err *broken;       /* the error that broke the connection (set once, then kept) */
-    int mode;
+    int mode;             /* the reader's copy of the mode and tag (under read_lock) */
     char tag[64];
     size_t tag_len;
     size_t max_message;
+    /* SocketChangeTransmissionMode's latest setting, under ssl_lock (never held while
+     * waiting); the reader and the writer each copy it at the start of their next call when
+     * mode_gen moved, so changing the mode never waits for a call blocked on the network. */
+    int set_mode;
+    char set_tag[64];
+    size_t set_tag_len;
+    atomic_uint mode_gen;
+    unsigned read_gen;    /* mode_gen the reader's copy is from (under read_lock) */
+    unsigned write_gen;   /* mode_gen the writer's copy is from (under write_lock) */
+    int wmode;            /* the writer's copy (under write_lock) */
+    char wtag[64];
+    size_t wtag_len;
     /* framing state (under read_lock) */
     ss_buf in;            /* bytes received, not yet consumed */
     ss_buf msg;           /* SIZE mode: the message being assembled */

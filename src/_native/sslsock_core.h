@@ -117,8 +117,17 @@ int ss_connect(ss_ctx *ctx, const char *host, int port, const char *server_name,
  * connection; the connection owns fd from now on (it is made non-blocking). */
 int ss_conn_adopt(int fd, ss_conn **out, ss_err *err);
 
+/* Set the transmission mode without waiting for calls in progress: a read or a write
+ * already running finishes in the mode it started with, the next one uses the new mode. */
 int ss_conn_set_mode(ss_conn *c, int mode, const char *tag, size_t tag_len, ss_err *err);
+/* The largest max_message: the size header's value is kept in a long long, and the end-tag
+ * search adds the tag length (at most 64) to it; both stay exact below this bound. */
+#define SS_MAX_MESSAGE_LIMIT (SIZE_MAX / 2 - 64)
+/* Larger values are taken as SS_MAX_MESSAGE_LIMIT. */
 void ss_conn_set_max_message(ss_conn *c, size_t max_message);
+/* 1 if the connection is open and the peer has neither closed nor reset it (checked now,
+ * without reading or waiting); 0 otherwise. */
+int ss_conn_alive(ss_conn *c);
 
 /* Read the next message.  *out points into the connection's buffers and stays valid until
  * the next ss_conn_read or ss_conn_trim on this connection (callers serialise reads).

@@ -22,10 +22,12 @@ from ._errors import (
     ArgumentError,
     CertificateError,
     ConnectionFailure,
+    ConnectionRefused,
     ConnectionReset,
     Error,
     ErrorCode,
     FrameError,
+    HostNotFound,
     NameTakenError,
     NoClientWaiting,
     OptionsError,
@@ -44,12 +46,16 @@ from .wl import *  # noqa: F401,F403 - the named face is the package's main API
 
 __version__ = "0.1.0"
 
-__all__ = list(_wl.__all__) + [
+# Literal lists, so that type checkers (mypy --strict, which does not re-export imported
+# names implicitly) see what a user's script may use.
+__all__ = [
     "CertStore", "Identity", "StoredCertificate", "default_store_path",
     "Connection", "ConnectionInfo", "Listener", "ListenerStats", "Mode", "connect",
     "DEFAULT", "Recipe", "SSLOption", "recipe",
     "AddressError", "AddressInUse", "ArgumentError", "CertificateError", "ConnectionFailure",
-    "ConnectionReset", "Error", "ErrorCode", "FrameError", "NameTakenError", "NoClientWaiting",
+    "ConnectionRefused", "ConnectionReset", "Error", "ErrorCode", "FrameError", "HostNotFound",
+    "NameTakenError", "NoClientWaiting",
     "OptionsError", "PeerClosed", "ProgrammingError", "SocketClosed", "SocketNameError",
     "SocketTimeout", "TLSError", "UnknownConstantError", "VerificationError",
 ]
+__all__ += _wl.__all__

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,9 +294,32 @@ def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
-            # Internationalised names go in as A-labels ("xn--..."), as RFC 5280 requires.
-            names.append(x509.DNSName(host if host.isascii() else host.encode("idna").decode()))
+            names.append(x509.DNSName(dns_name(host)))
     return x509.SubjectAlternativeName(names)
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def dns_name(host: str) -> str:
+    """``host`` as a certificate's DNS name (internationalised names as A-labels,
+    "xn--...", as RFC 5280 requires); ArgumentError when it is no host name at all, so that
+    such text never ends up in a certificate."""
+    usage = ("a host name is labels of letters, digits and '-' joined by dots "
+             "(srv.example.lan, a leading *. for a wildcard), or an IP address")
+    try:
+        ascii_name = host if host.isascii() else host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ArgumentError(f"host {host!r} is not a valid host name: {usage}") from None
+    labels = ascii_name.split(".")
+    if labels[0] == "*" and len(labels) > 2:
+        labels = labels[1:]
+    bad = next((label for label in labels if not _LABEL.fullmatch(label)), None)
+    if bad is not None or len(ascii_name) > 253:
+        why = (f"the part {bad!r} is not a label" if bad is not None
+               else "it is longer than 253 characters")
+        raise ArgumentError(f"host {host!r} is not a valid host name ({why}): {usage}")
+    return ascii_name
 
 
 def _key_usage(

@@ -1,7 +1,7 @@
 """The certificate store: where a server finds its certificate, by name or by thumbprint.
 
 The reference looks server certificates up in the Windows certificate store, by name or by
-the SHA-1 thumbprint ``certmgr.msc`` shows.  Here the store is a directory (SPEC section 4):
+the SHA-1 thumbprint ``certmgr.msc`` shows.  Here the store is a directory (docs/certificates.md):
 ``$SSLSOCK_CERT_STORE``, else ``$XDG_DATA_HOME/sslsock/certs``, else
 ``~/.local/share/sslsock/certs``.
 
@@ -652,12 +652,15 @@ class CertStore:
         self.problems.append(problem)
         self._problem_files.append(path)
 
-    def find(self, identifier: str, by: Lookup = "name") -> StoredCertificate:
+    def find(self, identifier: str, by: Lookup = "name", *,
+             with_key: bool = False) -> StoredCertificate:
         """The one certificate ``identifier`` designates; :class:`CertificateError` otherwise.
 
         ``by="name"``: common name, friendly name, file stem or file name (exact case first,
         then ignoring case), or a path to a certificate file.  ``by="hash"``: SHA-1 or SHA-256
-        thumbprint, in any of the forms :func:`parse_thumbprint` reads.
+        thumbprint, in any of the forms :func:`parse_thumbprint` reads.  ``with_key``: the
+        caller needs the private key (a server), so among several matches the only one that
+        has a key is the one meant.
         """
         _check_by(by)
         if not isinstance(identifier, str):
@@ -670,7 +673,7 @@ class CertStore:
             matches = [e for e in entries if getattr(e, algorithm) == digits]
             label = "SHA-1" if algorithm == "sha1" else "SHA-256"
             asked = f"with {label} thumbprint {format_thumbprint(digits)}"
-            return self._one(asked, matches, entries, identifier=None)
+            return self._one(asked, matches, entries, identifier=None, with_key=with_key)
         if not identifier.strip():
             raise CertificateError(
                 "certificate name is empty: give the subject common name, the friendly name "
@@ -685,7 +688,8 @@ class CertStore:
         if not matches:
             folded = identifier.casefold()
             matches = [e for e in entries if folded in (n.casefold() for n in e.names())]
-        return self._one(f'named "{identifier}"', matches, entries, identifier=identifier)
+        return self._one(f'named "{identifier}"', matches, entries, identifier=identifier,
+                         with_key=with_key)
 
     def _one(
         self,
@@ -693,9 +697,13 @@ class CertStore:
         matches: list[StoredCertificate],
         entries: list[StoredCertificate],
         identifier: str | None,
+        with_key: bool = False,
     ) -> StoredCertificate:
         if len(matches) == 1:
             return matches[0]
+        keyed = [m for m in matches if m.has_key]
+        if with_key and len(keyed) == 1:
+            return keyed[0]  # the others could not serve: not a real ambiguity
         if matches:
             listed = ", ".join(f"{m.path.name} (SHA-1 {m.certmgr_thumbprint})" for m in matches)
             if len({m.sha1 for m in matches}) == 1:
@@ -743,7 +751,7 @@ class CertStore:
         read (password), and the key belongs to the certificate.  Warns with
         :class:`InsecureKeyFileWarning` when the key file is readable by group or others.
         """
-        entry = self.find(identifier, by)
+        entry = self.find(identifier, by, with_key=True)
         if not entry.has_key:
             raise CertificateError(
                 f"{_describe(entry)} has no private key, and a server needs it. Import a "

@@ -160,6 +160,19 @@ def port_number(text: str, *, allow_zero: bool = True) -> int:
     return port
 
 
+def server_port(text: str) -> int:
+    """argparse type: a port for a server, under SocketCreateSSL's rule (one rule for the
+    library and the command): 5000..65000, or 0 for any free port."""
+    from .wl import PORT_MAX, PORT_MIN
+
+    port = port_number(text)
+    if port != 0 and not PORT_MIN <= port <= PORT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"port {port} is outside {PORT_MIN}..{PORT_MAX}, the range SocketCreateSSL allows "
+            "for the sockets an application creates (0: any free port)")
+    return port
+
+
 def client_port(text: str) -> int:
     return port_number(text, allow_zero=False)
 
@@ -504,22 +517,52 @@ PROBE_VERSIONS = (("SSLv3", "ProtocolSSL3", 0x01), ("TLSv1", "ProtocolTLS1", 0x0
                   ("TLSv1.3", "ProtocolTLS1_3", 0x10))
 
 
+#: How long probe listens after a handshake for a late refusal.  In TLS 1.3 a server checks
+#: the client's certificate after the client has finished its handshake, so a refusal (no
+#: client certificate) arrives as an alert at the first read; a server that accepted sends
+#: nothing and this wait ends.  A loopback or LAN alert takes milliseconds.
+PROBE_LISTEN_S = 1.0
+
+#: Alerts whose usual cause the bare OpenSSL text does not say.
+_ALERT_HINTS = (
+    ("certificate required", "the server requires a client certificate"),
+    ("handshake failure", "the server requires a client certificate, or shares no cipher "
+                          "with this version"),
+)
+
+
+def _refusal(e: _errors.Error) -> str:
+    reason = e.system_message or e.message
+    for words, hint in _ALERT_HINTS:
+        if words in reason:
+            return f"{reason} ({hint})"
+    return reason
+
+
 def _probe_one(args: argparse.Namespace, store: Any, option: str) -> tuple[str, str]:
-    from ._objects import connect
+    from ._objects import Mode, connect
     from ._options import SSLOption
 
     mask = int(SSLOption[option]) | int(SSLOption.SSLNoVerify)
     try:
         conn = connect(args.host, args.port, options=mask, verify=False, timeout=args.timeout,
-                       store=store)
+                       store=store, mode=Mode.SocketNoEndTag)
     except _errors.TLSError as e:
-        return "refused", e.system_message or e.message
+        return "refused", _refusal(e)
     except _errors.SocketTimeout as e:
         return "no answer", str(e)
     except _errors.Error as e:
         return "error", str(e)
     with conn:
         i = conn.info()
+        try:
+            conn.read(min(args.timeout, PROBE_LISTEN_S))
+        except _errors.SocketTimeout:
+            pass  # nothing came: the server is waiting for a message, as servers do
+        except _errors.TLSError as e:
+            return "refused", f"after the handshake: {_refusal(e)}"
+        except _errors.ConnectionFailure as e:
+            return "dropped", f"the server closed the connection after the handshake ({e})"
         return "accepted", f"{i.protocol} {i.cipher}"
 
 
@@ -648,8 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
                     f"key; in a store without any, it creates \"{DEV_CERT_NAME}\" (self-signed "
                     "for localhost, 127.0.0.1, ::1 and this machine's name) and says so on "
                     "stderr.")
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
-                   help=f"TCP port (default {DEFAULT_PORT}; 0: any free port, printed)")
+    p.add_argument("--port", type=server_port, default=DEFAULT_PORT,
+                   help=f"TCP port, 5000..65000 as for SocketCreateSSL (default {DEFAULT_PORT}; "
+                        "0: any free port, printed)")
     p.add_argument("--host", default="", metavar="ADDR",
                    help="address to listen on (default: all interfaces, IPv4 and IPv6)")
     p.add_argument("--cert", metavar="ID",
@@ -696,7 +740,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Try SSLv3 (when this OpenSSL can), TLS 1.0, 1.1, 1.2 and 1.3 one at a "
                     "time, each in its own handshake offering only that version, without "
                     "verifying the certificate, and print which ones the server accepts "
-                    "(with the cipher) or refuses (with the reason).  Exit 0 whatever the "
+                    "(with the cipher) or refuses (with the reason).  After each handshake "
+                    "it listens up to 1 s: a TLS 1.3 server refuses a client (one without "
+                    "a certificate, say) at its first read.  Exit 0 whatever the "
                     "results; 1 if the server cannot be reached at all.")
     p.add_argument("host", help="server name or address")
     p.add_argument("port", type=client_port, help="server port")

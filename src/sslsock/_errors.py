@@ -9,6 +9,8 @@ the system side (OpenSSL's or the OS's reason, and its numeric code).
 from __future__ import annotations
 
 import enum
+import errno as _errno
+import socket as _socket
 from typing import Optional
 
 
@@ -66,6 +68,8 @@ class Error(Exception):
         self.system_code = system_code
         self.system_message = system_message
         super().__init__(message)
+        if isinstance(self, OSError) and system_code:
+            _os_fields(self, system_code, system_message)
 
     def __str__(self) -> str:
         if self.system_message and self.system_message not in self.message:
@@ -75,6 +79,12 @@ class Error(Exception):
     # OSError-derived subclasses would otherwise replace str() with "[Errno ...]".
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, code={self.code.name})"
+
+
+def _os_fields(e: OSError, code: int, reason: str) -> None:
+    """What ``except OSError as e: e.errno`` expects (errno, or EAI_* for the resolver)."""
+    e.errno = code
+    e.strerror = reason
 
 
 class ArgumentError(Error, ValueError):
@@ -191,6 +201,20 @@ class AddressInUse(AddressError):
     code = ErrorCode.IN_USE
 
 
+class ConnectionRefused(AddressError, ConnectionRefusedError):
+    """No server listens at that address and port: ``except ConnectionRefusedError`` (and
+    ``except ConnectionError``) catch it, as they catch the socket module's."""
+
+    code = ErrorCode.ADDRESS
+
+
+class HostNotFound(AddressError, _socket.gaierror):
+    """The host name does not resolve; like ``socket.gaierror``, ``errno`` is the resolver's
+    code (``socket.EAI_NONAME`` ...) and ``strerror`` its reason."""
+
+    code = ErrorCode.ADDRESS
+
+
 class NoClientWaiting(Error, LookupError):
     """SocketAccept / SocketDeny with no client waiting on the listener."""
 
@@ -227,4 +251,8 @@ def from_record(rc: int, message: str, system_code: int, system_message: str) ->
     except ValueError:
         code = ErrorCode.SYSTEM
     cls = _BY_CODE.get(code, Error)
+    if code is ErrorCode.ADDRESS and system_code == _errno.ECONNREFUSED:
+        cls = ConnectionRefused
+    elif code is ErrorCode.ADDRESS and system_code < 0:  # the C core stores EAI_* codes
+        cls = HostNotFound
     return cls(message, code=code, system_code=system_code, system_message=system_message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import ipaddress
 import logging
 import os
 import threading
@@ -362,9 +363,13 @@ class Connection:
 
     @max_message.setter
     def max_message(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"max_message is a number of bytes (an int), not "
+                            f"{type(value).__name__}")
+        if not 1 <= value <= lib.SS_MAX_MESSAGE_LIMIT:
             raise _errors.ArgumentError(
-                f"max_message must be a positive number of bytes, got {value!r}")
+                f"max_message must be 1 to {lib.SS_MAX_MESSAGE_LIMIT} bytes (the size "
+                f"arithmetic's bound; memory runs out long before), got {value!r}")
         ptr = self._g.enter()
         try:
             lib.ss_conn_set_max_message(ptr, value)
@@ -463,6 +468,19 @@ class Connection:
     def closed(self) -> bool:
         return self._g.closed
 
+    @property
+    def alive(self) -> bool:
+        """Whether the connection can still carry messages: open, not broken, and the peer
+        has neither closed nor reset it.  Checked now, without reading or waiting."""
+        try:
+            ptr = self._g.enter()
+        except _errors.SocketClosed:
+            return False
+        try:
+            return bool(lib.ss_conn_alive(ptr))
+        finally:
+            self._g.leave()
+
     def close(self) -> None:
         """Send close_notify (bounded wait), close, and wake calls blocked on it."""
         self._g.close()
@@ -514,7 +532,7 @@ def connect(
     verification off for this connection.
     """
     _check_port(port, client=True)
-    host = host or "localhost"
+    host = unbracket(host) or "localhost"
     ctx = None
     if tls:
         rec = recipe(options)
@@ -544,6 +562,22 @@ def connect(
     if rc != 0:
         raise_err(rc, err)
     return Connection(out[0], tls=tls, mode=mode, end_tag=end_tag, max_message=max_message)
+
+
+def unbracket(host: str) -> str:
+    """An address as users paste it from a URL: "[::1]" is the IPv6 address "::1"."""
+    if not isinstance(host, str):
+        raise TypeError(f"the address must be a str, not {type(host).__name__}")
+    if not (host.startswith("[") and host.endswith("]")):
+        return host
+    inner = host[1:-1]
+    try:
+        ipaddress.IPv6Address(inner)
+    except ValueError:
+        raise _errors.ArgumentError(
+            f'address "{host}": brackets enclose an IPv6 address ("[::1]", '
+            f'"[fe80::1%eth0]"); give a host name or an IPv4 address without them') from None
+    return inner
 
 
 def _check_port(port: Any, *, client: bool = False) -> None:
@@ -605,6 +639,7 @@ class Listener:
         max_message: int = DEFAULT_MAX_MESSAGE,
     ) -> None:
         _check_port(port)
+        host = unbracket(host)
         self.tls = tls
         self.recipe: Optional[Recipe] = None
         self.certificate: Any = None

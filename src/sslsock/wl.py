@@ -22,8 +22,8 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _engine, _errors
 from ._errors import Error, ErrorCode, ProgrammingError
-from ._objects import Connection, Listener, Mode, connect
-from ._options import DEFAULT, SSLOption
+from ._objects import Connection, Listener, Mode, connect, unbracket
+from ._options import ALL_BITS, DEFAULT, SSLOption
 from ._registry import REGISTRY, Entry
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,13 +65,14 @@ SocketCipher = ClientInfo.SocketCipher
 
 
 class ErrInfo(enum.IntEnum):
-    """What ErrorInfo returns."""
+    """What ErrorInfo returns.  errMessage and errFullDetails have the values WLanguage's
+    compiled code gives them (1 and 19), so a value copied from a WINDEV program works."""
 
     errMessage = 1
     errCode = 2
     errSystemCode = 3
     errSystemMessage = 4
-    errFullDetails = 5
+    errFullDetails = 19
 
 
 errMessage = ErrInfo.errMessage
@@ -146,8 +147,8 @@ def ErrorInfo(what: int = ErrInfo.errFullDetails) -> Union[str, int]:
         what = ErrInfo(what)
     except ValueError:
         raise _errors.UnknownConstantError(
-            f"ErrorInfo({what!r}): use errMessage, errCode, errSystemCode, errSystemMessage "
-            "or errFullDetails") from None
+            f"ErrorInfo({what!r}): use errMessage (1), errCode (2), errSystemCode (3), "
+            "errSystemMessage (4) or errFullDetails (19, French errComplet)") from None
     e = _last()
     if what is ErrInfo.errCode:
         return int(e.code) if e else 0
@@ -215,6 +216,21 @@ def _server_port(port: Any) -> int:
     return port
 
 
+def _ssl_options(options: Any) -> int:
+    """The SSL-options mask, checked as WLanguage checks constants: a bit that is none of
+    the constants raises (contradictions such as Hash + Name stay an ErrorInfo)."""
+    if isinstance(options, bool) or not isinstance(options, int):
+        raise TypeError(f"SSL options are an int mask of the Protocol*/Certificate* "
+                        f"constants, not {type(options).__name__}")
+    unknown = int(options) & ~int(ALL_BITS) if options >= 0 else int(options)
+    if unknown:
+        raise _errors.UnknownConstantError(
+            f"SSL options {int(options):#x}: {unknown:#x} is no SSL-option constant; combine "
+            "only ProtocolSSL2..ProtocolTLS1_3, CertificateHash or CertificateName (and the "
+            "SSLNoVerify / SSLClientCertificate extensions) with + or |")
+    return int(options)
+
+
 def _mode(mode: Any) -> Mode:
     try:
         return Mode(mode)
@@ -255,6 +271,7 @@ def SocketCreateSSL(name: str, port: int, cert_id: str, options: int = DEFAULT,
                     address: str = "") -> bool:
     """Create a TLS server socket listening on `port` with the store certificate `cert_id`."""
     REGISTRY.check_name(name)
+    options = _ssl_options(options)
     REGISTRY.reserve(name)
     if not isinstance(cert_id, str):
         raise TypeError(f"the certificate identifier must be a str, not {type(cert_id).__name__}")
@@ -290,6 +307,7 @@ def SocketConnectSSL(name: str, port: int, address: str = "", options: int = DEF
                      timeout: Any = None, client_cert: str = "") -> bool:
     """Connect to a TLS server; the server's certificate is verified (SSLNoVerify: not)."""
     REGISTRY.check_name(name)
+    options = _ssl_options(options)
     REGISTRY.reserve(name)
     t = _seconds(timeout, "timeout")
     conn = connect(address or "", port, options=options,
@@ -419,13 +437,19 @@ def SocketDeny(name: str) -> bool:
 @_named(b"")
 def _socket_read(name: str, wait: bool = True, timeout: Any = 1000, max_bytes: int = 4096) -> bytes:
     """The next message. wait=True waits without limit; wait=False at most `timeout` ms.
-    b"" on time-out or when the peer closed: ErrorInfo tells which."""
+
+    b"" on a time-out with no error (as in WLanguage: ErrorOccurred() stays False, so a
+    polling loop goes on), b"" with PEER_CLOSED when the peer has closed."""
     entry = REGISTRY.get(name)
     if not isinstance(wait, bool):
         raise TypeError(f"wait must be True or False, not {type(wait).__name__}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+        raise TypeError(f"max_bytes must be an int, not {type(max_bytes).__name__}")
     limit = None if wait else _seconds(timeout, "timeout")
-    conn = _conn_of(entry, name, limit)
-    return conn.read(limit, max_bytes)
+    try:
+        return _conn_of(entry, name, limit).read(limit, max_bytes)
+    except _errors.SocketTimeout:
+        return b""  # nothing lost: a partly received message is kept for the next read
 
 
 @_named(False)
@@ -448,11 +472,14 @@ def _socket_write(name: str, message: Union[bytes, bytearray, memoryview, str]) 
 
 def SocketRead(name: str, wait: bool = True, timeout: Any = 1000, max_bytes: int = 4096) -> bytes:
     """The next message. wait=True waits without limit; wait=False at most `timeout` ms.
-    b"" on time-out or when the peer closed: ErrorInfo tells which."""
+
+    b"" on a time-out with no error (as in WLanguage: ErrorOccurred() stays False, so a
+    polling loop goes on), b"" with PEER_CLOSED when the peer has closed."""
     # The channel thread's loop calls this once per message: a channel waiting without
     # limit goes straight to its connection (same rules as _socket_read, fewer steps).
     entry = REGISTRY.lookup(name) if name.__class__ is str else None
-    if wait is True and entry is not None and entry.kind != "listener":
+    if (wait is True and entry is not None and entry.kind != "listener"
+            and max_bytes.__class__ is int):
         try:
             data = entry.obj.read(None, max_bytes)  # type: ignore[union-attr]
         except ProgrammingError:
@@ -496,8 +523,11 @@ def SocketClose(name: str) -> bool:
 
 
 def SocketExist(name: str) -> bool:
-    """Whether `name` is registered (True until SocketClose, even after the peer left)."""
-    return REGISTRY.exists(name)
+    """Whether `name` is registered (True until SocketClose, even after the peer left).
+    Like every call that succeeds, it clears ErrorInfo."""
+    found = REGISTRY.exists(name)
+    _set_error(None)
+    return found
 
 
 @_named(False)
@@ -555,6 +585,13 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
             raise _errors.NoClientWaiting(f'"{name}" is a listener with no client')
     else:
         conn = entry.obj
+    if not conn.alive:  # WLanguage's way to tell a channel is still valid
+        info = None if conn.closed else conn.info()
+        why = ("the connection is broken (ErrorInfo said why when it broke)"
+               if info is not None and info.state == "broken" else "the peer has left")
+        raise _errors.PeerClosed(
+            f'"{name}": the connection is closed: {why}. SocketClose the socket; '
+            "SocketExist stays True until then")
     if what is ClientInfo.SocketCertificate:
         return _certificate_summary(conn)
     info = conn.info()
@@ -571,6 +608,7 @@ def NetIPAddress(host: str = "") -> str:
     """IP address of `host`, or of this machine (its first non-loopback IPv4 if any)."""
     if not isinstance(host, str):
         raise TypeError(f"host must be a str, not {type(host).__name__}")
+    host = unbracket(host)
     try:
         if host:
             infos = _socket.getaddrinfo(host, None, type=_socket.SOCK_STREAM)
@@ -579,74 +617,72 @@ def NetIPAddress(host: str = "") -> str:
         addrs = [str(i[4][0]) for i in _socket.getaddrinfo(_socket.gethostname(), None,
                                                             _socket.AF_INET)]
     except OSError as e:
-        raise _errors.AddressError(f'cannot resolve "{host or _socket.gethostname()}"',
-                                   system_code=e.errno or 0, system_message=str(e)) from None
+        cls = _errors.HostNotFound if isinstance(e, _socket.gaierror) else _errors.AddressError
+        raise cls(f'cannot resolve "{host or _socket.gethostname()}"',
+                  system_code=e.errno or 0, system_message=e.strerror or str(e)) from None
     real = [a for a in addrs if not a.startswith("127.")]
     return (real or addrs or ["127.0.0.1"])[0]
 
 
 # ---- French and snake_case names --------------------------------------------------------
+# Each alias is its own assignment (not added to the module's dict in a loop), so that type
+# checkers and IDEs see it, with the English function's signature.
 
-FRENCH = {
-    "SocketCréeSSL": SocketCreateSSL,
-    "SocketCrée": SocketCreate,
-    "SocketConnecteSSL": SocketConnectSSL,
-    "SocketConnecte": SocketConnect,
-    "SocketAttendConnexion": SocketWaitForConnection,
-    "SocketAttendMessage": SocketWaitForMessage,
-    "SocketAccepte": SocketAccept,
-    "SocketRefuse": SocketDeny,
-    "SocketLit": SocketRead,
-    "SocketEcrit": SocketWrite,
-    "SocketFerme": SocketClose,
-    "SocketExiste": SocketExist,
-    "SocketChangeModeTransmission": SocketChangeTransmissionMode,
-    "NetAdresseIP": NetIPAddress,
-    "ErreurInfo": ErrorInfo,
-    "ErreurDétectée": ErrorOccurred,
-    # constants
-    "ProtocoleSSL2": ProtocolSSL2,
-    "ProtocoleSSL3": ProtocolSSL3,
-    "ProtocoleTLS1": ProtocolTLS1,
-    "ProtocoleTLS1_1": ProtocolTLS1_1,
-    "ProtocoleTLS1_2": ProtocolTLS1_2,
-    "ProtocoleTLS1_3": ProtocolTLS1_3,
-    "HashCertificat": CertificateHash,
-    "NomCertificat": CertificateName,
-    "SocketMarqueurFin": SocketEndTag,
-    "SocketTailleAuDébut": SocketSizeAtBeginning,
-    "SocketMarqueurFinBuffer": SocketEndTagBuffer,
-    "SocketSansMarqueurFin": SocketNoEndTag,
-    "SocketAdresse": SocketAddress,
-    "SocketCertificat": SocketCertificate,
-    "SocketProtocole": SocketProtocol,
-    "SocketSansRéutilisationAdresse": SocketNoReuseAddress,
-}
+SocketCréeSSL = SocketCreateSSL
+SocketCrée = SocketCreate
+SocketConnecteSSL = SocketConnectSSL
+SocketConnecte = SocketConnect
+SocketAttendConnexion = SocketWaitForConnection
+SocketAttendMessage = SocketWaitForMessage
+SocketAccepte = SocketAccept
+SocketRefuse = SocketDeny
+SocketLit = SocketRead
+SocketEcrit = SocketWrite
+SocketFerme = SocketClose
+SocketExiste = SocketExist
+SocketChangeModeTransmission = SocketChangeTransmissionMode
+NetAdresseIP = NetIPAddress
+ErreurInfo = ErrorInfo
+ErreurDétectée = ErrorOccurred
+ProtocoleSSL2 = ProtocolSSL2
+ProtocoleSSL3 = ProtocolSSL3
+ProtocoleTLS1 = ProtocolTLS1
+ProtocoleTLS1_1 = ProtocolTLS1_1
+ProtocoleTLS1_2 = ProtocolTLS1_2
+ProtocoleTLS1_3 = ProtocolTLS1_3
+HashCertificat = CertificateHash
+NomCertificat = CertificateName
+SocketMarqueurFin = SocketEndTag
+SocketTailleAuDébut = SocketSizeAtBeginning
+SocketMarqueurFinBuffer = SocketEndTagBuffer
+SocketSansMarqueurFin = SocketNoEndTag
+SocketAdresse = SocketAddress
+SocketCertificat = SocketCertificate
+SocketProtocole = SocketProtocol
+SocketSansRéutilisationAdresse = SocketNoReuseAddress
+errComplet = errFullDetails
 
-SNAKE = {
-    "socket_create_ssl": SocketCreateSSL,
-    "socket_create": SocketCreate,
-    "socket_connect_ssl": SocketConnectSSL,
-    "socket_connect": SocketConnect,
-    "socket_wait_for_connection": SocketWaitForConnection,
-    "socket_wait_for_message": SocketWaitForMessage,
-    "socket_accept": SocketAccept,
-    "socket_deny": SocketDeny,
-    "socket_read": SocketRead,
-    "socket_write": SocketWrite,
-    "socket_close": SocketClose,
-    "socket_exist": SocketExist,
-    "socket_change_transmission_mode": SocketChangeTransmissionMode,
-    "socket_client_info": SocketClientInfo,
-    "net_ip_address": NetIPAddress,
-    "error_info": ErrorInfo,
-    "error_occurred": ErrorOccurred,
-}
+socket_create_ssl = SocketCreateSSL
+socket_create = SocketCreate
+socket_connect_ssl = SocketConnectSSL
+socket_connect = SocketConnect
+socket_wait_for_connection = SocketWaitForConnection
+socket_wait_for_message = SocketWaitForMessage
+socket_accept = SocketAccept
+socket_deny = SocketDeny
+socket_read = SocketRead
+socket_write = SocketWrite
+socket_close = SocketClose
+socket_exist = SocketExist
+socket_change_transmission_mode = SocketChangeTransmissionMode
+socket_client_info = SocketClientInfo
+net_ip_address = NetIPAddress
+error_info = ErrorInfo
+error_occurred = ErrorOccurred
 
-globals().update(FRENCH)
-globals().update(SNAKE)
-
-ENGLISH = [
+# A literal list (extended with literal lists), so that type checkers follow
+# `from sslsock.wl import *`; tests/test_porting.py checks every name is bound above.
+__all__ = [
     "SocketCreateSSL", "SocketCreate", "SocketConnectSSL", "SocketConnect",
     "SocketWaitForConnection", "SocketWaitForMessage", "SocketAccept", "SocketDeny",
     "SocketRead", "SocketWrite", "SocketClose", "SocketExist", "SocketChangeTransmissionMode",
@@ -659,4 +695,21 @@ ENGLISH = [
     "SocketCipher", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
     "errSystemCode", "errSystemMessage", "errFullDetails",
 ]
-__all__ = ENGLISH + list(FRENCH) + list(SNAKE)
+__all__ += [  # French
+    "SocketCréeSSL", "SocketCrée", "SocketConnecteSSL", "SocketConnecte",
+    "SocketAttendConnexion", "SocketAttendMessage", "SocketAccepte", "SocketRefuse",
+    "SocketLit", "SocketEcrit",
+    "SocketFerme", "SocketExiste", "SocketChangeModeTransmission", "NetAdresseIP",
+    "ErreurInfo", "ErreurDétectée", "ProtocoleSSL2", "ProtocoleSSL3", "ProtocoleTLS1",
+    "ProtocoleTLS1_1", "ProtocoleTLS1_2", "ProtocoleTLS1_3", "HashCertificat",
+    "NomCertificat", "SocketMarqueurFin", "SocketTailleAuDébut", "SocketMarqueurFinBuffer",
+    "SocketSansMarqueurFin", "SocketAdresse", "SocketCertificat", "SocketProtocole",
+    "SocketSansRéutilisationAdresse", "errComplet",
+]
+__all__ += [  # snake_case
+    "socket_create_ssl", "socket_create", "socket_connect_ssl", "socket_connect",
+    "socket_wait_for_connection", "socket_wait_for_message", "socket_accept", "socket_deny",
+    "socket_read",
+    "socket_write", "socket_close", "socket_exist", "socket_change_transmission_mode",
+    "socket_client_info", "net_ip_address", "error_info", "error_occurred",
+]
