@@ -788,6 +788,22 @@ class CertStore:
         )
         return Identity(_chain_pem(entry), key_pem, entry)
 
+    def generation(self) -> tuple[tuple[str, int, int, int], ...]:
+        """A value that changes whenever a file of the store is added, removed or rewritten
+        (names, sizes, modification times and inodes; no file is read).  TLS contexts built
+        from the store are reused while it stays the same."""
+        try:
+            with os.scandir(self._path) as it:
+                found = []
+                for e in it:
+                    if e.name.startswith(".") or Path(e.name).suffix.lower() not in _SUFFIXES:
+                        continue
+                    st = e.stat()
+                    found.append((e.name, st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            return ()
+        return tuple(sorted(found))
+
     def trust_pem(self) -> bytes:
         """Every certificate of the store (leaves and chains, each once), as a PEM bundle:
         extra trust anchors when verifying a peer."""

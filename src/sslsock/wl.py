@@ -38,6 +38,7 @@ CertificateHash = SSLOption.CertificateHash
 CertificateName = SSLOption.CertificateName
 SSLNoVerify = SSLOption.SSLNoVerify
 SSLClientCertificate = SSLOption.SSLClientCertificate
+SSLClientSystemCA = SSLOption.SSLClientSystemCA
 
 SocketEndTag = Mode.SocketEndTag
 SocketSizeAtBeginning = Mode.SocketSizeAtBeginning
@@ -53,6 +54,7 @@ class ClientInfo(enum.IntEnum):
     SocketCertificate = 3  # [extension]
     SocketProtocol = 4     # [extension]
     SocketCipher = 5       # [extension]
+    SocketResumed = 6      # [extension] "1" when the TLS handshake resumed a session, else "0"
 
 
 SocketAddress = ClientInfo.SocketAddress
@@ -60,6 +62,7 @@ SocketPort = ClientInfo.SocketPort
 SocketCertificate = ClientInfo.SocketCertificate
 SocketProtocol = ClientInfo.SocketProtocol
 SocketCipher = ClientInfo.SocketCipher
+SocketResumed = ClientInfo.SocketResumed
 
 
 class ErrInfo(enum.IntEnum):
@@ -434,7 +437,7 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
     except ValueError:
         raise _errors.UnknownConstantError(
             f"SocketClientInfo({name!r}, {what!r}): use SocketAddress, SocketPort, "
-            "SocketCertificate, SocketProtocol or SocketCipher") from None
+            "SocketCertificate, SocketProtocol, SocketCipher or SocketResumed") from None
     conn: Optional[Connection]
     if isinstance(entry.obj, Listener):
         conn = entry.simple
@@ -448,6 +451,8 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
         conn = entry.obj
     if what is ClientInfo.SocketCertificate:
         return _certificate_summary(conn)
+    if what is ClientInfo.SocketResumed:
+        return "1" if conn.tls and conn.resumed else "0"
     info = conn.info()
     return {
         ClientInfo.SocketAddress: info.peer_address,
@@ -544,7 +549,7 @@ ENGLISH = [
     "ProtocolTLS1_3", "CertificateHash", "CertificateName", "SSLNoVerify",
     "SSLClientCertificate", "SocketEndTag", "SocketSizeAtBeginning", "SocketEndTagBuffer",
     "SocketNoEndTag", "SocketAddress", "SocketPort", "SocketCertificate", "SocketProtocol",
-    "SocketCipher", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
+    "SocketCipher", "SocketResumed", "SSLClientSystemCA", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
     "errSystemCode", "errSystemMessage", "errFullDetails",
 ]
 __all__ = ENGLISH + list(FRENCH) + list(SNAKE)
