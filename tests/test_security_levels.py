@@ -129,3 +129,63 @@ def test_a_refused_version_is_explained_in_the_listener_stats(pki: Any) -> None:
         last = lst.stats().last_failure
         assert "the client offered TLSv1.3" in last, last
         assert "allow TLSv1.2" in last, last
+
+
+def _legacy_client(maximum: ssl.TLSVersion, ciphers: str = "DEFAULT:@SECLEVEL=0") -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.maximum_version = maximum
+    ctx.set_ciphers(ciphers)
+    return ctx
+
+
+def _handshake(port: int, ctx: ssl.SSLContext) -> tuple[str, str]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw) as s:
+            version, cipher = s.version(), s.cipher()
+    assert version and cipher
+    return version, cipher[0]
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1 is deprecated:DeprecationWarning")
+def test_a_weak_certificate_serves_only_the_versions_it_can(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 1024-bit RSA certificate under the default options: TLS 1.2 is dropped with a
+    warning (logged, and in the listener's recipe), so a TLS 1.2-capable client lands on
+    TLS 1.1 instead of an internal_error alert."""
+    weak = _certgen.make_self_signed("localhost", key_type="rsa1024")
+    pem = tmp_path / "weak.pem"
+    weak.write_pem(pem)
+    with caplog.at_level("WARNING", logger="sslsock"):
+        assert sslsock.SocketCreateSSL("weak", 0, str(pem))
+    assert sslsock.SocketClientInfo("weak", sslsock.SocketProtocol) == "TLSv1,TLSv1.1"
+    assert "80 bits of security" in caplog.text and "TLSv1.2" in caplog.text
+    port = int(sslsock.SocketClientInfo("weak", sslsock.SocketPort))
+    assert _handshake(port, _legacy_client(ssl.TLSVersion.TLSv1_2))[0] == "TLSv1.1"
+
+
+def test_a_weak_certificate_with_no_version_left_is_refused(tmp_path: Path) -> None:
+    weak = _certgen.make_self_signed("localhost", key_type="rsa1024")
+    pem = tmp_path / "weak.pem"
+    weak.write_pem(pem)
+    for options in (sslsock.ProtocolTLS1_2, sslsock.ProtocolTLS1_2 | sslsock.ProtocolTLS1_3):
+        with pytest.raises(sslsock.Error, match="too weak|bits of security"):
+            sslsock.Listener(0, str(pem), host="127.0.0.1", options=options)
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1 is deprecated:DeprecationWarning")
+def test_legacy_connections_accept_rsa_key_exchange(tmp_path: Path) -> None:
+    """A client limited to AES128-SHA (RSA key exchange, AES-CBC), as old Windows and Java
+    clients are: served on TLS 1.0; on TLS 1.2 the same listener keeps its suites."""
+    cert = _certgen.make_self_signed("localhost", key_type="rsa2048")
+    pem = tmp_path / "rsa.pem"
+    cert.write_pem(pem)
+    with sslsock.Listener(0, str(pem), host="127.0.0.1") as lst:
+        old = _legacy_client(ssl.TLSVersion.TLSv1, "AES128-SHA:@SECLEVEL=0")
+        assert _handshake(lst.port, old) == ("TLSv1", "AES128-SHA")
+        assert _handshake(lst.port, _legacy_client(ssl.TLSVersion.TLSv1_2))[0] == "TLSv1.2"
+        new = _legacy_client(ssl.TLSVersion.TLSv1_2, "AES128-SHA:@SECLEVEL=0")
+        new.minimum_version = ssl.TLSVersion.TLSv1_2
+        with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE|handshake failure"):
+            _handshake(lst.port, new)
