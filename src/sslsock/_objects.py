@@ -29,12 +29,13 @@ _SLICE_MS = 250
 
 
 class Mode(enum.IntEnum):
-    """Transmission modes (SPEC §5), with WLanguage's values."""
+    """Transmission modes, with WLanguage's values (the C core's SS_MODE_*, which are the
+    same numbers)."""
 
-    SocketEndTag = 0
-    SocketSizeAtBeginning = 1
-    SocketEndTagBuffer = 2
-    SocketNoEndTag = 3
+    SocketEndTag = lib.SS_MODE_END_TAG
+    SocketSizeAtBeginning = lib.SS_MODE_SIZE
+    SocketEndTagBuffer = lib.SS_MODE_END_TAG_BUFFER
+    SocketNoEndTag = lib.SS_MODE_NO_END_TAG
 
 
 def _ms(timeout: Seconds, what: str = "timeout") -> int:

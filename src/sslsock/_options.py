@@ -1,4 +1,4 @@
-"""The SSL-options bitmask (SPEC §3) and the one function that turns it into an OpenSSL
+"""The SSL-options bitmask and the one function that turns it into an OpenSSL
 recipe: the version range and the exact set to negotiate, security levels, cipher lists,
 and the reason for every version dropped.  Server, client, error messages and the docs all
 use :func:`recipe`; nothing else decides which versions a socket speaks.
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Union
 
+from ._binding import lib
 from ._errors import OptionsError
 
 
@@ -51,12 +52,16 @@ DEFAULT = DEFAULT_PROTOCOLS | SSLOption.CertificateName
 # bit -> (OpenSSL's name for the version, the C core's SS_V_* bit, or 0 if none exists)
 _VERSIONS: tuple[tuple[SSLOption, str, int], ...] = (
     (SSLOption.ProtocolSSL2, "SSLv2", 0),
-    (SSLOption.ProtocolSSL3, "SSLv3", 0x01),
-    (SSLOption.ProtocolTLS1, "TLSv1", 0x02),
-    (SSLOption.ProtocolTLS1_1, "TLSv1.1", 0x04),
-    (SSLOption.ProtocolTLS1_2, "TLSv1.2", 0x08),
-    (SSLOption.ProtocolTLS1_3, "TLSv1.3", 0x10),
+    (SSLOption.ProtocolSSL3, "SSLv3", int(lib.SS_V_SSL3)),
+    (SSLOption.ProtocolTLS1, "TLSv1", int(lib.SS_V_TLS1)),
+    (SSLOption.ProtocolTLS1_1, "TLSv1.1", int(lib.SS_V_TLS1_1)),
+    (SSLOption.ProtocolTLS1_2, "TLSv1.2", int(lib.SS_V_TLS1_2)),
+    (SSLOption.ProtocolTLS1_3, "TLSv1.3", int(lib.SS_V_TLS1_3)),
 )
+#: The C core's version bits (``ss_versions_supported()``, ``ss_ctx_versions()``) and
+#: OpenSSL's name of each, oldest first.
+CORE_VERSIONS: tuple[tuple[int, str], ...] = tuple((bit, name) for _, name, bit in _VERSIONS
+                                                   if bit)
 LEGACY_NAMES = ("SSLv3", "TLSv1", "TLSv1.1")
 
 # Strong suites for every version we allow.  No NULL, export, RC4, DES/3DES, MD5, anonymous,
@@ -103,14 +108,12 @@ class Recipe:
 
 @lru_cache(maxsize=1)
 def _build() -> tuple[int, str, int]:
-    from ._binding import lib  # late: the options logic can be imported without the core
-
     supported = int(lib.ss_versions_supported())
     return supported, _linked_version(), int(lib.ss_openssl_security_level_default())
 
 
 def _linked_version() -> str:
-    from ._binding import ffi, lib
+    from ._binding import ffi
 
     return str(ffi.string(lib.ss_openssl_version_linked()).decode())
 

@@ -20,8 +20,9 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Optional
+from typing import Any, Callable, Optional
 
 from ._binding import ffi, lib, new_err, raise_err
 from ._options import Recipe, version_names

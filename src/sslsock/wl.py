@@ -549,7 +549,7 @@ ENGLISH = [
     "ProtocolTLS1_3", "CertificateHash", "CertificateName", "SSLNoVerify",
     "SSLClientCertificate", "SocketEndTag", "SocketSizeAtBeginning", "SocketEndTagBuffer",
     "SocketNoEndTag", "SocketAddress", "SocketPort", "SocketCertificate", "SocketProtocol",
-    "SocketCipher", "SocketResumed", "SSLClientSystemCA", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
-    "errSystemCode", "errSystemMessage", "errFullDetails",
+    "SocketCipher", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
+    "SocketResumed", "SSLClientSystemCA", "errSystemCode", "errSystemMessage", "errFullDetails",
 ]
 __all__ = ENGLISH + list(FRENCH) + list(SNAKE)
