@@ -534,6 +534,7 @@ class Listener:
                 ident.wipe()
             self.recipe = ctx.recipe
             self.certificate = ident.certificate
+        self._tls = ctx  # shared with listeners of the same configuration while open
         cfg = ffi.new("ss_listener_config *")
         host_c = ffi.new("char[]", host.encode()) if host else ffi.NULL
         cfg.host = host_c

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -44,23 +45,28 @@ class TLSContext:
 
 class _Cache:
     """Least recently used contexts, by configuration; each configuration keeps one
-    context, replaced when its generation (the store's state) changes."""
+    context, replaced when its generation (the store's state) changes.  A ``weak`` entry
+    lives only while a socket holds its context: a server's private key does not stay in
+    memory after its last listener closes."""
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[Hashable, tuple[Hashable, TLSContext]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Hashable, Callable[[], Optional[TLSContext]]]]
+        self._entries = OrderedDict()
 
-    def get(self, key: Hashable, generation: Hashable,
-            build: Callable[[], TLSContext]) -> TLSContext:
+    def get(self, key: Hashable, generation: Hashable, build: Callable[[], TLSContext], *,
+            weak: bool = False) -> TLSContext:
         with self._lock:
             hit = self._entries.get(key)
-            if hit is not None and hit[0] == generation:
+            found = hit[1]() if hit is not None and hit[0] == generation else None
+            if found is not None:
                 self._entries.move_to_end(key)
-                return hit[1]
+                return found
         ctx = build()  # outside the lock: building can take tens of milliseconds
+        ref: Callable[[], Optional[TLSContext]] = weakref.ref(ctx) if weak else (lambda: ctx)
         with self._lock:
-            self._entries[key] = (generation, ctx)
+            self._entries[key] = (generation, ref)
             self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
@@ -72,7 +78,7 @@ class _Cache:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._entries)
+            return sum(1 for _, ref in self._entries.values() if ref() is not None)
 
 
 _cache = _Cache(CACHE_SIZE)
@@ -210,7 +216,8 @@ def server_context(
     """The context for a server presenting ``identity`` (already loaded: a server always
     checks its certificate afresh).  Under mutual TLS, clients are verified against the
     store's certificates and ``client_ca_pem`` only; the system's authorities too only when
-    the recipe says so (SSLClientSystemCA)."""
+    the recipe says so (SSLClientSystemCA).  Shared by the listeners open at the same time
+    with the same configuration, and only while one is open: the caller keeps it."""
     generation = store.generation() if rec.client_certificate else ()
     # The key pair is checked against the certificate, so the certificate names it.
     key = ("server", rec.mask, _digest(identity.cert_chain_pem), str(store.path),
@@ -224,4 +231,4 @@ def server_context(
                       verify=rec.client_certificate, ca_pem=ca,
                       use_system_ca=rec.client_system_ca)
 
-    return _cache.get(key, generation, build)
+    return _cache.get(key, generation, build, weak=True)
