@@ -10,8 +10,11 @@ certificate and host name verification, and a close; sslsock runs with ``resume=
 resumption show what sslsock's default gives on TLS 1.2, where the session is known at
 the end of the handshake.
 
-    python benchmarks/connect_bench.py                  # 3 s per row
+    python benchmarks/connect_bench.py                  # 3 s per row, in 3 rounds
     python benchmarks/connect_bench.py --duration 1     # quicker
+
+Rounds are interleaved (stdlib, sslsock, stdlib, ...) and each figure is the median: the
+machines are shared and noisy.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import argparse
 import os
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +37,8 @@ from sslsock import _certgen
 SERVER = r"""
 import sys, threading
 import sslsock
-lst = sslsock.Listener(0, sys.argv[1], host="127.0.0.1", max_ready=100000)
+lst = sslsock.Listener(0, sys.argv[1], host="127.0.0.1", max_ready=100000,
+                       options=sslsock.ProtocolTLS1_2 | sslsock.ProtocolTLS1_3)
 print(lst.port, flush=True)
 def drop():
     while True:
@@ -75,6 +80,8 @@ def _run(connect: Callable[[], None], threads: int, duration: float) -> tuple[fl
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per row")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds per row (the median is shown)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -90,7 +97,7 @@ def main() -> int:
         try:
             assert proc.stdout is not None
             port = int(proc.stdout.readline())
-            rows = _measure(port, d, store_dir, args.duration)
+            rows = _measure(port, d, store_dir, args.duration, args.rounds)
         finally:
             proc.kill()
             proc.wait(10)
@@ -102,8 +109,8 @@ def main() -> int:
     return 0
 
 
-def _measure(port: int, d: Path, store_dir: Path,
-             duration: float) -> list[tuple[str, str, int, float, float, float]]:
+def _measure(port: int, d: Path, store_dir: Path, duration: float,
+             rounds: int) -> list[tuple[str, str, int, float, float, float]]:
     store = sslsock.CertStore(store_dir)
     rows = []
     for version, options, tls_version in (
@@ -121,15 +128,22 @@ def _measure(port: int, d: Path, store_dir: Path,
             sslsock.connect("127.0.0.1", port, options=options, server_hostname="localhost",
                             store=store, resume=resume, timeout=10).close()
 
+        clients: list[tuple[str, Callable[[], None]]] = [
+            ("stdlib ssl, one context", stdlib), ("sslsock connect()", ours)]
+        if version == "1.2":
+            clients.append(("sslsock connect(), resuming", lambda: ours(resume=True)))
         for threads in (1, 8):
-            base = _run(stdlib, threads, duration)
-            rows.append(("stdlib ssl, one context", version, threads, *base, 0.0))
-            rate, cpu = _run(ours, threads, duration)
-            rows.append(("sslsock connect()", version, threads, rate, cpu, base[1]))
-            if version == "1.2":
-                rate, cpu = _run(lambda: ours(resume=True), threads, duration)
-                rows.append(("sslsock connect(), resuming", version, threads, rate, cpu,
-                             base[1]))
+            # Interleaved rounds, median of each: a noisy moment hits every client alike.
+            runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in clients}
+            for _ in range(rounds):
+                for name, fn in clients:
+                    runs[name].append(_run(fn, threads, duration / rounds))
+            base_cpu = statistics.median(cpu for _, cpu in runs[clients[0][0]])
+            for name, _ in clients:
+                rate = statistics.median(r for r, _ in runs[name])
+                cpu = statistics.median(c for _, c in runs[name])
+                rows.append((name, version, threads, rate, cpu,
+                             0.0 if name == clients[0][0] else base_cpu))
     return rows
 
 
