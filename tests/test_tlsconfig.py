@@ -101,15 +101,21 @@ def _stdlib_client(pki: Any, version: str, cert: bool) -> ssl.SSLContext:
 
 
 @pytest.mark.parametrize("mtls", [False, True], ids=["server-auth", "mutual"])
-@pytest.mark.parametrize("version", VERSIONS)
-def test_the_server_resumes_stdlib_sessions(pki: Any, version: str, mtls: bool) -> None:
-    """A stdlib client reusing its session: resumed (no 'session id context
-    uninitialized' internal error), and a resumed mutual-TLS session still has the client's
-    certificate, in SocketClientInfo too."""
+@pytest.mark.parametrize("version,tickets", [("TLSv1.2", True), ("TLSv1.2", False),
+                                             ("TLSv1.3", True)],
+                         ids=["TLSv1.2-ticket", "TLSv1.2-session-id", "TLSv1.3-ticket"])
+def test_the_server_resumes_stdlib_sessions(pki: Any, version: str, tickets: bool,
+                                            mtls: bool) -> None:
+    """A stdlib client reusing its session, through a ticket or (TLS 1.2 without tickets)
+    the server's session cache: resumed (no 'session id context uninitialized' internal
+    error), and a resumed mutual-TLS session still has the client's certificate, in
+    SocketClientInfo too."""
     options = VERSIONS[version] | (O.SSLClientCertificate if mtls else 0)
     assert sslsock.SocketCreateSSL("srv", 0, "localhost", options)
     port = int(sslsock.SocketClientInfo("srv", sslsock.SocketPort))
     ctx = _stdlib_client(pki, version, mtls)
+    if not tickets:
+        ctx.options |= ssl.OP_NO_TICKET
     session = None
     for attempt in range(2):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:

@@ -148,6 +148,13 @@ def _identity(certificate: Any, by_hash: bool, store: Any, password: Any) -> Any
     return st.load_identity(certificate, "hash" if by_hash else "name")
 
 
+def _wipe_if_identity(certificate: Any) -> None:
+    from ._certstore import Identity
+
+    if isinstance(certificate, Identity):
+        certificate.wipe()
+
+
 def _store(store: Any, password: Any = None) -> Any:
     from ._certstore import CertStore
 
@@ -433,10 +440,13 @@ def connect(
             verify = not rec.no_verify
         st = _store(store, password)
         wanted = client_certificate if client_certificate != "" else None
-        ctx = _tlsconfig.client_context(
-            rec, verify=verify, store=st, cafile_pem=cafile_pem, client_certificate=wanted,
-            password=password, resume=resume,
-            load_identity=lambda: _identity(wanted, rec.by_hash, st, password))
+        try:
+            ctx = _tlsconfig.client_context(
+                rec, verify=verify, store=st, cafile_pem=cafile_pem, client_certificate=wanted,
+                password=password, resume=resume,
+                load_identity=lambda: _identity(wanted, rec.by_hash, st, password))
+        finally:
+            _wipe_if_identity(wanted)  # the context has the key now (or already had it)
     name = host if server_hostname is None else server_hostname
     out = ffi.new("ss_conn **")
     err = new_err()

@@ -200,7 +200,7 @@ def client_context(
                           key_pem=ident.key_pem if ident else None, verify=verify, ca_pem=ca,
                           use_system_ca=True, resume=resume)
         finally:
-            if ident is not None and not isinstance(client_certificate, Identity):
+            if ident is not None:
                 ident.wipe()
 
     return _cache.get(key, generation, build)
