@@ -193,3 +193,22 @@ def test_sslsock_client_speaks_ssl3(ssl3_server: int, rsa_store: Path) -> None:
         assert conn.protocol == "SSLv3"
     with pytest.raises(sslsock.TLSError):
         sslsock.connect("localhost", ssl3_server, cafile_pem=ca, timeout=TIMEOUT)
+
+
+def test_ssl3_accepts_rsa_key_exchange(openssl_cmd: str, rsa_store: Path) -> None:
+    """A client limited to AES128-SHA (RSA key exchange) on SSLv3: served, while the
+    listener's TLS 1.2 connections keep their suites (same check on TLS 1.0 runs on every
+    build: tests/test_security_levels.py)."""
+    with sslsock.Listener(0, "localhost", options=O.ProtocolSSL3 | O.ProtocolTLS1_2,
+                          host="127.0.0.1") as lst:
+        texts = {}
+        for version in ("ssl3", "tls1_2"):
+            run = subprocess.run(
+                [openssl_cmd, "s_client", "-connect", f"127.0.0.1:{lst.port}", f"-{version}",
+                 "-cipher", "AES128-SHA@SECLEVEL=0", "-CAfile", str(rsa_store / "ca.pem")],
+                input=b"", capture_output=True, timeout=TIMEOUT)
+            texts[version] = (run.stdout + run.stderr).decode(errors="replace")
+        while lst.wait(0):
+            lst.accept(0).close()
+    assert re.search(r"^New, SSLv3, Cipher is AES128-SHA", texts["ssl3"], re.M), texts["ssl3"]
+    assert session_protocol(texts["tls1_2"]) is None, texts["tls1_2"]

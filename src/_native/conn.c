@@ -982,6 +982,7 @@ int ss_connect(ss_ctx *ctx, const char *host, int port, const char *server_name,
                 SSL_set1_host(ssl, server_name);
             }
         }
+        ss_client_session_attach(ctx, ssl, host, port, server_name);
         SSL_set_connect_state(ssl);
         char what[160];
         snprintf(what, sizeof what, "TLS handshake with %s port %d", host, port);

@@ -1,17 +1,33 @@
 /*
- * TLS contexts, and how a socket negotiates exactly the versions its options name.
+ * TLS contexts: one ss_ctx per TLS configuration (role, options recipe, identity, trust),
+ * built once by the Python layer's context cache and shared by every socket that uses it.
  *
- * OpenSSL takes a version *range* (min..max) plus "no TLS x" flags, and handles holes in
- * the range badly: it quietly shrinks the range to its lowest contiguous part, and
- * TLS 1.0/1.1 only complete at security level 0.  So:
- *  - Server: the context allows the whole range; when a ClientHello arrives, the
- *    client-hello callback intersects the versions the client offers with the socket's
- *    set, pins the connection to the highest common one (min = max), and sets the security
- *    level that version needs, for that connection only.  No common version: a
- *    protocol_version alert.
+ * Versions.  OpenSSL takes a version *range* (min..max) plus "no TLS x" flags.
+ *  - Server: the context allows the mask's range and turns off the versions of the holes
+ *    (SSL_OP_NO_*).  OpenSSL then negotiates exactly inside the mask and knows the mask's
+ *    highest version as its own, so the RFC 8446 downgrade sentinel and the RFC 7507
+ *    TLS_FALLBACK_SCSV check work as for any OpenSSL server.  The client-hello callback
+ *    only computes which version will be negotiated (the highest common one) to set the
+ *    security level and cipher list that version needs, for that connection only; no
+ *    common version: a protocol_version alert.
  *  - Client: the context offers the whole range (a hole cannot be expressed to a server);
  *    after the handshake, a version outside the set is refused before any data flows
  *    (ss_check_negotiated).
+ *
+ * Security levels.  TLS 1.0/1.1 (and SSL 3) only complete at level 0, TLS 1.2+ keep the
+ * normal level.  A context whose mask has a legacy version starts at level 0; once the
+ * version is known each connection is set to the level of that version: the server in the
+ * client-hello callback, both sides again in the certificate verification callback, which
+ * also sets the X.509 "auth level" so that every check OpenSSL makes on the peer's chain
+ * (key sizes, signature algorithms of every certificate) follows the negotiated version.
+ *
+ * Sessions.  Servers set a session id context (a digest of the configuration), so that
+ * sessions and tickets resume, with or without client certificates.  Clients keep the
+ * latest session per host, port and server name in the context (ss_client_session_attach)
+ * and offer it on the next connection made with the same context.
+ *
+ * System authorities.  The default CA bundle is parsed once per process (system_roots);
+ * contexts that trust it add those certificates, which only takes references.
  */
 #include "ss_internal.h"
 
@@ -44,17 +60,37 @@ static unsigned version_bit(int version)
 const char *ss_openssl_version_linked(void) { return OpenSSL_version(OPENSSL_VERSION); }
 const char *ss_openssl_version_compiled(void) { return OPENSSL_VERSION_TEXT; }
 
+/* What this libssl can do never changes in a process: asked once (a throw-away context
+ * costs about as much as a handshake's key exchange). */
+static pthread_once_t build_once = PTHREAD_ONCE_INIT;
+static unsigned build_versions;
+static long build_level = -1;
+static unsigned probe_versions(void);
+
+static void probe_build(void)
+{
+    build_versions = probe_versions();
+    SSL_CTX *c = SSL_CTX_new(TLS_method());
+    if (c) {
+        build_level = SSL_CTX_get_security_level(c);
+        SSL_CTX_free(c);
+    }
+    ERR_clear_error();
+}
+
 long ss_openssl_security_level_default(void)
 {
-    SSL_CTX *c = SSL_CTX_new(TLS_method());
-    if (!c)
-        return -1;
-    long level = SSL_CTX_get_security_level(c);
-    SSL_CTX_free(c);
-    return level;
+    pthread_once(&build_once, probe_build);
+    return build_level;
 }
 
 unsigned ss_versions_supported(void)
+{
+    pthread_once(&build_once, probe_build);
+    return build_versions;
+}
+
+static unsigned probe_versions(void)
 {
     unsigned ok = 0;
     SSL_CTX *c = SSL_CTX_new(TLS_method());
@@ -90,9 +126,14 @@ static int highest_version(unsigned set)
     return 0;
 }
 
+static int level_for(const ss_ctx *ctx, int version)
+{
+    return version < TLS1_2_VERSION ? ctx->legacy_security_level : ctx->security_level;
+}
+
 static void apply_level(SSL *s, ss_ctx *ctx, int version)
 {
-    int level = version < TLS1_2_VERSION ? ctx->legacy_security_level : ctx->security_level;
+    int level = level_for(ctx, version);
     if (level >= 0)
         SSL_set_security_level(s, level);
 }
@@ -146,6 +187,7 @@ static int client_hello_cb(SSL *s, int *alert, void *arg)
         *alert = SSL_AD_DECODE_ERROR;
         return SSL_CLIENT_HELLO_ERROR;
     }
+    /* The version OpenSSL is about to choose: the context allows exactly ctx->versions. */
     int v = highest_version(offered & ctx->versions);
     if (v == 0) {
         pthread_once(&offered_once, make_offered_index);
@@ -154,9 +196,14 @@ static int client_hello_cb(SSL *s, int *alert, void *arg)
         *alert = SSL_AD_PROTOCOL_VERSION;
         return SSL_CLIENT_HELLO_ERROR;
     }
-    SSL_set_min_proto_version(s, v);
-    SSL_set_max_proto_version(s, v);
     apply_level(s, ctx, v);
+    /* Legacy connections also accept what legacy peers offer (RSA key exchange, AES-CBC). */
+    if (v < TLS1_2_VERSION && ctx->legacy_cipher_list &&
+        SSL_set_cipher_list(s, ctx->legacy_cipher_list) != 1) {
+        ERR_clear_error();
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
@@ -167,6 +214,23 @@ static int level_bits(int level)
     return level <= 0 ? 0 : level > 5 ? 256 : bits[level];
 }
 
+/* Certificate verification, both sides: the version is known by now, so the connection
+ * takes that version's security level, and the chain is verified at the same "auth level"
+ * (every certificate's key size and signature, not only the leaf's). */
+static int cert_verify_cb(X509_STORE_CTX *x, void *arg)
+{
+    ss_ctx *ctx = arg;
+    SSL *s = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    if (s) {
+        int level = level_for(ctx, SSL_version(s));
+        if (level >= 0) {
+            SSL_set_security_level(s, level);
+            X509_VERIFY_PARAM_set_auth_level(X509_STORE_CTX_get0_param(x), level);
+        }
+    }
+    return X509_verify_cert(x);
+}
+
 int ss_check_negotiated(SSL *ssl, ss_ctx *ctx, ss_err *err)
 {
     int v = SSL_version(ssl);
@@ -174,38 +238,33 @@ int ss_check_negotiated(SSL *ssl, ss_ctx *ctx, ss_err *err)
         return ss_fail(err, SS_E_TLS,
                        "the peer negotiated %s, which the SSL options of this socket exclude",
                        ss_version_name(v));
-    /* A client allowing TLS 1.0/1.1 runs its handshake at the legacy level (0), as it
-     * cannot know the version in advance; a connection that ends on TLS 1.2+ must still
-     * meet the normal level, as it would without the legacy versions. */
-    if (ctx->is_server || v < TLS1_2_VERSION || ctx->security_level <= ctx->legacy_security_level)
-        return SS_OK;
-    int need = level_bits(ctx->security_level);
-    X509 *peer = SSL_get0_peer_certificate(ssl);
-    EVP_PKEY *pk = peer ? X509_get0_pubkey(peer) : NULL;
-    int bits = pk ? EVP_PKEY_get_security_bits(pk) : need;
-    if (bits < need)
-        return ss_fail(err, SS_E_TLS,
-                       "the server's certificate key gives %d bits of security, below the %d "
-                       "that security level %d requires on %s",
-                       bits, need, ctx->security_level, ss_version_name(v));
-    EVP_PKEY *tmp = NULL;
-    if (SSL_get_peer_tmp_key(ssl, &tmp) == 1) {
-        bits = EVP_PKEY_get_security_bits(tmp);
-        EVP_PKEY_free(tmp);
-        if (bits < need)
-            return ss_fail(err, SS_E_TLS,
-                           "the server's key exchange gives %d bits of security, below the %d "
-                           "that security level %d requires on %s",
-                           bits, need, ctx->security_level, ss_version_name(v));
-    }
-    bits = SSL_get_cipher_bits(ssl, NULL);
-    if (bits < need)
-        return ss_fail(err, SS_E_TLS,
-                       "the cipher %s gives %d bits, below the %d that security level %d "
-                       "requires on %s",
-                       SSL_get_cipher_name(ssl), bits, need, ctx->security_level,
-                       ss_version_name(v));
     return SS_OK;
+}
+
+/* The weakest link of a certificate chain, in bits of security: each certificate's key,
+ * and the signature of each one that is not self-signed. */
+static int chain_security_bits(SSL_CTX *c)
+{
+    X509 *leaf = SSL_CTX_get0_certificate(c);
+    if (!leaf)
+        return -1;
+    STACK_OF(X509) *chain = NULL;
+    SSL_CTX_get0_chain_certs(c, &chain);
+    int weakest = 1 << 20;
+    int n = chain ? sk_X509_num(chain) : 0;
+    for (int i = -1; i < n; i++) {
+        X509 *x = i < 0 ? leaf : sk_X509_value(chain, i);
+        EVP_PKEY *pk = X509_get0_pubkey(x);
+        int bits = pk ? EVP_PKEY_get_security_bits(pk) : 0;
+        if (bits < weakest)
+            weakest = bits;
+        int sig_bits;
+        if (!(X509_get_extension_flags(x) & EXFLAG_SS) &&
+            X509_get_signature_info(x, NULL, NULL, &sig_bits, NULL) == 1 && sig_bits < weakest)
+            weakest = sig_bits;
+    }
+    ERR_clear_error();
+    return weakest;
 }
 
 static int load_chain(SSL_CTX *c, const char *pem, size_t len, ss_err *err)
@@ -284,41 +343,279 @@ static int load_trust(SSL_CTX *c, const char *pem, size_t len, ss_err *err)
     return SS_OK;
 }
 
-int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err)
-{
-    *out = NULL;
-    ERR_clear_error();
-    unsigned usable = cfg->versions & ss_versions_supported();
-    if (usable == 0)
-        return ss_fail(err, SS_E_CONFIG, "none of the requested protocol versions is "
-                                         "available in this OpenSSL build");
-    ss_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx)
-        return ss_fail(err, SS_E_NOMEM, "out of memory creating a TLS context");
-    atomic_init(&ctx->refs, 1);
-    ctx->is_server = cfg->is_server;
-    ctx->versions = usable;
-    ctx->security_level = cfg->security_level;
-    ctx->legacy_security_level = cfg->legacy_security_level;
+/* ---- the system's authorities, parsed once -------------------------------------------- */
 
-    SSL_CTX *c = SSL_CTX_new(cfg->is_server ? TLS_server_method() : TLS_client_method());
-    if (!c) {
-        free(ctx);
-        return ss_fail_ssl(err, SS_E_NOMEM, "cannot create an OpenSSL context");
+static pthread_once_t roots_once = PTHREAD_ONCE_INIT;
+static STACK_OF(X509) *roots; /* the default CA file ($SSL_CERT_FILE or OpenSSL's) */
+
+static void load_roots(void)
+{
+    const char *file = getenv(X509_get_default_cert_file_env());
+    if (!file || !file[0])
+        file = X509_get_default_cert_file();
+    roots = sk_X509_new_null();
+    BIO *bio = roots ? BIO_new_file(file, "r") : NULL;
+    X509 *x;
+    while (bio && (x = PEM_read_bio_X509_AUX(bio, NULL, NULL, NULL)) != NULL)
+        if (!sk_X509_push(roots, x))
+            X509_free(x);
+    BIO_free(bio);
+    ERR_clear_error();
+}
+
+/* What SSL_CTX_set_default_verify_paths does, without parsing the bundle again: the CA
+ * file's certificates (shared references) and the hashed directory ($SSL_CERT_DIR or
+ * OpenSSL's), which OpenSSL only reads when a lookup needs it. */
+static void add_system_trust(SSL_CTX *c)
+{
+    pthread_once(&roots_once, load_roots);
+    X509_STORE *store = SSL_CTX_get_cert_store(c);
+    for (int i = 0; roots && i < sk_X509_num(roots); i++)
+        X509_STORE_add_cert(store, sk_X509_value(roots, i));
+    const char *dir = getenv(X509_get_default_cert_dir_env());
+    if (!dir || !dir[0])
+        dir = X509_get_default_cert_dir();
+    X509_LOOKUP *lookup = X509_STORE_add_lookup(store, X509_LOOKUP_hash_dir());
+    if (lookup)
+        X509_LOOKUP_add_dir(lookup, dir, X509_FILETYPE_PEM);
+    ERR_clear_error();
+}
+
+/* ---- client sessions ------------------------------------------------------------------ */
+
+/* Sessions kept per client context: one per host, port and server name, the least
+ * recently stored one replaced when full. */
+#define SS_SESSIONS 64
+
+struct ss_session_slot {
+    char *key;
+    SSL_SESSION *session;
+    unsigned long long stamp;
+};
+
+/* Where a client connection keeps the key of its session slot (freed with the SSL). */
+static int session_key_index = -1;
+static pthread_once_t session_key_once = PTHREAD_ONCE_INIT;
+
+static void free_session_key(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                             void *argp)
+{
+    free(ptr);
+}
+
+static void make_session_key_index(void)
+{
+    session_key_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, free_session_key);
+}
+
+/* OpenSSL hands over each new session (TLS 1.2: at the handshake; TLS 1.3: with each
+ * NewSessionTicket, read after it).  Returning 1 keeps the reference. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *session)
+{
+    ss_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    const char *key = session_key_index >= 0 ? SSL_get_ex_data(ssl, session_key_index) : NULL;
+    if (!ctx || !ctx->sessions || !key || !SSL_SESSION_is_resumable(session))
+        return 0;
+    pthread_mutex_lock(&ctx->sessions_lock);
+    struct ss_session_slot *slot = NULL, *oldest = &ctx->sessions[0];
+    for (int i = 0; i < SS_SESSIONS && !slot; i++) {
+        struct ss_session_slot *e = &ctx->sessions[i];
+        if (e->key && strcmp(e->key, key) == 0)
+            slot = e;
+        else if (e->stamp < oldest->stamp)
+            oldest = e;
     }
-    ctx->ssl_ctx = c;
-    SSL_CTX_set_app_data(c, ctx);
+    if (!slot) {
+        char *copy = strdup(key);
+        if (!copy) {
+            pthread_mutex_unlock(&ctx->sessions_lock);
+            return 0;
+        }
+        slot = oldest;
+        free(slot->key);
+        slot->key = copy;
+    }
+    SSL_SESSION_free(slot->session);
+    slot->session = session;
+    slot->stamp = ++ctx->sessions_clock;
+    pthread_mutex_unlock(&ctx->sessions_lock);
+    return 1;
+}
+
+void ss_client_session_attach(ss_ctx *ctx, SSL *ssl, const char *host, int port,
+                              const char *server_name)
+{
+    if (!ctx->sessions)
+        return;
+    pthread_once(&session_key_once, make_session_key_index);
+    if (session_key_index < 0)
+        return;
+    size_t len = strlen(host) + (server_name ? strlen(server_name) : 0) + 16;
+    char *key = malloc(len);
+    if (!key)
+        return;
+    snprintf(key, len, "%s|%d|%s", host, port, server_name ? server_name : "");
+    if (!SSL_set_ex_data(ssl, session_key_index, key)) {
+        free(key);
+        return;
+    }
+    pthread_mutex_lock(&ctx->sessions_lock);
+    for (int i = 0; i < SS_SESSIONS; i++) {
+        struct ss_session_slot *e = &ctx->sessions[i];
+        if (e->key && e->session && strcmp(e->key, key) == 0) {
+            SSL_set_session(ssl, e->session); /* takes its own reference */
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ctx->sessions_lock);
+    ERR_clear_error();
+}
+
+int ss_conn_tls_resumed(ss_conn *c)
+{
+    if (!c->ssl)
+        return 0;
+    pthread_mutex_lock(&c->ssl_lock);
+    int reused = SSL_session_reused(c->ssl);
+    pthread_mutex_unlock(&c->ssl_lock);
+    return reused;
+}
+
+/* ---- building a context ----------------------------------------------------------------- */
+
+/* Server: the session id context binds sessions and tickets to this configuration (a
+ * session made under another certificate, trust or version set does not resume here).
+ * Without one OpenSSL refuses to resume sessions of verified clients. */
+static int set_session_id_context(SSL_CTX *c, const ss_ctx_config *cfg)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    int ok = h && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(h, "sslsock", 7) == 1 &&
+             EVP_DigestUpdate(h, &cfg->versions, sizeof cfg->versions) == 1 &&
+             EVP_DigestUpdate(h, &cfg->verify_peer, sizeof cfg->verify_peer) == 1 &&
+             EVP_DigestUpdate(h, cfg->cert_pem ? cfg->cert_pem : "", cfg->cert_pem_len) == 1 &&
+             EVP_DigestUpdate(h, cfg->ca_pem ? cfg->ca_pem : "", cfg->ca_pem_len) == 1 &&
+             EVP_DigestFinal_ex(h, md, &md_len) == 1;
+    EVP_MD_CTX_free(h);
+    if (md_len > SSL_MAX_SID_CTX_LENGTH)
+        md_len = SSL_MAX_SID_CTX_LENGTH;
+    return ok && SSL_CTX_set_session_id_context(c, md, md_len) == 1;
+}
+
+/* Server: the versions the certificate can really serve.  TLS 1.2+ run at the normal
+ * security level, which a weak chain (a 1024-bit RSA key, a SHA-1 signature) does not
+ * meet; offering them anyway would end every such handshake in internal_error. */
+static unsigned servable_versions(SSL_CTX *c, const ss_ctx_config *cfg, unsigned versions,
+                                  int *bits_out)
+{
+    int bits = chain_security_bits(c);
+    *bits_out = bits;
+    if (bits >= 0 && bits < level_bits(cfg->security_level))
+        versions &= ~(unsigned)(SS_V_TLS1_2 | SS_V_TLS1_3);
+    return versions;
+}
+
+/* The options that turn off the versions of the holes inside lo..hi. */
+static long hole_options(unsigned versions, int lo, int hi)
+{
+    static const struct {
+        int version;
+        long option;
+    } NO[] = {{SSL3_VERSION, SSL_OP_NO_SSLv3},
+              {TLS1_VERSION, SSL_OP_NO_TLSv1},
+              {TLS1_1_VERSION, SSL_OP_NO_TLSv1_1},
+              {TLS1_2_VERSION, SSL_OP_NO_TLSv1_2},
+              {TLS1_3_VERSION, SSL_OP_NO_TLSv1_3}};
+    long options = 0;
+    for (size_t i = 0; i < sizeof NO / sizeof NO[0]; i++)
+        if (NO[i].version > lo && NO[i].version < hi && !(versions & version_bit(NO[i].version)))
+            options |= NO[i].option;
+    return options;
+}
+
+static int load_identity(SSL_CTX *c, const ss_ctx_config *cfg, ss_err *err)
+{
     int rc = SS_OK;
-    int lo = lowest_version(usable), hi = highest_version(usable);
-    int has_legacy = lo < TLS1_2_VERSION;
-    /* The context's level is the lowest any allowed version needs; servers raise it again
-     * per connection once the version is known (client_hello_cb). */
-    int level = has_legacy ? cfg->legacy_security_level : cfg->security_level;
+    if (cfg->cert_pem && cfg->cert_pem_len)
+        rc = load_chain(c, cfg->cert_pem, cfg->cert_pem_len, err);
+    if (rc == SS_OK && cfg->key_pem && cfg->key_pem_len)
+        rc = load_key(c, cfg->key_pem, cfg->key_pem_len, err);
+    if (rc == SS_OK && cfg->is_server && !(cfg->cert_pem && cfg->key_pem))
+        rc = ss_fail(err, SS_E_CONFIG, "a TLS server needs a certificate and its private key");
+    return rc;
+}
+
+/* Versions, level and options, once the identity is known (a server's versions depend on
+ * its certificate). */
+static int set_versions(ss_ctx *ctx, const ss_ctx_config *cfg, ss_err *err)
+{
+    SSL_CTX *c = ctx->ssl_ctx;
+    if (cfg->is_server) {
+        ctx->versions = servable_versions(c, cfg, ctx->versions, &ctx->cert_bits);
+        if (!ctx->versions)
+            return ss_fail(err, SS_E_CONFIG,
+                           "the certificate gives %d bits of security, below the %d that "
+                           "security level %d requires on TLS 1.2 and 1.3, and the SSL options "
+                           "allow no older version: use a stronger certificate (RSA 2048+, EC)",
+                           ctx->cert_bits, level_bits(cfg->security_level), cfg->security_level);
+    }
+    int lo = lowest_version(ctx->versions), hi = highest_version(ctx->versions);
+    /* The context's level is the lowest any allowed version needs; each connection takes
+     * its version's level once the version is known. */
+    int level = lo < TLS1_2_VERSION ? ctx->legacy_security_level : ctx->security_level;
     if (level >= 0)
         SSL_CTX_set_security_level(c, level);
     if (SSL_CTX_set_min_proto_version(c, lo) != 1 || SSL_CTX_set_max_proto_version(c, hi) != 1)
-        rc = ss_fail_ssl(err, SS_E_CONFIG, "cannot set the protocol range %s..%s",
-                         ss_version_name(lo), ss_version_name(hi));
+        return ss_fail_ssl(err, SS_E_CONFIG, "cannot set the protocol range %s..%s",
+                           ss_version_name(lo), ss_version_name(hi));
+    if (cfg->is_server)
+        SSL_CTX_set_options(c, hole_options(ctx->versions, lo, hi));
+    return SS_OK;
+}
+
+static int set_ciphers(SSL_CTX *c, const ss_ctx_config *cfg, ss_err *err)
+{
+    if (cfg->cipher_list && cfg->cipher_list[0] && SSL_CTX_set_cipher_list(c, cfg->cipher_list) != 1)
+        return ss_fail_ssl(err, SS_E_CONFIG, "cipher list \"%s\" selects no cipher",
+                           cfg->cipher_list);
+    if (cfg->ciphersuites && cfg->ciphersuites[0] &&
+        SSL_CTX_set_ciphersuites(c, cfg->ciphersuites) != 1)
+        return ss_fail_ssl(err, SS_E_CONFIG, "TLS 1.3 cipher suites \"%s\" are not valid",
+                           cfg->ciphersuites);
+    return SS_OK;
+}
+
+static void set_sessions(ss_ctx *ctx, const ss_ctx_config *cfg)
+{
+    SSL_CTX *c = ctx->ssl_ctx;
+    if (cfg->is_server) {
+        /* Bound the server's session cache (OpenSSL's default holds 20,480 sessions). */
+        SSL_CTX_sess_set_cache_size(c, 1024);
+        if (!set_session_id_context(c, cfg))
+            ERR_clear_error(); /* then only resumption is lost */
+        return;
+    }
+    SSL_CTX_set_session_cache_mode(c, cfg->no_resumption ? SSL_SESS_CACHE_OFF
+                                                         : SSL_SESS_CACHE_CLIENT |
+                                                               SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    if (cfg->no_resumption)
+        return;
+    ctx->sessions = calloc(SS_SESSIONS, sizeof *ctx->sessions);
+    if (ctx->sessions)
+        SSL_CTX_sess_set_new_cb(c, new_session_cb);
+}
+
+static int ctx_setup(ss_ctx *ctx, const ss_ctx_config *cfg, ss_err *err)
+{
+    SSL_CTX *c = ctx->ssl_ctx;
+    /* Load the identity at the lowest level the mask allows (a weak certificate may still
+     * serve the legacy versions); set_versions decides what it can serve. */
+    int lowest = lowest_version(ctx->versions) < TLS1_2_VERSION ? ctx->legacy_security_level
+                                                                : ctx->security_level;
+    if (lowest >= 0)
+        SSL_CTX_set_security_level(c, lowest);
     /* Compression (CRIME) and renegotiation (insecure or client-initiated floods) are off
      * under every mask. */
     SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
@@ -337,35 +634,61 @@ int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err)
     /* Read ahead: one read() per record (and often several records) instead of one for
      * the header and one for the body. */
     SSL_CTX_set_read_ahead(c, 1);
-    /* Bound the server's session cache (OpenSSL's default holds 20,480 sessions). */
-    SSL_CTX_sess_set_cache_size(c, 1024);
-    if (rc == SS_OK && cfg->cipher_list && cfg->cipher_list[0] &&
-        SSL_CTX_set_cipher_list(c, cfg->cipher_list) != 1)
-        rc = ss_fail_ssl(err, SS_E_CONFIG, "cipher list \"%s\" selects no cipher",
-                         cfg->cipher_list);
-    if (rc == SS_OK && cfg->ciphersuites && cfg->ciphersuites[0] &&
-        SSL_CTX_set_ciphersuites(c, cfg->ciphersuites) != 1)
-        rc = ss_fail_ssl(err, SS_E_CONFIG, "TLS 1.3 cipher suites \"%s\" are not valid",
-                         cfg->ciphersuites);
-    if (rc == SS_OK && cfg->cert_pem && cfg->cert_pem_len)
-        rc = load_chain(c, cfg->cert_pem, cfg->cert_pem_len, err);
-    if (rc == SS_OK && cfg->key_pem && cfg->key_pem_len)
-        rc = load_key(c, cfg->key_pem, cfg->key_pem_len, err);
-    if (rc == SS_OK && cfg->is_server && !(cfg->cert_pem && cfg->key_pem))
-        rc = ss_fail(err, SS_E_CONFIG, "a TLS server needs a certificate and its private key");
-    if (rc == SS_OK && cfg->use_system_ca && SSL_CTX_set_default_verify_paths(c) != 1)
-        ERR_clear_error(); /* no system store is not fatal: the store's anchors remain */
-    if (rc == SS_OK && cfg->ca_pem && cfg->ca_pem_len)
-        rc = load_trust(c, cfg->ca_pem, cfg->ca_pem_len, err);
-    if (rc == SS_OK) {
-        if (cfg->verify_peer)
-            SSL_CTX_set_verify(c, SSL_VERIFY_PEER | (cfg->is_server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                               NULL);
-        else
-            SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL);
-        if (cfg->is_server)
-            SSL_CTX_set_client_hello_cb(c, client_hello_cb, ctx);
+    int rc = set_ciphers(c, cfg, err);
+    if (rc == SS_OK)
+        rc = load_identity(c, cfg, err);
+    if (rc == SS_OK)
+        rc = set_versions(ctx, cfg, err);
+    if (rc != SS_OK)
+        return rc;
+    if (cfg->legacy_cipher_list && cfg->legacy_cipher_list[0] && cfg->is_server) {
+        ctx->legacy_cipher_list = strdup(cfg->legacy_cipher_list);
+        if (!ctx->legacy_cipher_list)
+            return ss_fail(err, SS_E_NOMEM, "out of memory creating a TLS context");
     }
+    if (cfg->use_system_ca)
+        add_system_trust(c);
+    if (cfg->ca_pem && cfg->ca_pem_len && (rc = load_trust(c, cfg->ca_pem, cfg->ca_pem_len, err)))
+        return rc;
+    set_sessions(ctx, cfg);
+    if (cfg->verify_peer)
+        SSL_CTX_set_verify(
+            c, SSL_VERIFY_PEER | (cfg->is_server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+    else
+        SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_cert_verify_callback(c, cert_verify_cb, ctx);
+    if (cfg->is_server)
+        SSL_CTX_set_client_hello_cb(c, client_hello_cb, ctx);
+    return SS_OK;
+}
+
+int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err)
+{
+    *out = NULL;
+    ERR_clear_error();
+    unsigned usable = cfg->versions & ss_versions_supported();
+    if (usable == 0)
+        return ss_fail(err, SS_E_CONFIG, "none of the requested protocol versions is "
+                                         "available in this OpenSSL build");
+    ss_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return ss_fail(err, SS_E_NOMEM, "out of memory creating a TLS context");
+    atomic_init(&ctx->refs, 1);
+    pthread_mutex_init(&ctx->sessions_lock, NULL);
+    ctx->is_server = cfg->is_server;
+    ctx->versions = usable;
+    ctx->security_level =
+        cfg->security_level >= 0 ? cfg->security_level : (int)ss_openssl_security_level_default();
+    ctx->legacy_security_level = cfg->legacy_security_level;
+    ctx->cert_bits = -1;
+    ctx->ssl_ctx = SSL_CTX_new(cfg->is_server ? TLS_server_method() : TLS_client_method());
+    if (!ctx->ssl_ctx) {
+        pthread_mutex_destroy(&ctx->sessions_lock);
+        free(ctx);
+        return ss_fail_ssl(err, SS_E_NOMEM, "cannot create an OpenSSL context");
+    }
+    SSL_CTX_set_app_data(ctx->ssl_ctx, ctx);
+    int rc = ctx_setup(ctx, cfg, err);
     if (rc != SS_OK) {
         ss_ctx_free(ctx);
         return rc;
@@ -374,6 +697,10 @@ int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err)
     return SS_OK;
 }
 
+unsigned ss_ctx_versions(const ss_ctx *ctx) { return ctx->versions; }
+
+int ss_ctx_cert_security_bits(const ss_ctx *ctx) { return ctx->cert_bits; }
+
 void ss_ctx_ref(ss_ctx *ctx) { atomic_fetch_add(&ctx->refs, 1); }
 
 void ss_ctx_free(ss_ctx *ctx)
@@ -381,6 +708,13 @@ void ss_ctx_free(ss_ctx *ctx)
     if (!ctx || atomic_fetch_sub(&ctx->refs, 1) != 1)
         return;
     SSL_CTX_free(ctx->ssl_ctx);
+    for (int i = 0; ctx->sessions && i < SS_SESSIONS; i++) {
+        free(ctx->sessions[i].key);
+        SSL_SESSION_free(ctx->sessions[i].session);
+    }
+    free(ctx->sessions);
+    free(ctx->legacy_cipher_list);
+    pthread_mutex_destroy(&ctx->sessions_lock);
     free(ctx);
 }
 

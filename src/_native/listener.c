@@ -172,6 +172,18 @@ static void drop_hs(worker *w, hs *h)
     free(h);
 }
 
+/* As drop_hs, for a handshake that failed with an alert: the alert must reach the client
+ * before the connection ends (closing.c). */
+static void drop_hs_after_alert(worker *w, hs *h)
+{
+    unlink_hs(w, h);
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+    SSL_free(h->ssl);
+    ss_close_after_alert(h->fd);
+    atomic_fetch_sub(&w->l->pending, 1);
+    free(h);
+}
+
 /* Advance one handshake as far as it goes without waiting. */
 static void step(worker *w, hs *h)
 {
@@ -197,7 +209,10 @@ static void step(worker *w, hs *h)
         snprintf(what, sizeof what, "TLS handshake with %s port %d", host, port);
         int rc = ss_handshake_error(h->ssl, r, &err, what);
         count_failure(l, rc == SS_E_RESET ? &l->st.failed_io : &l->st.failed_tls, &err);
-        drop_hs(w, h);
+        if (rc == SS_E_RESET)
+            drop_hs(w, h);
+        else
+            drop_hs_after_alert(w, h);
         return;
     }
     if (want != h->events) {

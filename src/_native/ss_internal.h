@@ -27,6 +27,11 @@ struct ss_ctx {
     unsigned versions;
     int security_level;
     int legacy_security_level;
+    char *legacy_cipher_list;  /* server, below TLS 1.2; NULL: the context's list */
+    int cert_bits;             /* server: weakest link of its chain, in bits of security */
+    pthread_mutex_t sessions_lock;
+    struct ss_session_slot *sessions; /* client: sessions to resume; NULL: none kept */
+    unsigned long long sessions_clock;
 };
 
 typedef struct ss_buf {
@@ -126,5 +131,11 @@ int ss_listener_ready_fd(ss_listener *l);
 void ss_ctx_ref(ss_ctx *ctx);
 int ss_check_negotiated(SSL *ssl, ss_ctx *ctx, ss_err *err);
 int ss_handshake_error(SSL *ssl, int ret, ss_err *err, const char *what);
+/* Client: offer the session kept for this host, port and name; keep the next one. */
+void ss_client_session_attach(ss_ctx *ctx, SSL *ssl, const char *host, int port,
+                              const char *server_name);
+
+/* closing.c: close a socket after a failed handshake's alert, without a reset. */
+void ss_close_after_alert(int fd);
 
 #endif

@@ -73,12 +73,20 @@ typedef struct ss_ctx_config {
     int use_system_ca;          /* add the system's default trust store */
     const char *ca_pem;         /* extra trust anchors (PEM bundle), may be NULL */
     size_t ca_pem_len;
+    const char *legacy_cipher_list; /* server: cipher string for connections negotiated
+                                     * below TLS 1.2; NULL keeps cipher_list */
+    int no_resumption;          /* client: do not keep sessions to resume */
 } ss_ctx_config;
 
 typedef struct ss_ctx ss_ctx;
 
 int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err);
 void ss_ctx_free(ss_ctx *ctx); /* reference counted: listeners and connections keep theirs */
+/* The SS_V_* versions the context negotiates: those asked for that this build has and, for
+ * a server, that its certificate is strong enough to serve. */
+unsigned ss_ctx_versions(const ss_ctx *ctx);
+/* Server: bits of security of the certificate chain's weakest key or signature (-1: none). */
+int ss_ctx_cert_security_bits(const ss_ctx *ctx);
 
 /* ---- connections ------------------------------------------------------------------- */
 
@@ -157,6 +165,8 @@ void ss_conn_get_info(ss_conn *c, ss_conn_info *info);
 /* DER of the peer certificate into buf; returns its length (0: none), even when larger
  * than buf_len (then nothing is copied). */
 int ss_conn_peer_cert(ss_conn *c, unsigned char *buf, int buf_len);
+/* 1 when the TLS handshake resumed an earlier session (ticket or session id), else 0. */
+int ss_conn_tls_resumed(ss_conn *c);
 
 /* ---- listeners and the accept engine ------------------------------------------------ */
 

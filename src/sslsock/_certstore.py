@@ -52,6 +52,7 @@ import datetime
 import os
 import re
 import stat
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -592,6 +593,14 @@ def default_store_path() -> Path:
     return base / "sslsock" / "certs"
 
 
+Generation = tuple[tuple[str, int, int, int], ...]
+#: How long a store's files are trusted not to have been rewritten in place, in seconds.
+RESCAN_SECONDS = 1.0
+# A directory time this close to now may hide a change made within the same clock tick.
+_RECENT_NS = 50_000_000
+_generations: dict[Path, tuple[int, float, Generation]] = {}
+
+
 class CertStore:
     """A directory of certificates, looked up by name or thumbprint.  See the module text.
 
@@ -795,6 +804,37 @@ class CertStore:
             )
         )
         return Identity(_chain_pem(entry), key_pem, entry)
+
+    def generation(self) -> Generation:
+        """A value that changes whenever a file of the store is added, removed or rewritten
+        (names, sizes, modification times and inodes; no file is read).  TLS contexts built
+        from the store are reused while it stays the same.
+
+        Adding or removing a file changes the directory's time, which one ``stat`` sees;
+        the files themselves are looked at again when it changed, when it is recent, or
+        after :data:`RESCAN_SECONDS` (a file rewritten in place)."""
+        try:
+            dir_ns = os.stat(self._path).st_mtime_ns
+        except OSError:
+            return ()
+        now = time.monotonic()
+        seen = _generations.get(self._path)
+        if (seen is not None and seen[0] == dir_ns and now - seen[1] < RESCAN_SECONDS
+                and time.time_ns() - dir_ns > _RECENT_NS):
+            return seen[2]
+        found = []
+        try:
+            with os.scandir(self._path) as it:
+                for e in it:
+                    if e.name[0] != "." and os.path.splitext(e.name)[1].lower() in _SUFFIXES:
+                        st = e.stat()
+                        found.append((e.name, st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            return ()
+        found.sort()
+        generation = tuple(found)
+        _generations[self._path] = (dir_ns, now, generation)
+        return generation
 
     def trust_pem(self) -> bytes:
         """Every certificate of the store (leaves and chains, each once), as a PEM bundle:

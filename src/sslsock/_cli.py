@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 from . import _errors
+from ._options import _VERSIONS
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -512,9 +513,8 @@ def _reply(conn: Any, args: argparse.Namespace) -> bytes:
 # probe
 
 
-PROBE_VERSIONS = (("SSLv3", "ProtocolSSL3", 0x01), ("TLSv1", "ProtocolTLS1", 0x02),
-                  ("TLSv1.1", "ProtocolTLS1_1", 0x04), ("TLSv1.2", "ProtocolTLS1_2", 0x08),
-                  ("TLSv1.3", "ProtocolTLS1_3", 0x10))
+# (OpenSSL's name, the option that asks for it, the C core's version bit)
+PROBE_VERSIONS = tuple((name, option.name or "", bit) for option, name, bit in _VERSIONS if bit)
 
 
 #: How long probe listens after a handshake for a late refusal.  In TLS 1.3 a server checks

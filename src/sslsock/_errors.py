@@ -13,29 +13,34 @@ import errno as _errno
 import socket as _socket
 from typing import Optional
 
+# The core's codes, from the compiled module (sslsock._binding imports this module back
+# only to raise, at call time, so the cycle is harmless).
+from ._binding import lib as _core
+
 
 class ErrorCode(enum.IntEnum):
     """Stable error codes, readable as ``ErrorInfo(errCode)``.
 
-    The values below 100 mirror the C core's negative return codes (``SS_E_*``, sign
-    dropped); 100 and above are raised by the Python layers only.
+    The values below 100 are the C core's negative return codes (``SS_E_*``, sign
+    dropped), read from the compiled module; 100 and above are raised by the Python layers
+    only.
     """
 
-    OK = 0
-    TIMEOUT = 1
-    PEER_CLOSED = 2
-    RESET = 3
-    TLS = 4
-    VERIFY = 5
-    SYSTEM = 6
-    FRAME = 7
-    TOO_BIG = 8
-    ADDRESS = 9
-    IN_USE = 10
-    CLOSED = 11
-    NO_MEMORY = 12
-    INVALID = 13
-    CONFIG = 14
+    OK = _core.SS_OK
+    TIMEOUT = -_core.SS_E_TIMEOUT
+    PEER_CLOSED = -_core.SS_E_PEER_CLOSED
+    RESET = -_core.SS_E_RESET
+    TLS = -_core.SS_E_TLS
+    VERIFY = -_core.SS_E_VERIFY
+    SYSTEM = -_core.SS_E_SYSTEM
+    FRAME = -_core.SS_E_FRAME
+    TOO_BIG = -_core.SS_E_TOO_BIG
+    ADDRESS = -_core.SS_E_ADDRESS
+    IN_USE = -_core.SS_E_IN_USE
+    CLOSED = -_core.SS_E_CLOSED
+    NO_MEMORY = -_core.SS_E_NOMEM
+    INVALID = -_core.SS_E_INVALID
+    CONFIG = -_core.SS_E_CONFIG
     # Python-side codes
     CERTIFICATE = 100
     OPTIONS = 101

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from . import _errors
+from . import _errors, _tlsconfig
 from ._binding import check, ffi, lib, new_err, raise_err, text
-from ._options import DEFAULT, Mask, Recipe, recipe
+from ._options import DEFAULT, Mask, Recipe, SSLOption, recipe
 
 log = logging.getLogger("sslsock")
 
@@ -32,12 +32,13 @@ _SLICE_MS = 250
 
 
 class Mode(enum.IntEnum):
-    """Transmission modes (SPEC §5), with WLanguage's values."""
+    """Transmission modes, with WLanguage's values (the C core's SS_MODE_*, which are the
+    same numbers)."""
 
-    SocketEndTag = 0
-    SocketSizeAtBeginning = 1
-    SocketEndTagBuffer = 2
-    SocketNoEndTag = 3
+    SocketEndTag = lib.SS_MODE_END_TAG
+    SocketSizeAtBeginning = lib.SS_MODE_SIZE
+    SocketEndTagBuffer = lib.SS_MODE_END_TAG_BUFFER
+    SocketNoEndTag = lib.SS_MODE_NO_END_TAG
 
 
 def _ms(timeout: Seconds, what: str = "timeout") -> int:
@@ -156,56 +157,7 @@ class _Guard:
 
 
 # ---------------------------------------------------------------------------------------
-# TLS contexts
-
-
-@dataclass(frozen=True)
-class _Context:
-    ptr: Any
-    recipe: Recipe
-
-
-def _make_context(
-    is_server: bool,
-    rec: Recipe,
-    *,
-    cert_pem: bytes = b"",
-    key_pem: Optional[bytearray] = None,
-    verify: bool,
-    ca_pem: bytes = b"",
-    use_system_ca: bool = True,
-) -> _Context:
-    cfg = ffi.new("ss_ctx_config *")
-    keep = []  # the char buffers must outlive ss_ctx_new
-    cfg.is_server = int(is_server)
-    cfg.versions = rec.version_bits
-    cfg.security_level = rec.security_level
-    cfg.legacy_security_level = rec.legacy_security_level
-    cipher = ffi.new("char[]", rec.cipher_list.encode())
-    keep.append(cipher)
-    cfg.cipher_list = cipher
-    cfg.ciphersuites = ffi.NULL
-    if cert_pem:
-        cfg.cert_pem = ffi.from_buffer(cert_pem)
-        cfg.cert_pem_len = len(cert_pem)
-    key_buf = None
-    if key_pem:
-        key_buf = ffi.from_buffer(key_pem)
-        cfg.key_pem = key_buf
-        cfg.key_pem_len = len(key_pem)
-    if ca_pem:
-        cfg.ca_pem = ffi.from_buffer(ca_pem)
-        cfg.ca_pem_len = len(ca_pem)
-    cfg.verify_peer = int(verify)
-    # The system's authorities only matter to a side that verifies its peer.
-    cfg.use_system_ca = int(use_system_ca and verify)
-    out = ffi.new("ss_ctx **")
-    err = new_err()
-    rc = lib.ss_ctx_new(cfg, out, err)
-    del key_buf, keep
-    if rc != 0:
-        raise_err(rc, err)
-    return _Context(ffi.gc(out[0], lib.ss_ctx_free), rec)
+# TLS contexts: built and shared by sslsock._tlsconfig
 
 
 def _identity(certificate: Any, by_hash: bool, store: Any, password: Any) -> Any:
@@ -219,6 +171,13 @@ def _identity(certificate: Any, by_hash: bool, store: Any, password: Any) -> Any
                         f"a file path), not {type(certificate).__name__}")
     st = store if store is not None else CertStore(password=password)
     return st.load_identity(certificate, "hash" if by_hash else "name")
+
+
+def _wipe_if_identity(certificate: Any) -> None:
+    from ._certstore import Identity
+
+    if isinstance(certificate, Identity):
+        certificate.wipe()
 
 
 def _store(store: Any, password: Any = None) -> Any:
@@ -449,6 +408,15 @@ class Connection:
     def cipher(self) -> str:
         return self.info().cipher
 
+    @property
+    def resumed(self) -> bool:
+        """True when the TLS handshake resumed an earlier session (no certificate exchange)."""
+        ptr = self._g.enter()
+        try:
+            return bool(lib.ss_conn_tls_resumed(ptr))
+        finally:
+            self._g.leave()
+
     def peer_certificate(self) -> Any:
         """The peer's certificate (``cryptography.x509.Certificate``) or None."""
         from cryptography import x509
@@ -523,13 +491,16 @@ def connect(
     mode: Mode = Mode.SocketSizeAtBeginning,
     end_tag: bytes = b"<EOF>",
     max_message: int = DEFAULT_MAX_MESSAGE,
+    resume: bool = True,
 ) -> Connection:
     """Connect to ``host:port`` (empty host: this machine), with TLS unless ``tls=False``.
 
     The server's certificate is verified against the system's authorities and the
     certificates of the store, and must match ``server_hostname`` (default: ``host``, or
     ``localhost`` for an empty host).  ``verify=False`` (or the SSLNoVerify option) turns
-    verification off for this connection.
+    verification off for this connection.  A reconnection to the same server with the same
+    settings resumes the previous TLS session (``resume=False``: always a full handshake);
+    :attr:`Connection.resumed` tells.
     """
     _check_port(port, client=True)
     host = unbracket(host) or "localhost"
@@ -540,19 +511,14 @@ def connect(
         if verify is None:
             verify = not rec.no_verify
         st = _store(store, password)
-        ca = st.trust_pem() if verify else b""
-        if cafile_pem:
-            ca += cafile_pem
-        ident = None
-        if client_certificate is not None and client_certificate != "":
-            ident = _identity(client_certificate, rec.by_hash, st, password)
+        wanted = client_certificate if client_certificate != "" else None
         try:
-            ctx = _make_context(False, rec, cert_pem=ident.cert_chain_pem if ident else b"",
-                                key_pem=ident.key_pem if ident else None, verify=verify,
-                                ca_pem=ca)
+            ctx = _tlsconfig.client_context(
+                rec, verify=verify, store=st, cafile_pem=cafile_pem, client_certificate=wanted,
+                password=password, resume=resume,
+                load_identity=lambda: _identity(wanted, rec.by_hash, st, password))
         finally:
-            if ident is not None:
-                ident.wipe()
+            _wipe_if_identity(wanted)  # the context has the key now (or already had it)
     name = host if server_hostname is None else server_hostname
     out = ffi.new("ss_conn **")
     err = new_err()
@@ -614,6 +580,10 @@ class Listener:
     C threads accept and complete handshakes in the background; :meth:`wait` and
     :meth:`accept` take finished connections.  ``certificate`` is a store identifier (name,
     thumbprint or file path, as the options say) or a :class:`~sslsock.Identity`.
+
+    Under mutual TLS (the SSLClientCertificate option) clients must present a certificate
+    that the store's certificates or ``client_ca_pem`` vouch for; the system's authorities
+    only with ``client_system_ca=True`` (or the SSLClientSystemCA option).
     """
 
     def __init__(
@@ -634,6 +604,7 @@ class Listener:
         max_ready: int = 0,
         backlog: int = 0,
         client_ca_pem: Optional[bytes] = None,
+        client_system_ca: bool = False,
         mode: Mode = Mode.SocketSizeAtBeginning,
         end_tag: bytes = b"<EOF>",
         max_message: int = DEFAULT_MAX_MESSAGE,
@@ -650,20 +621,19 @@ class Listener:
                     "a TLS server needs a certificate: pass its name or thumbprint from the "
                     "store (sslsock cert list), or create one with: sslsock cert create NAME")
             rec = recipe(options)
+            if client_system_ca:
+                rec = recipe(int(rec.mask) | SSLOption.SSLClientSystemCA)
             _warn_dropped(rec, f"listener on port {port}")
             st = _store(store, password)
             ident = _identity(certificate, rec.by_hash, st, password)
             try:
-                ca = b""
-                if rec.client_certificate:
-                    ca = st.trust_pem() + (client_ca_pem or b"")
-                ctx = _make_context(True, rec, cert_pem=ident.cert_chain_pem,
-                                    key_pem=ident.key_pem, verify=rec.client_certificate,
-                                    ca_pem=ca)
+                ctx = _tlsconfig.server_context(rec, identity=ident, store=st,
+                                                client_ca_pem=client_ca_pem)
             finally:
                 ident.wipe()
-            self.recipe = rec
+            self.recipe = ctx.recipe
             self.certificate = ident.certificate
+        self._tls = ctx  # shared with listeners of the same configuration while open
         cfg = ffi.new("ss_listener_config *")
         host_c = ffi.new("char[]", host.encode()) if host else ffi.NULL
         cfg.host = host_c

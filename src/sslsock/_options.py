@@ -1,4 +1,4 @@
-"""The SSL-options bitmask (SPEC §3) and the one function that turns it into an OpenSSL
+"""The SSL-options bitmask and the one function that turns it into an OpenSSL
 recipe: the version range and the exact set to negotiate, security levels, cipher lists,
 and the reason for every version dropped.  Server, client, error messages and the docs all
 use :func:`recipe`; nothing else decides which versions a socket speaks.
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Union
 
+from ._binding import lib
 from ._errors import OptionsError
 
 
@@ -28,6 +29,9 @@ class SSLOption(enum.IntFlag):
     SSLNoVerify = 0x1000
     # [extension] server: mutual TLS, clients must present a certificate that verifies
     SSLClientCertificate = 0x2000
+    # [extension] server, with SSLClientCertificate: also accept client certificates issued
+    # by the system's authorities (by default only the store's certificates are trusted)
+    SSLClientSystemCA = 0x4000
 
 
 PROTOCOL_BITS = (
@@ -39,7 +43,8 @@ PROTOCOL_BITS = (
     | SSLOption.ProtocolTLS1_3
 )
 IDENT_BITS = SSLOption.CertificateHash | SSLOption.CertificateName
-EXTENSION_BITS = SSLOption.SSLNoVerify | SSLOption.SSLClientCertificate
+EXTENSION_BITS = (SSLOption.SSLNoVerify | SSLOption.SSLClientCertificate
+                  | SSLOption.SSLClientSystemCA)
 ALL_BITS = PROTOCOL_BITS | IDENT_BITS | EXTENSION_BITS
 DEFAULT_PROTOCOLS = SSLOption.ProtocolTLS1 | SSLOption.ProtocolTLS1_1 | SSLOption.ProtocolTLS1_2
 DEFAULT = DEFAULT_PROTOCOLS | SSLOption.CertificateName
@@ -47,12 +52,16 @@ DEFAULT = DEFAULT_PROTOCOLS | SSLOption.CertificateName
 # bit -> (OpenSSL's name for the version, the C core's SS_V_* bit, or 0 if none exists)
 _VERSIONS: tuple[tuple[SSLOption, str, int], ...] = (
     (SSLOption.ProtocolSSL2, "SSLv2", 0),
-    (SSLOption.ProtocolSSL3, "SSLv3", 0x01),
-    (SSLOption.ProtocolTLS1, "TLSv1", 0x02),
-    (SSLOption.ProtocolTLS1_1, "TLSv1.1", 0x04),
-    (SSLOption.ProtocolTLS1_2, "TLSv1.2", 0x08),
-    (SSLOption.ProtocolTLS1_3, "TLSv1.3", 0x10),
+    (SSLOption.ProtocolSSL3, "SSLv3", int(lib.SS_V_SSL3)),
+    (SSLOption.ProtocolTLS1, "TLSv1", int(lib.SS_V_TLS1)),
+    (SSLOption.ProtocolTLS1_1, "TLSv1.1", int(lib.SS_V_TLS1_1)),
+    (SSLOption.ProtocolTLS1_2, "TLSv1.2", int(lib.SS_V_TLS1_2)),
+    (SSLOption.ProtocolTLS1_3, "TLSv1.3", int(lib.SS_V_TLS1_3)),
 )
+#: The C core's version bits (``ss_versions_supported()``, ``ss_ctx_versions()``) and
+#: OpenSSL's name of each, oldest first.
+CORE_VERSIONS: tuple[tuple[int, str], ...] = tuple((bit, name) for _, name, bit in _VERSIONS
+                                                   if bit)
 LEGACY_NAMES = ("SSLv3", "TLSv1", "TLSv1.1")
 
 # Strong suites for every version we allow.  No NULL, export, RC4, DES/3DES, MD5, anonymous,
@@ -61,6 +70,14 @@ LEGACY_NAMES = ("SSLv3", "TLSv1", "TLSv1.1")
 CIPHER_LIST = (
     "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:ECDHE+AES:DHE+AES:"
     "!aNULL:!eNULL:!EXPORT:!RC4:!DES:!3DES:!MD5:!PSK:!SRP:!kRSA:!DSS"
+)
+
+# Connections negotiated at SSL 3, TLS 1.0 or 1.1 also accept what old peers offer: RSA key
+# exchange with AES-CBC (no forward secrecy; see docs/tls-versions.md).  Listed after the
+# (EC)DHE suites, so a peer that can do better does.  TLS 1.2 and 1.3 keep CIPHER_LIST.
+LEGACY_CIPHER_LIST = (
+    "ECDHE+AES:DHE+AES:kRSA+AES+SHA1:"
+    "!aNULL:!eNULL:!EXPORT:!RC4:!DES:!3DES:!MD5:!PSK:!SRP:!DSS:!AESGCM:!AESCCM:!SHA256:!SHA384"
 )
 
 Mask = Union[int, SSLOption]
@@ -78,9 +95,11 @@ class Recipe:
     by_hash: bool = False
     no_verify: bool = False
     client_certificate: bool = False
+    client_system_ca: bool = False      # mTLS: also trust the system's authorities
     security_level: int = -1            # for TLS >= 1.2 (-1: OpenSSL's default)
     legacy_security_level: int = 0      # for SSLv3 / TLS 1.0 / 1.1 connections
     cipher_list: str = CIPHER_LIST
+    legacy_cipher_list: str = ""        # server, connections below TLS 1.2 ("": cipher_list)
 
     @property
     def lowers_security_level(self) -> bool:
@@ -89,14 +108,12 @@ class Recipe:
 
 @lru_cache(maxsize=1)
 def _build() -> tuple[int, str, int]:
-    from ._binding import lib  # late: the options logic can be imported without the core
-
     supported = int(lib.ss_versions_supported())
     return supported, _linked_version(), int(lib.ss_openssl_security_level_default())
 
 
 def _linked_version() -> str:
-    from ._binding import ffi, lib
+    from ._binding import ffi
 
     return str(ffi.string(lib.ss_openssl_version_linked()).decode())
 
@@ -119,6 +136,14 @@ def describe(mask: int) -> str:
     return " + ".join(names) if names else "0"
 
 
+def version_names(core_bits: int) -> tuple[str, ...]:
+    """OpenSSL's names of the versions in a set of the C core's SS_V_* bits, oldest first."""
+    return tuple(name for _, name, bit in _VERSIONS if bit and core_bits & bit)
+
+
+_recipes: dict[int, Recipe] = {}
+
+
 def recipe(mask: Mask = DEFAULT, *, supported_bits: int | None = None) -> Recipe:
     """Turn an options mask into the recipe for a socket (raises OptionsError).
 
@@ -128,7 +153,15 @@ def recipe(mask: Mask = DEFAULT, *, supported_bits: int | None = None) -> Recipe
     if isinstance(mask, bool) or not isinstance(mask, int):
         raise TypeError(f"SSL options must be an integer mask of the Protocol*/Certificate* "
                         f"constants, not {type(mask).__name__}")
-    mask = int(mask)
+    if supported_bits is None:  # this build's recipes never change: made once per mask
+        made = _recipes.get(int(mask))
+        if made is None:
+            made = _recipes.setdefault(int(mask), _recipe(int(mask), None))
+        return made
+    return _recipe(int(mask), supported_bits)
+
+
+def _recipe(mask: int, supported_bits: int | None) -> Recipe:
     if mask < 0 or mask & ~int(ALL_BITS):
         raise OptionsError(
             f"SSL options {mask:#x} contain unknown bits {mask & ~int(ALL_BITS) & 0xFFFFFFFF:#x}: "
@@ -179,6 +212,9 @@ def recipe(mask: Mask = DEFAULT, *, supported_bits: int | None = None) -> Recipe
         by_hash=bool(mask & SSLOption.CertificateHash),
         no_verify=bool(mask & SSLOption.SSLNoVerify),
         client_certificate=bool(mask & SSLOption.SSLClientCertificate),
+        client_system_ca=bool(mask & SSLOption.SSLClientSystemCA),
         security_level=max(default_level, 2) if default_level >= 0 else -1,
         legacy_security_level=0,
+        legacy_cipher_list=LEGACY_CIPHER_LIST if any(v in LEGACY_NAMES for v in effective)
+        else "",
     )

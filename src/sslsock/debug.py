@@ -15,11 +15,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from ._options import CORE_VERSIONS
+
 __all__ = ["VERSION_BITS", "info", "lines", "main"]
 
 #: ``ss_versions_supported()`` bit -> OpenSSL's name for the version.
-VERSION_BITS = ((0x01, "SSLv3"), (0x02, "TLSv1"), (0x04, "TLSv1.1"), (0x08, "TLSv1.2"),
-                (0x10, "TLSv1.3"))
+VERSION_BITS = CORE_VERSIONS
 
 
 def _version_of(module: str) -> str:

@@ -40,6 +40,7 @@ CertificateHash = SSLOption.CertificateHash
 CertificateName = SSLOption.CertificateName
 SSLNoVerify = SSLOption.SSLNoVerify
 SSLClientCertificate = SSLOption.SSLClientCertificate
+SSLClientSystemCA = SSLOption.SSLClientSystemCA
 
 SocketEndTag = Mode.SocketEndTag
 SocketSizeAtBeginning = Mode.SocketSizeAtBeginning
@@ -55,6 +56,7 @@ class ClientInfo(enum.IntEnum):
     SocketCertificate = 3  # [extension]
     SocketProtocol = 4     # [extension]
     SocketCipher = 5       # [extension]
+    SocketResumed = 6      # [extension] "1" when the TLS handshake resumed a session, else "0"
 
 
 SocketAddress = ClientInfo.SocketAddress
@@ -62,6 +64,7 @@ SocketPort = ClientInfo.SocketPort
 SocketCertificate = ClientInfo.SocketCertificate
 SocketProtocol = ClientInfo.SocketProtocol
 SocketCipher = ClientInfo.SocketCipher
+SocketResumed = ClientInfo.SocketResumed
 
 
 class ErrInfo(enum.IntEnum):
@@ -573,7 +576,7 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
     except ValueError:
         raise _errors.UnknownConstantError(
             f"SocketClientInfo({name!r}, {what!r}): use SocketAddress, SocketPort, "
-            "SocketCertificate, SocketProtocol or SocketCipher") from None
+            "SocketCertificate, SocketProtocol, SocketCipher or SocketResumed") from None
     conn: Optional[Connection]
     if isinstance(entry.obj, Listener):
         conn = entry.simple
@@ -594,6 +597,8 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
             "SocketExist stays True until then")
     if what is ClientInfo.SocketCertificate:
         return _certificate_summary(conn)
+    if what is ClientInfo.SocketResumed:
+        return "1" if conn.tls and conn.resumed else "0"
     info = conn.info()
     return {
         ClientInfo.SocketAddress: info.peer_address,
@@ -693,7 +698,7 @@ __all__ = [
     "SSLClientCertificate", "SocketEndTag", "SocketSizeAtBeginning", "SocketEndTagBuffer",
     "SocketNoEndTag", "SocketAddress", "SocketPort", "SocketCertificate", "SocketProtocol",
     "SocketCipher", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
-    "errSystemCode", "errSystemMessage", "errFullDetails",
+    "SocketResumed", "SSLClientSystemCA", "errSystemCode", "errSystemMessage", "errFullDetails",
 ]
 __all__ += [  # French
     "SocketCréeSSL", "SocketCrée", "SocketConnecteSSL", "SocketConnecte",
