@@ -74,9 +74,8 @@ SSLSOCK_CLIENT_EVERY = 10
 def warm_up(listener: Listener, port: int, store: CertStore, ca_pem: bytes) -> None:
     """One sslsock handshake before the counted ones, whatever becomes of it: the first
     client builds its context (the system's CA bundle), and the first handshake of a
-    process fetches OpenSSL's algorithms; under valgrind on a loaded machine that can
-    outlast the listener's 2 s handshake time-out, which the loop keeps for the silent
-    clients of failures()."""
+    process fetches OpenSSL's algorithms; under valgrind on a loaded machine that takes
+    seconds, and the counted cycles should not pay for it."""
     try:
         with connect("127.0.0.1", port, store=store, cafile_pem=ca_pem,
                      server_hostname="localhost", timeout=60) as c:
