@@ -214,7 +214,7 @@ def test_read_max_bytes_of_the_wrong_type_raises(pki: Any) -> None:
     assert code() == sslsock.ErrorCode.ARGUMENT
 
 
-@pytest.mark.parametrize("mask", [0x40, 0x80, 0x4000, 0x10000 | sslsock.ProtocolTLS1_2, -1])
+@pytest.mark.parametrize("mask", [0x40, 0x80, 0x8000, 0x10000 | sslsock.ProtocolTLS1_2, -1])
 def test_undefined_option_bits_raise(pki: Any, mask: int) -> None:
     with pytest.raises(sslsock.UnknownConstantError, match="constant"):
         sslsock.SocketCreateSSL("srv", 0, "localhost", mask)
