@@ -124,6 +124,13 @@ static int buf_reserve(ss_buf *b, size_t extra)
     return 0;
 }
 
+/* The unread bytes of b.  A connection that has not read yet (or gave its buffer back
+ * while idle) has data == NULL, and NULL + 0 is undefined behaviour in C. */
+static const char *buf_head(const ss_buf *b)
+{
+    return b->data ? b->data + b->off : NULL;
+}
+
 static void buf_consume(ss_buf *b, size_t n)
 {
     b->off += n;
@@ -447,7 +454,7 @@ static long fill(ss_conn *c, long long deadline, ss_err *err)
  * 0 when more bytes are needed, or a negative code for a malformed / oversized header. */
 static int parse_size_header(ss_conn *c, ss_err *err)
 {
-    const char *p = c->in.data + c->in.off;
+    const char *p = buf_head(&c->in);
     size_t n = c->in.len, digits = 0;
     unsigned long long value = 0;
     char shown[128];
@@ -556,7 +563,7 @@ static int read_tagged(ss_conn *c, long long deadline, const char **out, size_t 
                        ss_err *err)
 {
     for (;;) {
-        const char *p = c->in.data + c->in.off;
+        const char *p = buf_head(&c->in);
         size_t n = c->in.len;
         /* resume the search where the last one stopped (tag_len-1 bytes back) */
         size_t from = c->scanned >= c->tag_len ? c->scanned - (c->tag_len - 1) : 0;
