@@ -242,6 +242,8 @@ static void remove_locked(ss_hub *h, ss_conn *c)
                 break;
             }
     }
+    free(c->hub_end); /* an end not reported yet: the channel leaves before it */
+    c->hub_end = NULL;
     int slot = c->hub_slot;
     h->slots[slot] = NULL;
     h->gens[slot]++;
@@ -374,10 +376,15 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
             b->cap = cap;
         }
     }
-    int more = 0, end = 0;
+    int more = 0, end = c->hub_end ? c->hub_end->code : 0;
     ss_buf *b = &c->in;
-    long got = ss_conn_read_nowait(c, b->data + b->off + b->len, b->cap - b->off - b->len,
-                                   &more, &end, &err);
+    long got = 0;
+    if (end) /* the stream ended in an earlier pass: what it said then, not a new read
+              * (a reset is reported once: read again, it would look like a clean EOF) */
+        err = *c->hub_end;
+    else
+        got = ss_conn_read_nowait(c, b->data + b->off + b->len, b->cap - b->off - b->len,
+                                  &more, &end, &err);
     b->len += (size_t)got;
     int stopped = 0;
     while (*n < max) {
@@ -409,10 +416,19 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
         stopped = 1;
     if (end && !stopped) {
         /* every whole message before the end is out: now the end itself */
+        free(c->hub_end);
+        c->hub_end = NULL;
         int rc = ss_conn_end(c, end, &err);
         pthread_mutex_unlock(&c->read_lock);
         ended(h, c, rc, ev, n);
         goto out;
+    }
+    if (end && !c->hub_end) {
+        /* stopped: the end waits for the next pass, behind the messages (its record is
+         * allocated only then; out of memory, the next pass reads again) */
+        c->hub_end = malloc(sizeof *c->hub_end);
+        if (c->hub_end)
+            *c->hub_end = err;
     }
     if (stopped || more || end)
         revisit_later(h, c);
