@@ -37,11 +37,19 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-/* 1 MiB of scratch per hub: a batch of 16 channels each bringing a 64 KiB share fits. */
-#define SCRATCH (1u << 20)
+/* 1 MiB of scratch per hub: a batch of 16 channels each bringing a 64 KiB share fits.
+ * (Both sizes can be set at build time: the fuzz build, fuzz/c/run.sh, makes them small so
+ * that a few channels with a few KiB each reach the ends of the scratch buffer.) */
+#ifndef SS_HUB_SCRATCH
+#define SS_HUB_SCRATCH (1u << 20)
+#endif
+#define SCRATCH SS_HUB_SCRATCH
 /* What one channel may bring in one pass: fair to the others, and large enough that a
- * bulk stream costs one pass per 64 KiB (four full TLS records). */
-#define SHARE (64u << 10)
+ * bulk stream costs one pass per 64 KiB (four full TLS records).  At least SS_RECORD. */
+#ifndef SS_HUB_SHARE
+#define SS_HUB_SHARE (64u << 10)
+#endif
+#define SHARE SS_HUB_SHARE
 #define MAX_EPOLL 256
 
 /* epoll data tags below the channel ids (ids are slot + 1 + generation << 32) */
