@@ -10,10 +10,12 @@
  * session of the one full handshake made at start-up is resumed for each input),
  *   1. no crash, no sanitizer report (ASan, UBSan), no leak;
  *   2. the blocking reader (ss_conn_read, time-out 0, drained after every delivery) and the
- *      engine (ss_hub_add + ss_hub_poll over another connection fed the same deliveries)
- *      deliver the same messages, end the same way (same code, same ErrorInfo text, same
- *      state: BROKEN, or OPEN with peer_closed) and both agree with a reference model of the
- *      mode written independently in this file (model_*);
+ *      engine (ss_hub_add + ss_hub_poll over one or three more connections fed the same
+ *      deliveries, served by one long-lived hub) deliver the same messages, end the same
+ *      way (same code, same ErrorInfo text, same state: BROKEN, or OPEN with peer_closed)
+ *      and agree with a reference model of the mode written independently in this file
+ *      (model_*); a message handed out by the engine stays intact until the next poll,
+ *      whichever channels the hub serves after it in the same batch;
  *   3. no message is over the limit: <= max_message in the framed modes, 1..max_bytes in
  *      SocketNoEndTag;
  *   4. SocketSizeAtBeginning: the frames re-encode (size header, CR LF or LF, payload) to a
@@ -38,10 +40,14 @@
  *           bits 6-7 engine batch size (2, 3, 5, 64 events).
  *   byte 1: bits 0-2 end tag (TAGS), bits 3-5 message limit (LIMITS), bits 6-7 + bit 7 of
  *           byte 2 max_bytes (MAX_BYTES).
- *   byte 2: bits 0-6 how the stream is cut: 0 on the separator "\xff\xff" (with TLS, an
- *           empty chunk sends a KeyUpdate instead), 127 the whole stream at once, 126 (TLS)
+ *   byte 2: bits 0-5 how the stream is cut: 0 on the separator "\xff\xff" (with TLS, an
+ *           empty chunk sends a KeyUpdate instead), 63 the whole stream at once, 62 (TLS)
  *           one record per separated chunk, all in one delivery ("coalesced"), else chunks
- *           of that many bytes.
+ *           of that many bytes; bit 6: three engine channels instead of one; bit 7: the
+ *           high bit of max_bytes.
+ *
+ * The fuzz build (fuzz/c/run.sh) shrinks the hub's scratch buffer and per-channel share
+ * (SS_HUB_SCRATCH, SS_HUB_SHARE) so that three channels of a few KiB reach their limits.
  */
 #include "../../src/_native/ss_internal.h"
 
@@ -69,6 +75,10 @@ static const char *const TAGS[8] = {
 static const size_t LIMITS[8] = {(size_t)64 << 20, 0, 1, 2, 5, 16, 100, 4096};
 static const size_t MAX_BYTES[8] = {1, 2, 3, 7, 100, 4096, 65536, (size_t)1 << 40};
 static const int BATCH[4] = {2, 3, 5, 64};
+#define MAX_CHANNELS 3 /* the engine serves this many copies of the stream at once */
+#define CUT_SEPARATOR 0
+#define CUT_RECORDS 62
+#define CUT_WHOLE 63
 
 #define die(...) (fprintf(stderr, "fuzz_deframe: " __VA_ARGS__), fputc('\n', stderr), abort())
 #define check(cond, ...) do { if (!(cond)) die(__VA_ARGS__); } while (0)
@@ -342,11 +352,12 @@ typedef struct run {
     size_t tag_len;
     int batch;
     ss_hub *hub;
-    uint64_t id;
-    side blk, eng;
-    msgs bmsgs, emsgs;
-    outcome bout, eout;
-    int eng_ended;
+    side blk, eng[MAX_CHANNELS];
+    int neng;
+    uint64_t id[MAX_CHANNELS];
+    msgs bmsgs, emsgs[MAX_CHANNELS];
+    outcome bout, eout[MAX_CHANNELS];
+    int eng_ended[MAX_CHANNELS];
 } run;
 
 static void open_side(run *r, side *s)
@@ -482,19 +493,24 @@ static void drain_engine(run *r)
         }
         check(n >= 0, "engine: ss_hub_poll failed: %d %s", n, err.message);
         check(n <= r->batch, "engine: %d events in a batch of %d", n, r->batch);
+        /* copied only after the whole batch: every message must stay valid until the
+         * next poll, whichever channel the bytes after it came from */
         for (int i = 0; i < n; i++) {
-            check(ev[i].id == r->id, "engine: an event for id %llx, not %llx",
-                  (unsigned long long)ev[i].id, (unsigned long long)r->id);
-            check(!r->eng_ended, "engine: an event after the channel ended");
+            int j = 0;
+            while (j < r->neng && r->id[j] != ev[i].id)
+                j++;
+            check(j < r->neng, "engine: an event for id %llx, not one of this input's",
+                  (unsigned long long)ev[i].id);
+            check(!r->eng_ended[j], "engine: an event after channel %d ended", j);
             if (ev[i].kind == SS_EV_MESSAGE) {
                 check(ev[i].data || !ev[i].len, "engine: NULL message");
                 check_message(r, ev[i].len, "engine");
-                msgs_add(&r->emsgs, ev[i].data, ev[i].len);
+                msgs_add(&r->emsgs[j], ev[i].data, ev[i].len);
             } else {
                 check(ev[i].kind == SS_EV_ENDED, "engine: event kind %d", ev[i].kind);
                 check(ev[i].code < 0, "engine: ended with code %d", ev[i].code);
-                r->eng_ended = 1;
-                r->eout.code = ev[i].code;
+                r->eng_ended[j] = 1;
+                r->eout[j].code = ev[i].code;
             }
         }
         if (n) {
@@ -515,7 +531,8 @@ static void drain_engine(run *r)
 static void deliver(run *r, model *m, const unsigned char *p, size_t n, int raw, int drain)
 {
     write_chunk(&r->blk, p, n, raw);
-    write_chunk(&r->eng, p, n, raw);
+    for (int j = 0; j < r->neng; j++)
+        write_chunk(&r->eng[j], p, n, raw);
     if (!raw)
         model_deliver(m, p, n);
     if (drain) {
@@ -582,6 +599,100 @@ static void check_reencode(run *r, const msgs *m, const unsigned char *s, size_t
     }
 }
 
+/* The blocking reader against the model, and invariants 3-5 for it. */
+static void check_blocking(run *r, const model *m, int exact, const unsigned char *stream,
+                           size_t stream_len)
+{
+    int ended = r->ending != 3 || m->error;
+    if (ended)
+        check(r->bout.code, "blocking: the stream ended, the reads did not");
+    else
+        check(!r->bout.code, "blocking: ended (%d: %s) on an open, well-formed stream",
+              r->bout.code, r->bout.message);
+    if (m->error) {
+        check(r->bout.code == m->error, "malformed stream: expected %d, got %d (%s)",
+              m->error, r->bout.code, r->bout.message);
+    } else if (ended && r->ending != 2) {
+        check(r->bout.code == SS_E_PEER_CLOSED, "the stream ended: expected PEER_CLOSED, "
+              "got %d (%s)", r->bout.code, r->bout.message);
+        if (exact) {
+            int clean = model_clean(m);
+            check(clean ? r->bout.state == SS_STATE_OPEN && r->bout.peer_closed
+                        : r->bout.state == SS_STATE_BROKEN,
+                  "the stream ended %s a frame, state %d peer_closed %d",
+                  clean ? "between" : "inside", r->bout.state, r->bout.peer_closed);
+        }
+    } else if (ended) { /* hostile ending: a reset (plain), raw bytes in the TLS stream */
+        check(r->tls ? r->bout.code == SS_E_TLS || r->bout.code == SS_E_PEER_CLOSED ||
+                           r->bout.code == SS_E_RESET
+                     : r->bout.code == SS_E_RESET,
+              "hostile ending: code %d (%s)", r->bout.code, r->bout.message);
+    }
+    if (r->bout.code)
+        check(r->bout.state == SS_STATE_BROKEN || r->bout.peer_closed,
+              "ended with %d yet neither broken nor peer-closed", r->bout.code);
+    if (exact)
+        check(same_msgs(&r->bmsgs, &m->out, m->out.n) && r->bmsgs.n == m->out.n,
+              "blocking messages differ from the model's (%zu vs %zu)", r->bmsgs.n,
+              m->out.n);
+    if (r->mode != SS_MODE_END_TAG)
+        check_reencode(r, &r->bmsgs, stream, stream_len);
+    if (r->bout.code) { /* an ended connection stays ended */
+        const char *p;
+        size_t len;
+        ss_err e;
+        int again = ss_conn_read(r->blk.conn, 0, r->max_bytes, &p, &len, &e);
+        check(again == r->bout.code, "blocking: ended with %d (%s), the next read gave %d "
+              "(%s)", r->bout.code, r->bout.message, again, e.message);
+        if (r->bout.state == SS_STATE_BROKEN)
+            check(!strcmp(e.message, r->bout.message), "blocking: the error changed:\n"
+                  "  %s\n  %s", r->bout.message, e.message);
+    }
+}
+
+/* Engine channel j against the blocking reader (checked already). */
+static void check_engine(run *r, int j, int exact, const unsigned char *stream,
+                         size_t stream_len)
+{
+    outcome *o = &r->eout[j];
+    final_state(r->eng[j].conn, o);
+    check(!r->bout.code == !r->eng_ended[j], "channel %d: blocking ended with %d (%s), the "
+          "engine %s", j, r->bout.code, r->bout.message,
+          r->eng_ended[j] ? "reported an end" : "did not");
+    check(r->bout.code == o->code, "channel %d: blocking ended with %d (%s), the engine "
+          "with %d", j, r->bout.code, r->bout.message, o->code);
+    check(r->bout.state == o->state && r->bout.peer_closed == o->peer_closed,
+          "channel %d: states differ: blocking %d/%d, engine %d/%d", j, r->bout.state,
+          r->bout.peer_closed, o->state, o->peer_closed);
+    const msgs *em = &r->emsgs[j];
+    if (exact) {
+        check(same_msgs(&r->bmsgs, em, r->bmsgs.n) && r->bmsgs.n == em->n,
+              "channel %d: blocking and engine messages differ (%zu vs %zu)", j,
+              r->bmsgs.n, em->n);
+    } else if (r->mode == SS_MODE_NO_END_TAG) {
+        static unsigned char a[2 * FUZZ_MAX_INPUT + 256], b[2 * FUZZ_MAX_INPUT + 256];
+        size_t an, bn;
+        concat(&r->bmsgs, NULL, 0, a, &an, sizeof a);
+        concat(em, NULL, 0, b, &bn, sizeof b);
+        check(an == bn && !memcmp(a, b, an), "channel %d: NO_END_TAG: the bytes differ", j);
+    }
+    if (r->mode != SS_MODE_END_TAG)
+        check_reencode(r, em, stream, stream_len);
+    if (o->code) { /* out of the hub, read directly: same end, same text */
+        ss_hub_remove(r->hub, r->eng[j].conn);
+        const char *p;
+        size_t len;
+        ss_err e;
+        int again = ss_conn_read(r->eng[j].conn, 0, r->max_bytes, &p, &len, &e);
+        check(again == o->code, "channel %d: ended with %d, the next read gave %d (%s)", j,
+              o->code, again, e.message);
+        int texts = exact && !r->coalesced;
+        if (texts && o->state == SS_STATE_BROKEN)
+            check(!strcmp(e.message, r->bout.message), "channel %d: error texts differ:\n"
+                  "  blocking: %s\n  engine:   %s", j, r->bout.message, e.message);
+    }
+}
+
 static void run_input(const uint8_t *data, size_t size)
 {
     static ss_hub *hubs[8];
@@ -600,8 +711,9 @@ static void run_input(const uint8_t *data, size_t size)
     r->limit = LIMITS[(data[1] >> 3) & 7];
     int mb = ((data[1] >> 6) & 3) | ((data[2] >> 5) & 4);
     r->max_bytes = MAX_BYTES[mb];
-    int cut = data[2] & 0x7f;
-    r->coalesced = r->tls && cut == 126;
+    int cut = data[2] & 0x3f;
+    r->coalesced = r->tls && cut == CUT_RECORDS;
+    r->neng = data[2] & 0x40 ? MAX_CHANNELS : 1;
     const unsigned char *s = data + 3;
     size_t n = size - 3;
 
@@ -613,16 +725,19 @@ static void run_input(const uint8_t *data, size_t size)
               "ss_hub_new: %s", err.message);
     r->hub = hubs[mb];
     open_side(r, &r->blk);
-    open_side(r, &r->eng);
-    check(ss_hub_add(r->hub, r->eng.conn, &r->id, &err) == SS_OK, "ss_hub_add: %s",
-          err.message);
+    for (int j = 0; j < r->neng; j++) {
+        open_side(r, &r->eng[j]);
+        check(ss_hub_add(r->hub, r->eng[j].conn, &r->id[j], &err) == SS_OK,
+              "ss_hub_add: %s", err.message);
+    }
     drain_engine(r); /* nothing yet */
-    check(r->emsgs.n == 0 && !r->eng_ended, "engine: events before any data");
+    for (int j = 0; j < r->neng; j++)
+        check(r->emsgs[j].n == 0 && !r->eng_ended[j], "engine: events before any data");
 
     /* The chunks: [start, end) pieces of s; the raw (hostile TLS) ending sends the last
      * one unencrypted. */
     size_t starts[FUZZ_MAX_INPUT + 1], ends[FUZZ_MAX_INPUT + 1], nchunks = 0;
-    if (cut == 0 || cut == 126) {
+    if (cut == CUT_SEPARATOR || cut == CUT_RECORDS) {
         size_t a = 0;
         for (size_t i = 0; i + 1 < n; i++)
             if (s[i] == 0xff && s[i + 1] == 0xff) {
@@ -634,7 +749,7 @@ static void run_input(const uint8_t *data, size_t size)
         starts[nchunks] = a;
         ends[nchunks++] = n;
     } else {
-        size_t step = cut == 127 ? (n ? n : 1) : (size_t)cut;
+        size_t step = cut == CUT_WHOLE ? (n ? n : 1) : (size_t)cut;
         for (size_t a = 0; a < n; a += step) {
             starts[nchunks] = a;
             ends[nchunks++] = a + step < n ? a + step : n;
@@ -658,112 +773,42 @@ static void run_input(const uint8_t *data, size_t size)
         deliver(r, m, s + starts[i], len, raw, drain);
     }
     end_stream(r, &r->blk);
-    end_stream(r, &r->eng);
+    for (int j = 0; j < r->neng; j++)
+        end_stream(r, &r->eng[j]);
     drain_blocking(r);
     drain_engine(r);
 
     if (getenv("FUZZ_VERBOSE"))
         fprintf(stderr, "mode %d tls %d ending %d together %d coalesced %d batch %d limit %zu "
-                "max_bytes %zu tag \"%s\": messages blocking %zu engine %zu model %zu; "
-                "ended blocking %d (%s) engine %d, model error %d clean %d\n", r->mode,
-                r->tls, r->ending, r->together, r->coalesced, r->batch, r->limit,
-                r->max_bytes, r->tag, r->bmsgs.n, r->emsgs.n, m->out.n, r->bout.code,
-                r->bout.message, r->eout.code, m->error, model_clean(m));
+                "max_bytes %zu tag \"%s\" channels %d: messages blocking %zu engine %zu "
+                "model %zu; ended blocking %d (%s) engine %d, model error %d clean %d\n",
+                r->mode, r->tls, r->ending, r->together, r->coalesced, r->batch, r->limit,
+                r->max_bytes, r->tag, r->neng, r->bmsgs.n, r->emsgs[0].n, m->out.n,
+                r->bout.code, r->bout.message, r->eout[0].code, m->error, model_clean(m));
     /* Outcomes.  Coalesced TLS records: SocketEndTag drops a different amount in each
      * reader (the blocking one reads a record at a time, the engine all of them), so only
      * invariants 1 and 3 hold; SocketNoEndTag cuts differently but ends the same way. */
     final_state(r->blk.conn, &r->bout);
-    final_state(r->eng.conn, &r->eout);
     int exact = !(r->coalesced && (r->mode == SS_MODE_END_TAG || r->mode == SS_MODE_NO_END_TAG));
-    if (r->coalesced && r->mode == SS_MODE_END_TAG)
-        goto cleanup;
-    int ended = r->ending != 3 || m->error;
-    if (ended) {
-        check(r->bout.code, "blocking: the stream ended, the reads did not");
-        check(r->eng_ended, "engine: the stream ended, no ENDED event");
-    } else {
-        check(!r->bout.code, "blocking: ended (%d: %s) on an open, well-formed stream",
-              r->bout.code, r->bout.message);
-        check(!r->eng_ended, "engine: ENDED (%d) on an open, well-formed stream",
-              r->eout.code);
-    }
-    check(r->bout.code == r->eout.code, "blocking ended with %d (%s), the engine with %d",
-          r->bout.code, r->bout.message, r->eout.code);
-    check(r->bout.state == r->eout.state && r->bout.peer_closed == r->eout.peer_closed,
-          "states differ: blocking %d/%d, engine %d/%d", r->bout.state, r->bout.peer_closed,
-          r->eout.state, r->eout.peer_closed);
-    if (m->error) {
-        check(r->bout.code == m->error, "malformed stream: expected %d, got %d (%s)",
-              m->error, r->bout.code, r->bout.message);
-    } else if (ended && !(r->ending == 2)) {
-        check(r->bout.code == SS_E_PEER_CLOSED, "the stream ended: expected PEER_CLOSED, "
-              "got %d (%s)", r->bout.code, r->bout.message);
-        if (exact) {
-            int clean = model_clean(m);
-            check(clean ? r->bout.state == SS_STATE_OPEN && r->bout.peer_closed
-                        : r->bout.state == SS_STATE_BROKEN,
-                  "the stream ended %s a frame, state %d peer_closed %d",
-                  clean ? "between" : "inside", r->bout.state, r->bout.peer_closed);
-        }
-    } else if (ended) { /* hostile ending */
-        check(r->bout.code == (r->tls ? r->bout.code : SS_E_RESET),
-              "plain reset: got %d (%s)", r->bout.code, r->bout.message);
-        check(r->bout.code == SS_E_TLS || r->bout.code == SS_E_PEER_CLOSED ||
-              r->bout.code == SS_E_RESET, "hostile ending: code %d (%s)", r->bout.code,
-              r->bout.message);
-    }
-    if (r->bout.code != SS_E_TIMEOUT && r->bout.code)
-        check(r->bout.state == SS_STATE_BROKEN || r->bout.peer_closed,
-              "ended with %d yet neither broken nor peer-closed", r->bout.code);
-    /* messages: blocking == engine == model */
-    if (exact) {
-        check(same_msgs(&r->bmsgs, &r->emsgs, r->bmsgs.n) && r->bmsgs.n == r->emsgs.n,
-              "blocking and engine messages differ (%zu vs %zu)", r->bmsgs.n, r->emsgs.n);
-        check(same_msgs(&r->bmsgs, &m->out, m->out.n) && r->bmsgs.n == m->out.n,
-              "blocking messages differ from the model's (%zu vs %zu)", r->bmsgs.n,
-              m->out.n);
-    } else {
-        static unsigned char a[2 * FUZZ_MAX_INPUT + 256], b[2 * FUZZ_MAX_INPUT + 256];
-        size_t an, bn;
-        if (r->mode == SS_MODE_NO_END_TAG) {
-            concat(&r->bmsgs, NULL, 0, a, &an, sizeof a);
-            concat(&r->emsgs, NULL, 0, b, &bn, sizeof b);
-            check(an == bn && !memcmp(a, b, an), "NO_END_TAG: the bytes differ");
-        }
-    }
-    if (r->mode != SS_MODE_END_TAG) {
-        check_reencode(r, &r->bmsgs, stream, stream_len);
-        check_reencode(r, &r->emsgs, stream, stream_len);
-    }
-    /* error texts, and invariant 5: an ended connection stays ended */
-    if (r->bout.code) {
-        ss_hub_remove(r->hub, r->eng.conn);
-        const char *p;
-        size_t len;
-        ss_err e1, e2;
-        int b2 = ss_conn_read(r->blk.conn, 0, r->max_bytes, &p, &len, &e1);
-        int e2c = ss_conn_read(r->eng.conn, 0, r->max_bytes, &p, &len, &e2);
-        check(b2 == r->bout.code, "blocking: ended with %d (%s), the next read gave %d (%s)",
-              r->bout.code, r->bout.message, b2, e1.message);
-        check(e2c == r->eout.code, "engine: ended with %d, the next read gave %d (%s)",
-              r->eout.code, e2c, e2.message);
-        int texts = exact && !(r->coalesced && r->bout.code != SS_E_PEER_CLOSED);
-        if (texts && r->bout.state == SS_STATE_BROKEN)
-            check(!strcmp(e1.message, e2.message), "error texts differ:\n  blocking: %s\n"
-                  "  engine:   %s", e1.message, e2.message);
+    if (!(r->coalesced && r->mode == SS_MODE_END_TAG)) {
+        check_blocking(r, m, exact, stream, stream_len);
+        for (int j = 0; j < r->neng; j++)
+            check_engine(r, j, exact, stream, stream_len);
     }
 
-cleanup:
-    ss_hub_remove(r->hub, r->eng.conn);
-    for (side *sd = &r->blk; sd; sd = sd == &r->blk ? &r->eng : NULL) {
+    for (int j = 0; j < r->neng; j++)
+        ss_hub_remove(r->hub, r->eng[j].conn);
+    for (int j = -1; j < r->neng; j++) {
+        side *sd = j < 0 ? &r->blk : &r->eng[j];
         ss_conn_free(sd->conn);
         client_free(sd->ssl);
         if (sd->wfd >= 0)
             close(sd->wfd);
+        if (j >= 0)
+            msgs_free(&r->emsgs[j]);
     }
     ERR_clear_error();
     msgs_free(&r->bmsgs);
-    msgs_free(&r->emsgs);
     msgs_free(&m->out);
     free(m);
     free(r);

@@ -7,7 +7,7 @@ harness found.
 
 Input layout (see the top of fuzz_deframe.c): byte 0 = mode | TLS << 2 | ending << 3 |
 together << 5 | batch << 6; byte 1 = tag | limit << 3 | (max_bytes & 3) << 6; byte 2 =
-cut | (max_bytes & 4) << 5; then the stream.
+cut | three channels << 6 | (max_bytes & 4) << 5; then the stream.
 """
 from __future__ import annotations
 
@@ -22,16 +22,16 @@ LIMIT = {"64M": 0, 0: 1, 1: 2, 2: 3, 5: 4, 16: 5, 100: 6, 4096: 7}
 MAX_BYTES = {1: 0, 2: 1, 3: 2, 7: 3, 100: 4, 4096: 5, 65536: 6, "huge": 7}
 BATCH = {2: 0, 3: 1, 5: 2, 64: 3}
 SEP = b"\xff\xff"  # chunk separator (cut 0)
-WHOLE, RECORDS = 127, 126
+WHOLE, RECORDS = 63, 62
 
 
 def seed(mode: int, stream: bytes, *, tls: bool = False, ending: int = ORDERLY,
          together: bool = False, batch: int = 64, tag: int = 0, limit: object = "64M",
-         max_bytes: object = 4096, cut: int = WHOLE) -> bytes:
+         max_bytes: object = 4096, cut: int = WHOLE, channels: int = 1) -> bytes:
     mb = MAX_BYTES[max_bytes]
     b0 = mode | tls << 2 | ending << 3 | together << 5 | BATCH[batch] << 6
     b1 = tag | LIMIT[limit] << 3 | (mb & 3) << 6
-    b2 = cut | (mb & 4) << 5
+    b2 = cut | (channels == 3) << 6 | (mb & 4) << 5
     return bytes([b0, b1, b2]) + stream
 
 
@@ -90,6 +90,14 @@ def seeds() -> dict[str, bytes]:
                                tls=True, ending=HOSTILE, cut=0)
     s["tls-end-together"] = seed(NO_END_TAG, b"abcdef", tls=True, ending=ABRUPT,
                                  together=True, batch=2, max_bytes=1)
+    # three channels in one hub: the scratch buffer shared, then exhausted (fuzz build:
+    # 28 KiB of scratch, 20 KiB a share), the batch filled by several channels
+    s["hub-3-channels"] = seed(SIZE, sized + SEP + sized, channels=3, batch=3, cut=0)
+    s["hub-3-channels-big"] = seed(END_TAG_BUFFER, (b"m" * 1000 + b"<EOF>") * 7, channels=3,
+                                   batch=5)
+    s["hub-3-channels-tls"] = seed(NO_END_TAG, b"x" * 3000 + SEP + b"y" * 3000, tls=True,
+                                   channels=3, batch=2, max_bytes=4096, cut=0)
+    s["hub-3-channels-partial"] = seed(SIZE, b"7000\r\n" + b"p" * 6999, channels=3)
     # regressions (fixed): see fuzz/README.md
     s["regress-null-plus-zero"] = bytes.fromhex("300a02")
     s["regress-hub-reset-after-full-batch"] = seed(NO_END_TAG, b"ab", ending=HOSTILE,
