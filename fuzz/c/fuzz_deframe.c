@@ -10,12 +10,13 @@
  * session of the one full handshake made at start-up is resumed for each input),
  *   1. no crash, no sanitizer report (ASan, UBSan), no leak;
  *   2. the blocking reader (ss_conn_read, time-out 0, drained after every delivery) and the
- *      engine (ss_hub_add + ss_hub_poll over one or three more connections fed the same
- *      deliveries, served by one long-lived hub) deliver the same messages, end the same
- *      way (same code, same ErrorInfo text, same state: BROKEN, or OPEN with peer_closed)
- *      and agree with a reference model of the mode written independently in this file
- *      (model_*); a message handed out by the engine stays intact until the next poll,
- *      whichever channels the hub serves after it in the same batch;
+ *      engine (ss_hub_add + ss_hub_poll, one long-lived hub, over one or three more
+ *      connections fed the same deliveries, channel j lagging j deliveries behind so that
+ *      the channels of a batch carry different bytes) deliver the same messages, end the
+ *      same way (same code, same ErrorInfo text, same state: BROKEN, or OPEN with
+ *      peer_closed) and agree with a reference model of the mode written independently in
+ *      this file (model_*); a message handed out by the engine stays intact until the
+ *      next poll, whichever channels the hub serves after it in the same batch;
  *   3. no message is over the limit: <= max_message in the framed modes, 1..max_bytes in
  *      SocketNoEndTag;
  *   4. SocketSizeAtBeginning: the frames re-encode (size header, CR LF or LF, payload) to a
@@ -528,19 +529,6 @@ static void drain_engine(run *r)
     die("engine: ss_hub_fd stays readable while ss_hub_poll finds nothing");
 }
 
-static void deliver(run *r, model *m, const unsigned char *p, size_t n, int raw, int drain)
-{
-    write_chunk(&r->blk, p, n, raw);
-    for (int j = 0; j < r->neng; j++)
-        write_chunk(&r->eng[j], p, n, raw);
-    if (!raw)
-        model_deliver(m, p, n);
-    if (drain) {
-        drain_blocking(r);
-        drain_engine(r);
-    }
-}
-
 static int same_msgs(const msgs *a, const msgs *b, size_t upto)
 {
     if (a->n < upto || b->n < upto)
@@ -760,21 +748,40 @@ static void run_input(const uint8_t *data, size_t size)
     static unsigned char stream[FUZZ_MAX_INPUT];
     size_t stream_len = 0;
     for (size_t i = 0; i < nchunks; i++) {
-        int raw = raw_last && i + 1 == nchunks;
-        int last = i + 1 == nchunks;
+        if (raw_last && i + 1 == nchunks)
+            break;
         size_t len = ends[i] - starts[i];
-        if (!raw) {
-            memcpy(stream + stream_len, s + starts[i], len);
-            stream_len += len;
-        }
-        if (!r->tls && len == 0)
-            continue; /* nothing to deliver */
-        int drain = !r->coalesced && !(last && r->together);
-        deliver(r, m, s + starts[i], len, raw, drain);
+        memcpy(stream + stream_len, s + starts[i], len);
+        stream_len += len;
+        model_deliver(m, s + starts[i], len);
     }
-    end_stream(r, &r->blk);
-    for (int j = 0; j < r->neng; j++)
-        end_stream(r, &r->eng[j]);
+    /* Step t: every reader gets its next chunk, then all are drained.  Engine channel j
+     * lags j chunks behind the blocking reader and channel 0, so the channels a poll
+     * serves bring different bytes (a message overwritten by another channel's bytes
+     * shows).  A reader's stream ends after its last chunk has been drained, or with it
+     * ("together").  Coalesced records are all written before the one drain. */
+    for (size_t t = 0; t < nchunks + (size_t)r->neng; t++) {
+        for (int x = -1; x < r->neng; x++) {
+            side *sd = x < 0 ? &r->blk : &r->eng[x];
+            size_t lag = x < 1 ? 0 : (size_t)x;
+            if (t < lag)
+                continue;
+            size_t k = t - lag;
+            if (k < nchunks) {
+                size_t len = ends[k] - starts[k];
+                if (r->tls || len)
+                    write_chunk(sd, s + starts[k], len, raw_last && k + 1 == nchunks);
+                if (k + 1 == nchunks && r->together)
+                    end_stream(r, sd);
+            } else if (k == nchunks && (!r->together || nchunks == 0)) {
+                end_stream(r, sd);
+            }
+        }
+        if (!r->coalesced) {
+            drain_blocking(r);
+            drain_engine(r);
+        }
+    }
     drain_blocking(r);
     drain_engine(r);
 

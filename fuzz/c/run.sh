@@ -75,10 +75,12 @@ trap 'rm -rf "$WORK"' EXIT
 CORPUS=${FUZZ_C_CORPUS:-$WORK/corpus}
 mkdir -p "$CORPUS"
 log=$WORK/deframe.log
+t0=$(date +%s)
 nice -n 10 "$BIN" -max_total_time="$SECS" -max_len=8192 -len_control=20 -timeout=30 \
   -rss_limit_mb=2048 -print_final_stats=1 -dict=fuzz/c/deframe.dict \
   -artifact_prefix=fuzz/crashes/deframe- "$CORPUS" fuzz/c/corpus >"$log" 2>&1
 rc=$?
+elapsed=$(( $(date +%s) - t0 ))
 total=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
 [ -n "$total" ] || total=$(sed -n 's/^#\([0-9][0-9]*\)[[:space:]].*/\1/p' "$log" | tail -1)
@@ -89,7 +91,7 @@ else
   result="FAILED (exit $rc)"
 fi
 printf 'fuzz-c: deframe %s executions in %s s, %s exec/s, %s edges covered: %s\n' \
-  "${total:-?}" "$SECS" "${rate:-?}" "${cov:-?}" "$result"
+  "${total:-?}" "$elapsed" "${rate:-?}" "${cov:-?}" "$result"
 if [ "$result" != ok ]; then
   echo "---- deframe: end of the log ----"
   grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|RELOAD)' "$log" | tail -60
