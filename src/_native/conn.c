@@ -325,16 +325,19 @@ static long io_read(ss_conn *c, char *buf, size_t len, long long deadline, ss_er
 }
 
 long ss_conn_read_nowait(ss_conn *c, char *dst, size_t room, int *more, int *end,
-                         ss_err *err)
+                         int *write_first, ss_err *err)
 {
     size_t got = 0;
     *more = 0;
     *end = 0;
+    *write_first = 0;
     while (got < room) {
         short wants;
         long n = io_read_once(c, dst + got, room - got, &wants, err);
-        if (n == SS_E_AGAIN)
+        if (n == SS_E_AGAIN) {
+            *write_first = wants == POLLOUT;
             return (long)got;
+        }
         if (n < 0) {
             *end = (int)n; /* reported after the bytes before it */
             return (long)got;

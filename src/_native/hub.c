@@ -60,6 +60,7 @@
 #define HUB_ENDED 2   /* reported as ended, out of the epoll set */
 #define HUB_DEFAULTS 4 /* accepted here: takes the hub's mode on its first pass */
 #define HUB_WRITING 8  /* watched for room to send its queue (EPOLLOUT) */
+#define HUB_OUT 16     /* its reads wait on a write OpenSSL must do: EPOLLOUT, not EPOLLIN */
 
 struct ss_hub {
     pthread_mutex_t lock;
@@ -91,6 +92,16 @@ static ss_conn *conn_of(ss_hub *h, uint64_t id)
     if (slot < 0 || slot >= h->nslots || h->gens[slot] != (uint32_t)(id >> 32))
         return NULL;
     return h->slots[slot];
+}
+
+/* Watch c for what it waits on: EPOLLIN unless its reads wait on a write (HUB_OUT),
+ * EPOLLOUT while it has a queue to send or such a write to make.  Hub lock held. */
+static int rearm(ss_hub *h, ss_conn *c)
+{
+    uint32_t events = (c->hub_flags & HUB_OUT ? 0 : EPOLLIN) |
+                      (c->hub_flags & (HUB_WRITING | HUB_OUT) ? EPOLLOUT : 0);
+    struct epoll_event ev = {.events = events, .data.u64 = id_of(h, c->hub_slot)};
+    return epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
 static void signal_fd(int fd)
@@ -288,9 +299,9 @@ void ss_hub_want_write(ss_conn *c)
         return;
     pthread_mutex_lock(&h->lock);
     if (c->hub == h && !(c->hub_flags & (HUB_ENDED | HUB_WRITING))) {
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u64 = id_of(h, c->hub_slot)};
-        if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
-            c->hub_flags |= HUB_WRITING;
+        c->hub_flags |= HUB_WRITING;
+        if (rearm(h, c) != 0)
+            c->hub_flags &= ~HUB_WRITING;
     }
     pthread_mutex_unlock(&h->lock);
 }
@@ -303,11 +314,10 @@ static void flush(ss_hub *h, ss_conn *c)
     int rc = ss_conn_flush(c, &err);
     if (rc == SS_E_AGAIN)
         return; /* more later (or a writer is at it: it sends, or re-arms) */
-    if (c->hub_flags & HUB_WRITING && !(c->hub_flags & HUB_ENDED)) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = id_of(h, c->hub_slot)};
-        epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-    }
+    int was = c->hub_flags & HUB_WRITING;
     c->hub_flags &= ~HUB_WRITING;
+    if (was && !(c->hub_flags & HUB_ENDED))
+        rearm(h, c);
     /* an error broke the connection: the next pass over it reports the end */
 }
 
@@ -384,7 +394,11 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
             b->cap = cap;
         }
     }
-    int more = 0, end = c->hub_end ? c->hub_end->code : 0;
+    if (c->hub_flags & HUB_OUT) { /* writable now (or an error shows): read again */
+        c->hub_flags &= ~HUB_OUT;
+        rearm(h, c);
+    }
+    int more = 0, end = c->hub_end ? c->hub_end->code : 0, write_first = 0;
     ss_buf *b = &c->in;
     long got = 0;
     if (end) /* the stream ended in an earlier pass: what it said then, not a new read
@@ -392,7 +406,7 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
         err = *c->hub_end;
     else
         got = ss_conn_read_nowait(c, b->data + b->off + b->len, b->cap - b->off - b->len,
-                                  &more, &end, &err);
+                                  &more, &end, &write_first, &err);
     b->len += (size_t)got;
     int stopped = 0;
     while (*n < max) {
@@ -437,6 +451,14 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
         c->hub_end = malloc(sizeof *c->hub_end);
         if (c->hub_end)
             *c->hub_end = err;
+    }
+    if (write_first) {
+        /* OpenSSL must send before it reads on (the answer to a KeyUpdate) and the peer is
+         * not reading: wait until the socket is writable.  Still watched for EPOLLIN, its
+         * unread bytes would wake the hub at once, again and again (level-triggered). */
+        c->hub_flags |= HUB_OUT;
+        if (rearm(h, c) != 0)
+            c->hub_flags &= ~HUB_OUT;
     }
     if (stopped || more || end)
         revisit_later(h, c);
@@ -538,9 +560,10 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
                 ss_conn *c = conn_of(h, tag);
                 if (!c)
                     continue;
-                if (events[i].events & EPOLLOUT)
+                if (events[i].events & EPOLLOUT && c->hub_flags & HUB_WRITING)
                     flush(h, c);
                 if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP) ||
+                    (events[i].events & EPOLLOUT && c->hub_flags & HUB_OUT) ||
                     atomic_load(&c->state) != SS_STATE_OPEN)
                     serve(h, c, ev, &n, max);
             }
