@@ -102,6 +102,10 @@ def seeds() -> dict[str, bytes]:
     s["regress-null-plus-zero"] = bytes.fromhex("300a02")
     s["regress-hub-reset-after-full-batch"] = seed(NO_END_TAG, b"ab", ending=HOSTILE,
                                                    together=True, batch=2, max_bytes=1)
+    # 400 KeyUpdate requests the writer does not read the answers of (about 270 fill a
+    # socketpair's default buffer), then a message: the hub spun on the readable socket
+    s["regress-hub-spin-keyupdate-flood"] = seed(SIZE, SEP * 400 + b"3\r\nabc", tls=True,
+                                                 cut=0, max_bytes=1)
     return s
 
 
