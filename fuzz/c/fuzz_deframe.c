@@ -26,8 +26,8 @@
  *      once BROKEN, the same text; the engine reports a channel's end once, nothing after
  *      it, never an event for another id; ss_hub_fd is not readable once a poll finds
  *      nothing (not even while a channel's reads wait for the peer to read: the TLS
- *      writer reads what the server sent only at the end, so a flood of KeyUpdate
- *      requests fills the server's socket with answers the peer does not take).
+ *      writers read what the server sent only when their own socket fills up and at the
+ *      end, so a flood of KeyUpdate requests fills the server's socket with answers).
  * Where an exact match is not required by the mode's semantics, it is not checked: when
  * several TLS records arrive in one delivery ("coalesced", below, or after such a wait),
  * SocketEndTag (which drops what follows the tag in the same read) and SocketNoEndTag
