@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Run every fuzz harness for a bounded time and fail on any crash.
 #
-#   fuzz/run_all.sh            # 10 s each: about a minute for all of them (CI)
+#   fuzz/run_all.sh            # 10 s each, 20 s for the C harness: about 1.5 minutes (CI)
 #   fuzz/run_all.sh 600        # a longer hunt
 #   FUZZ_ONLY="frames listener" fuzz/run_all.sh 60   # some harnesses only
+#   FUZZ_C_SECONDS=120 fuzz/run_all.sh   # the C harness's time (default: twice the others')
+#
+# The C harness, "deframe" (fuzz/c/fuzz_deframe.c: the C core's deframer, read path and
+# channel engine under libFuzzer + ASan + UBSan), is built and run by fuzz/c/run.sh, which
+# installs clang and its libFuzzer run-time when missing.
 #
 # Each harness states its invariant at its top (fuzz/fuzz_*.py).  New inputs found during the
 # run go to a temporary directory (the committed seeds in fuzz/corpus/ stay as they are);
@@ -20,7 +25,12 @@ PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
-if ! "$PY" -c 'import atheris' >/dev/null 2>&1; then
+PY_HARNESSES="thumbprint options frames certstore listener"
+python_needed=0
+for name in $PY_HARNESSES; do
+  case " ${FUZZ_ONLY:-$name} " in *" $name "*) python_needed=1;; esac
+done
+if [ $python_needed = 1 ] && ! "$PY" -c 'import atheris' >/dev/null 2>&1; then
   echo "fuzz: installing atheris into $("$PY" -c 'import sys; print(sys.prefix)')" >&2
   "$PY" -m pip install -q 'atheris>=2.3' || { echo "fuzz: cannot install atheris" >&2; exit 1; }
 fi
@@ -31,7 +41,9 @@ mkdir -p "$WORK/tmp" fuzz/crashes
 # Harnesses make temporary stores; libFuzzer ends the process without Python's clean-up,
 # so they go in here and disappear with it.
 export TMPDIR="$WORK/tmp"
-"$PY" fuzz/make_corpus.py --fresh "$WORK/fresh" || { echo "fuzz: cannot make the fresh seeds" >&2; exit 1; }
+if [ $python_needed = 1 ]; then
+  "$PY" fuzz/make_corpus.py --fresh "$WORK/fresh" || { echo "fuzz: cannot make the fresh seeds" >&2; exit 1; }
+fi
 
 # harness and its extra libFuzzer flags
 HARNESSES=(
@@ -40,6 +52,7 @@ HARNESSES=(
   "frames|-max_len=512 -dict=fuzz/dicts/frames.dict"
   "certstore|-max_len=4096"
   "listener|-max_len=2048"
+  "deframe|(C: fuzz/c/run.sh)"
 )
 
 failed=0
@@ -51,6 +64,22 @@ for entry in "${HARNESSES[@]}"; do
   flags=${entry#*|}
   case " ${FUZZ_ONLY:-$name} " in *" $name "*) ;; *) continue;; esac
   log="$WORK/$name.log"
+  if [ "$name" = deframe ]; then
+    fuzz/c/run.sh "${FUZZ_C_SECONDS:-$(( 2 * SECONDS_EACH ))}" >"$log" 2>&1
+    rc=$?
+    line=$(grep '^fuzz-c: deframe ' "$log" | tail -1)
+    total=$(sed -n 's/^fuzz-c: deframe \([0-9]*\) executions.*/\1/p' <<<"$line")
+    rate=$(sed -n 's/.*, \([0-9]*\) exec\/s.*/\1/p' <<<"$line")
+    if [ "$rc" -eq 0 ]; then result=ok; else result="FAILED (exit $rc)"; failed=1; fi
+    printf '%-12s %10s %14s  %s\n' "$name" "${rate:-?}" "${total:-?}" "$result"
+    all=$(( all + ${total:-0} ))
+    if [ "$result" != ok ]; then
+      echo "---- $name: end of the log ----"
+      tail -70 "$log"
+      echo "----"
+    fi
+    continue
+  fi
   mkdir -p "$WORK/corpus/$name"
   seeds=("fuzz/corpus/$name")
   [ -d "$WORK/fresh/$name" ] && seeds+=("$WORK/fresh/$name")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CI extras for hostile input, after scripts/bootstrap has made .venv (or with $PYTHON):
-#   1. every fuzz harness for a bounded time (fuzz/run_all.sh: 10 s each, about a minute),
-#      with a table of executions per second and total executions;
+#   1. every fuzz harness for a bounded time (fuzz/run_all.sh: 10 s each for the atheris
+#      harnesses, 20 s for the C libFuzzer harness of the deframer and channel engine,
+#      fuzz/c/run.sh; about 1.5 minutes), with a table of executions per second and total
+#      executions;
 #   2. the whole test suite against the C core built with clang's AddressSanitizer +
 #      UndefinedBehaviorSanitizer, then 200 handshakes under LeakSanitizer
 #      (scripts/sanitize-tests.sh);
@@ -9,10 +11,12 @@
 #      tests/test_hostile.py, made mandatory).
 # Fails on any crash, sanitizer or valgrind report, or failed test.  About 5-6 minutes on
 # two cores.  Installs what it needs when missing: atheris (pip, into the venv), and the
-# Debian packages clang, libclang-rt-dev and valgrind (apt-get, as root or through sudo).
+# Debian packages clang, libclang-rt-dev (ASan, UBSan and libFuzzer run-times) and valgrind
+# (apt-get, as root or through sudo).
 #
 #   scripts/ci-extras.sh
 #   FUZZ_SECONDS=600 scripts/ci-extras.sh   # a longer fuzz run (or: fuzz/run_all.sh 600)
+#   FUZZ_C_SECONDS=60 scripts/ci-extras.sh  # the C harness's time (default: 2 x FUZZ_SECONDS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)

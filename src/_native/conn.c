@@ -130,6 +130,13 @@ static int buf_reserve(ss_buf *b, size_t extra)
     return 0;
 }
 
+/* The unread bytes of b.  A connection that has not read yet (or gave its buffer back
+ * while idle) has data == NULL, and NULL + 0 is undefined behaviour in C. */
+static const char *buf_head(const ss_buf *b)
+{
+    return b->data ? b->data + b->off : NULL;
+}
+
 static void buf_consume(ss_buf *b, size_t n)
 {
     b->off += n;
@@ -339,16 +346,19 @@ static long io_read(ss_conn *c, char *buf, size_t len, long long deadline, ss_er
 }
 
 long ss_conn_read_nowait(ss_conn *c, char *dst, size_t room, int *more, int *end,
-                         ss_err *err)
+                         int *write_first, ss_err *err)
 {
     size_t got = 0;
     *more = 0;
     *end = 0;
+    *write_first = 0;
     while (got < room) {
         short wants;
         long n = io_read_once(c, dst + got, room - got, &wants, err);
-        if (n == SS_E_AGAIN)
+        if (n == SS_E_AGAIN) {
+            *write_first = wants == POLLOUT;
             return (long)got;
+        }
         if (n < 0) {
             *end = (int)n; /* reported after the bytes before it */
             return (long)got;
@@ -465,7 +475,7 @@ static long fill(ss_conn *c, long long deadline, ss_err *err)
  * 0 when more bytes are needed, or a negative code for a malformed / oversized header. */
 static int parse_size_header(ss_conn *c, ss_err *err)
 {
-    const char *p = c->in.data + c->in.off;
+    const char *p = buf_head(&c->in);
     size_t n = c->in.len, digits = 0;
     unsigned long long value = 0;
     char shown[128];
@@ -574,7 +584,7 @@ static int read_tagged(ss_conn *c, long long deadline, const char **out, size_t 
                        ss_err *err)
 {
     for (;;) {
-        const char *p = c->in.data + c->in.off;
+        const char *p = buf_head(&c->in);
         size_t n = c->in.len;
         /* resume the search where the last one stopped (tag_len-1 bytes back) */
         size_t from = c->scanned >= c->tag_len ? c->scanned - (c->tag_len - 1) : 0;

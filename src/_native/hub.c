@@ -37,11 +37,19 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-/* 1 MiB of scratch per hub: a batch of 16 channels each bringing a 64 KiB share fits. */
-#define SCRATCH (1u << 20)
+/* 1 MiB of scratch per hub: a batch of 16 channels each bringing a 64 KiB share fits.
+ * (Both sizes can be set at build time: the fuzz build, fuzz/c/run.sh, makes them small so
+ * that a few channels with a few KiB each reach the ends of the scratch buffer.) */
+#ifndef SS_HUB_SCRATCH
+#define SS_HUB_SCRATCH (1u << 20)
+#endif
+#define SCRATCH SS_HUB_SCRATCH
 /* What one channel may bring in one pass: fair to the others, and large enough that a
- * bulk stream costs one pass per 64 KiB (four full TLS records). */
-#define SHARE (64u << 10)
+ * bulk stream costs one pass per 64 KiB (four full TLS records).  At least SS_RECORD. */
+#ifndef SS_HUB_SHARE
+#define SS_HUB_SHARE (64u << 10)
+#endif
+#define SHARE SS_HUB_SHARE
 #define MAX_EPOLL 256
 
 /* epoll data tags below the channel ids (ids are slot + 1 + generation << 32) */
@@ -52,6 +60,7 @@
 #define HUB_ENDED 2   /* reported as ended, out of the epoll set */
 #define HUB_DEFAULTS 4 /* accepted here: takes the hub's mode on its first pass */
 #define HUB_WRITING 8  /* watched for room to send its queue (EPOLLOUT) */
+#define HUB_OUT 16     /* its reads wait on a write OpenSSL must do: EPOLLOUT, not EPOLLIN */
 
 struct ss_hub {
     pthread_mutex_t lock;
@@ -83,6 +92,16 @@ static ss_conn *conn_of(ss_hub *h, uint64_t id)
     if (slot < 0 || slot >= h->nslots || h->gens[slot] != (uint32_t)(id >> 32))
         return NULL;
     return h->slots[slot];
+}
+
+/* Watch c for what it waits on: EPOLLIN unless its reads wait on a write (HUB_OUT),
+ * EPOLLOUT while it has a queue to send or such a write to make.  Hub lock held. */
+static int rearm(ss_hub *h, ss_conn *c)
+{
+    uint32_t events = (c->hub_flags & HUB_OUT ? 0 : EPOLLIN) |
+                      (c->hub_flags & (HUB_WRITING | HUB_OUT) ? EPOLLOUT : 0);
+    struct epoll_event ev = {.events = events, .data.u64 = id_of(h, c->hub_slot)};
+    return epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
 static void signal_fd(int fd)
@@ -242,6 +261,8 @@ static void remove_locked(ss_hub *h, ss_conn *c)
                 break;
             }
     }
+    free(c->hub_end); /* an end not reported yet: the channel leaves before it */
+    c->hub_end = NULL;
     int slot = c->hub_slot;
     h->slots[slot] = NULL;
     h->gens[slot]++;
@@ -278,9 +299,9 @@ void ss_hub_want_write(ss_conn *c)
         return;
     pthread_mutex_lock(&h->lock);
     if (c->hub == h && !(c->hub_flags & (HUB_ENDED | HUB_WRITING))) {
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u64 = id_of(h, c->hub_slot)};
-        if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
-            c->hub_flags |= HUB_WRITING;
+        c->hub_flags |= HUB_WRITING;
+        if (rearm(h, c) != 0)
+            c->hub_flags &= ~HUB_WRITING;
     }
     pthread_mutex_unlock(&h->lock);
 }
@@ -293,11 +314,10 @@ static void flush(ss_hub *h, ss_conn *c)
     int rc = ss_conn_flush(c, &err);
     if (rc == SS_E_AGAIN)
         return; /* more later (or a writer is at it: it sends, or re-arms) */
-    if (c->hub_flags & HUB_WRITING && !(c->hub_flags & HUB_ENDED)) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = id_of(h, c->hub_slot)};
-        epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-    }
+    int was = c->hub_flags & HUB_WRITING;
     c->hub_flags &= ~HUB_WRITING;
+    if (was && !(c->hub_flags & HUB_ENDED))
+        rearm(h, c);
     /* an error broke the connection: the next pass over it reports the end */
 }
 
@@ -374,10 +394,19 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
             b->cap = cap;
         }
     }
-    int more = 0, end = 0;
+    if (c->hub_flags & HUB_OUT) { /* writable now (or an error shows): read again */
+        c->hub_flags &= ~HUB_OUT;
+        rearm(h, c);
+    }
+    int more = 0, end = c->hub_end ? c->hub_end->code : 0, write_first = 0;
     ss_buf *b = &c->in;
-    long got = ss_conn_read_nowait(c, b->data + b->off + b->len, b->cap - b->off - b->len,
-                                   &more, &end, &err);
+    long got = 0;
+    if (end) /* the stream ended in an earlier pass: what it said then, not a new read
+              * (a reset is reported once: read again, it would look like a clean EOF) */
+        err = *c->hub_end;
+    else
+        got = ss_conn_read_nowait(c, b->data + b->off + b->len, b->cap - b->off - b->len,
+                                  &more, &end, &write_first, &err);
     b->len += (size_t)got;
     int stopped = 0;
     while (*n < max) {
@@ -409,10 +438,27 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
         stopped = 1;
     if (end && !stopped) {
         /* every whole message before the end is out: now the end itself */
+        free(c->hub_end);
+        c->hub_end = NULL;
         int rc = ss_conn_end(c, end, &err);
         pthread_mutex_unlock(&c->read_lock);
         ended(h, c, rc, ev, n);
         goto out;
+    }
+    if (end && !c->hub_end) {
+        /* stopped: the end waits for the next pass, behind the messages (its record is
+         * allocated only then; out of memory, the next pass reads again) */
+        c->hub_end = malloc(sizeof *c->hub_end);
+        if (c->hub_end)
+            *c->hub_end = err;
+    }
+    if (write_first) {
+        /* OpenSSL must send before it reads on (the answer to a KeyUpdate) and the peer is
+         * not reading: wait until the socket is writable.  Still watched for EPOLLIN, its
+         * unread bytes would wake the hub at once, again and again (level-triggered). */
+        c->hub_flags |= HUB_OUT;
+        if (rearm(h, c) != 0)
+            c->hub_flags &= ~HUB_OUT;
     }
     if (stopped || more || end)
         revisit_later(h, c);
@@ -514,9 +560,10 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
                 ss_conn *c = conn_of(h, tag);
                 if (!c)
                     continue;
-                if (events[i].events & EPOLLOUT)
+                if (events[i].events & EPOLLOUT && c->hub_flags & HUB_WRITING)
                     flush(h, c);
                 if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP) ||
+                    (events[i].events & EPOLLOUT && c->hub_flags & HUB_OUT) ||
                     atomic_load(&c->state) != SS_STATE_OPEN)
                     serve(h, c, ev, &n, max);
             }

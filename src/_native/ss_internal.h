@@ -83,6 +83,8 @@ struct ss_conn {
     int hub_slot;         /* index in the hub's table, -1 when in none */
     int hub_flags;        /* HUB_* in hub.c */
     struct ss_conn *hub_next; /* the hub's revisit list */
+    ss_err *hub_end;      /* how the stream ended, seen by a pass that stopped before
+                           * handing out the messages ahead of it (NULL: not ended) */
 };
 
 /* errors.c */
@@ -108,9 +110,11 @@ void ss_addr_to_str(const struct sockaddr *sa, char *host, size_t host_len, int 
 
 /* Non-blocking: read what is there now into dst (at most room bytes).  Returns the bytes
  * read (0: none now); *end is the code that ended the stream or broke it (0: none, the
- * error record is in err), *more is set when room ran out (more may be waiting). */
+ * error record is in err), *more is set when room ran out (more may be waiting),
+ * *write_first when reading cannot go on before OpenSSL sends something (the answer to a
+ * TLS 1.3 KeyUpdate) that the socket does not take now: wait until it is writable. */
 long ss_conn_read_nowait(ss_conn *c, char *dst, size_t room, int *more, int *end,
-                         ss_err *err);
+                         int *write_first, ss_err *err);
 /* The next whole message from what is buffered, without I/O: SS_OK, SS_E_AGAIN (not a
  * whole message yet) or the error that broke the connection.  Read lock held. */
 int ss_conn_take(ss_conn *c, size_t max_bytes, const char **out, size_t *out_len,
