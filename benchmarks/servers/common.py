@@ -19,6 +19,22 @@ def parse_args(description: str) -> argparse.Namespace:
     return p.parse_args()
 
 
+def parse_pem_args(description: str, *extra: tuple[str, dict[str, object]]) -> argparse.Namespace:
+    """The sslsock servers' arguments: one PEM file with certificate and key (--cert and
+    --key are accepted and ignored, so every server takes the harness's command line), then
+    SIGTERM ends the process."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--pem", required=True, help="one PEM file with certificate and key")
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    for name, kwargs in extra:
+        p.add_argument(name, **kwargs)  # type: ignore[arg-type]
+    args = p.parse_args()
+    exit_on_term()
+    return args
+
+
 def ready(port: int) -> None:
     sys.stdout.write(f"READY {port}\n")
     sys.stdout.flush()

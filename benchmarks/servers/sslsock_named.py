@@ -6,7 +6,6 @@ connections (SocketWaitForConnection + SocketAccept); each channel is served by 
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import threading
 
@@ -25,13 +24,7 @@ def echo(channel: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--pem", required=True)
-    p.add_argument("--workers", choices=["pool", "thread"], default="pool")
-    p.add_argument("--cert"), p.add_argument("--key")
-    args = p.parse_args()
-    common.exit_on_term()
+    args = common.parse_pem_args(__doc__ or "", ("--workers", dict(choices=["pool", "thread"], default="pool")))
     if not ss.SocketCreateSSL("server", args.port, args.pem,
                               ss.ProtocolTLS1_2 + ss.ProtocolTLS1_3):
         raise SystemExit(ss.ErrorInfo())

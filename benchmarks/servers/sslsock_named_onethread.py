@@ -3,20 +3,13 @@ channel with a message ready (accepting new clients on the way), SocketRead take
 once, SocketWrite answers; the channel engine reads and deframes in C."""
 from __future__ import annotations
 
-import argparse
-
 import common
 
 import sslsock as ss
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--pem", required=True)
-    p.add_argument("--cert"), p.add_argument("--key")
-    args = p.parse_args()
-    common.exit_on_term()
+    args = common.parse_pem_args(__doc__ or "")
     if not ss.SocketCreateSSL("server", args.port, args.pem,
                               ss.ProtocolTLS1_2 + ss.ProtocolTLS1_3):
         raise SystemExit(ss.ErrorInfo())

@@ -2,20 +2,13 @@
 channel engine reading, decrypting and deframing in C and waking Python once per batch."""
 from __future__ import annotations
 
-import argparse
-
 import common
 
 import sslsock
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--pem", required=True)
-    p.add_argument("--cert"), p.add_argument("--key")
-    args = p.parse_args()
-    common.exit_on_term()
+    args = common.parse_pem_args(__doc__ or "")
     opts = sslsock.ProtocolTLS1_2 | sslsock.ProtocolTLS1_3
     with sslsock.Listener(args.port, args.pem, options=opts,
                           mode=sslsock.Mode.SocketNoEndTag) as listener:
