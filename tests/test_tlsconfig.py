@@ -100,6 +100,12 @@ def _stdlib_client(pki: Any, version: str, cert: bool) -> ssl.SSLContext:
     return ctx
 
 
+def _listener_stats(name: str) -> Any:
+    from sslsock._registry import REGISTRY
+
+    return REGISTRY.get(name).obj.stats()  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("mtls", [False, True], ids=["server-auth", "mutual"])
 @pytest.mark.parametrize("version,tickets", [("TLSv1.2", True), ("TLSv1.2", False),
                                              ("TLSv1.3", True)],
@@ -120,7 +126,10 @@ def test_the_server_resumes_stdlib_sessions(pki: Any, version: str, tickets: boo
     for attempt in range(2):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
             with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
-                assert sslsock.SocketWaitForConnection("srv", 10)
+                # (a TLS 1.3 server finishes after the client's Finished: wait for it, and
+                # say what the listener saw if it never does)
+                assert sslsock.SocketWaitForConnection("srv", 30), (
+                    attempt, sslsock.ErrorInfo(), _listener_stats("srv"))
                 channel = sslsock.SocketAccept("srv")
                 assert sslsock.SocketWrite(channel, b"hi")
                 s.recv(16)  # TLS 1.3: the tickets come before this record
