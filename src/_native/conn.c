@@ -1137,13 +1137,6 @@ int ss_conn_peer_cert(ss_conn *c, unsigned char *buf, int buf_len)
     return n < 0 ? 0 : n;
 }
 
-void ss_conn_set_high_water(ss_conn *c, size_t bytes)
-{
-    pthread_mutex_lock(&c->write_lock);
-    c->high_water = bytes;
-    pthread_mutex_unlock(&c->write_lock);
-}
-
 int ss_conn_alive(ss_conn *c)
 {
     if (atomic_load(&c->closing) || atomic_load(&c->state) != SS_STATE_OPEN ||

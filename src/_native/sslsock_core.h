@@ -34,7 +34,8 @@
 #define SS_E_NOMEM (-12)
 #define SS_E_INVALID (-13)    /* bad argument */
 #define SS_E_CONFIG (-14)     /* certificate, key or context configuration refused */
-#define SS_E_AGAIN (-15)      /* nothing done without waiting: use the waiting call */
+#define SS_E_AGAIN (-15)      /* internal: nothing more without waiting (never returned by
+                                 the public calls above except as documented) */
 
 typedef struct ss_err {
     int code;          /* SS_E_* */
@@ -150,11 +151,10 @@ int ss_conn_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_e
 
 /* Queue one message, framed, and send what the socket takes now; a channel served by a
  * hub (ss_hub_*) has the rest sent by the hub's polls.  Waits only while more than the
- * connection's high-water mark is queued (then at most timeout_ms: SS_E_TIMEOUT, nothing
- * of this message queued). */
+ * hub's high-water mark (ss_hub_set_high_water; 1 MiB by default) is queued, then at most
+ * timeout_ms: SS_E_TIMEOUT, nothing of this message queued. */
 int ss_conn_queue_write(ss_conn *c, const char *data, size_t len, int timeout_ms,
                         ss_err *err);
-void ss_conn_set_high_water(ss_conn *c, size_t bytes);
 
 /* Send close_notify (waiting at most timeout_ms), shut the socket down, and wake any call
  * blocked on it.  Idempotent. */
