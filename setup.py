@@ -1,4 +1,31 @@
-"""Only wires the cffi build script; all build logic lives in src/_native/build.py."""
-from setuptools import setup
+"""Wires the two compiled modules; the C core's build logic lives in src/_native/build.py.
 
-setup(cffi_modules=["src/_native/build.py:ffibuilder"])
+- ``sslsock._native`` (cffi): the C core over OpenSSL.
+- ``sslsock._fastio`` (CPython C API, no OpenSSL): a channel thread's read and write, and the
+  C objects' guard, called without cffi's per-call overhead (src/_native/fastio.c).
+"""
+import os
+import platform
+
+from setuptools import Extension, setup
+
+_san = os.environ.get("SSLSOCK_SANITIZE", "").strip()
+_san_flags = ([f"-fsanitize={_san}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all",
+               "-g"] if _san else [])
+
+setup(
+    cffi_modules=["src/_native/build.py:ffibuilder"],
+    # (PyPy runs the cffi path instead: sslsock works without _fastio)
+    ext_modules=[] if platform.python_implementation() != "CPython" else [
+        Extension(
+            "sslsock._fastio",
+            sources=["src/_native/fastio.c"],
+            include_dirs=["src/_native"],
+            depends=["src/_native/sslsock_core.h"],
+            extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra",
+                                "-Wno-unused-parameter", "-Wno-missing-field-initializers",
+                                "-Wno-cast-function-type"] + _san_flags,
+            extra_link_args=_san_flags,
+        )
+    ],
+)

@@ -63,6 +63,12 @@ import build
 so = build.ffibuilder.compile(tmpdir=".", verbose=False)
 shutil.copy(so, os.path.join(sys.argv[2], "sslsock"))
 ' "$WORK/src/_native" "$SITE") >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
+# The C-API module of the channel threads' reads and writes, instrumented too.
+pyinc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+suffix=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+"$CC" -shared -fPIC -std=gnu11 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+  -fno-sanitize-recover=all -I"$pyinc" -I"$WORK/src/_native" "$WORK/src/_native/fastio.c" \
+  -o "$SITE/sslsock/_fastio$suffix" >>"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
 
 export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 # Reports also go to files: pytest captures the output of a test, and a process that the
@@ -85,6 +91,8 @@ tests() { run -m pytest -q -p no:cacheprovider "$@" || { reports; echo "sanitize
 
 where=$(run -c 'import sslsock._native as n; print(n.__file__)')
 case $where in "$SITE"/*) ;; *) echo "sanitize: imported $where, not the sanitized build" >&2; exit 1;; esac
+fast=$(run -c 'import sslsock._objects as o; print(o._fastio.__file__)')
+case $fast in "$SITE"/*) ;; *) echo "sanitize: imported $fast, not the sanitized _fastio" >&2; exit 1;; esac
 undefined=$(nm -D --undefined-only "$where")
 for sym in __asan_report_load8 __ubsan_handle_; do  # really instrumented, by both
   grep -q "$sym" <<<"$undefined" || { echo "sanitize: $where lacks $sym" >&2; exit 1; }

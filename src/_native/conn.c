@@ -702,9 +702,8 @@ int ss_conn_end(ss_conn *c, int rc, ss_err *err)
     return breaks(c, rc, err); /* in the middle of a frame, or an error */
 }
 
-void ss_conn_trim(ss_conn *c)
+static void trim_locked(ss_conn *c)
 {
-    pthread_mutex_lock(&c->read_lock);
     buf_release_if_big(&c->in);
     if (c->want < 0 && c->msg.cap > SS_KEEP_BUFFER) {
         free(c->msg.data);
@@ -712,6 +711,36 @@ void ss_conn_trim(ss_conn *c)
         c->msg.cap = 0;
         c->msg.len = 0;
     }
+}
+
+void ss_conn_trim(ss_conn *c)
+{
+    pthread_mutex_lock(&c->read_lock);
+    trim_locked(c);
+    pthread_mutex_unlock(&c->read_lock);
+}
+
+int ss_conn_read_hold(ss_conn *c, int timeout_ms, size_t max_bytes, const char **out,
+                      size_t *out_len, ss_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    long long deadline = ss_deadline(timeout_ms);
+    pthread_mutex_lock(&c->read_lock);
+    if (take_mode(c, &c->mode, c->tag, &c->tag_len, &c->read_gen))
+        c->scanned = 0;
+    int rc = check_usable(c, err);
+    if (rc == SS_OK)
+        rc = deframe(c, deadline, max_bytes, out, out_len, err);
+    if (rc != SS_OK)
+        pthread_mutex_unlock(&c->read_lock);
+    return rc;
+}
+
+void ss_conn_read_done(ss_conn *c, size_t len)
+{
+    if (len > SS_KEEP_BUFFER)
+        trim_locked(c);
     pthread_mutex_unlock(&c->read_lock);
 }
 

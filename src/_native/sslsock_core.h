@@ -145,6 +145,14 @@ int ss_conn_read(ss_conn *c, int timeout_ms, size_t max_bytes, const char **out,
                  size_t *out_len, ss_err *err);
 /* Give back buffer memory beyond what an idle connection needs (after a large message). */
 void ss_conn_trim(ss_conn *c);
+/* ss_conn_read for a caller that copies the message out itself (sslsock._fastio): on SS_OK
+ * it returns with the connection's read lock still held, so *out stays valid whatever
+ * other threads do, and the caller must then call ss_conn_read_done with the length it
+ * got (which gives back a large buffer, as ss_conn_trim, and releases the lock).  On an
+ * error the lock is already released. */
+int ss_conn_read_hold(ss_conn *c, int timeout_ms, size_t max_bytes, const char **out,
+                      size_t *out_len, ss_err *err);
+void ss_conn_read_done(ss_conn *c, size_t len);
 
 /* Write one message, framed by the connection's mode. */
 int ss_conn_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_err *err);

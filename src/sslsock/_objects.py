@@ -15,11 +15,20 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, NoReturn, Optional, Union
 
 from . import _errors, _tlsconfig
 from ._binding import check, ffi, lib, new_err, raise_err, text
 from ._options import DEFAULT, Mask, Recipe, SSLOption, recipe
+
+# The C-API path of a channel thread's reads and writes (src/_native/fastio.c); without it
+# (PyPy, or SSLSOCK_NO_FASTIO=1 to compare or to rule it out) the same steps go through cffi.
+_fastio: Any = None
+if os.environ.get("SSLSOCK_NO_FASTIO", "") in ("", "0"):
+    try:
+        from . import _fastio
+    except ImportError:
+        pass
 
 log = logging.getLogger("sslsock")
 
@@ -92,8 +101,9 @@ def _monotonic_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
-class _Guard:
-    """Keeps a C object alive while calls use it, and frees it exactly once.
+class _PyGuard:
+    """Keeps a C object alive while calls use it, and frees it exactly once (the Python
+    version of ``sslsock._fastio.Guard``, for builds without that module).
 
     close() wakes blocked calls (via the C shutdown function) and frees the object when the
     last call in flight leaves; calls started after close() raise SocketClosed.
@@ -154,6 +164,31 @@ class _Guard:
             ffi.release(ptr)  # runs the C free function now
             if self._on_free is not None:
                 self._on_free()
+
+
+
+def _Guard(ptr: Any, shutdown: Callable[[Any], None], what: str,
+           on_free: Optional[Callable[[], None]] = None) -> Union[_fastio.Guard, _PyGuard]:
+    """The guard of a C object: ``_fastio.Guard`` (in C, its counters need no lock and the
+    fast reads and writes take it themselves) or, without that module, :class:`_PyGuard`."""
+    if _fastio is not None:
+        return _fastio.Guard(ptr, int(ffi.cast("uintptr_t", ptr)), shutdown, what, on_free)
+    return _PyGuard(ptr, shutdown, what, on_free)
+
+
+if _fastio is not None:
+    _fastio.setup(int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_read_hold"))),
+                  int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_read_done"))),
+                  int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_write"))),
+                  _errors.SocketClosed, ffi.release)
+    _fast_read = _fastio.read
+    _fast_write = _fastio.write
+
+
+def _fast_error(rc: int) -> NoReturn:
+    """Raise the error of a failed fast call (its record is this thread's)."""
+    assert _fastio is not None
+    raise_err(rc, ffi.cast("ss_err *", _fastio.error_address()))
 
 
 # ---------------------------------------------------------------------------------------
@@ -237,7 +272,7 @@ class Connection:
     :class:`SocketClosed`.
     """
 
-    __slots__ = ("_g", "tls", "_read_lock", "_write_lock", "_close_ms", "_mode", "_end_tag",
+    __slots__ = ("_g", "tls", "_close_ms", "_mode", "_end_tag",
                  "_max_message", "_hub", "_hub_id", "_inbox", "__weakref__")
 
     def __init__(self, ptr: Any, *, tls: bool, mode: Mode = Mode.SocketSizeAtBeginning,
@@ -249,8 +284,6 @@ class Connection:
         self._g = _Guard(ffi.gc(ptr, lib.ss_conn_free),
                          lambda p: lib.ss_conn_close(p, close_ms), "the connection")
         self.tls = tls
-        self._read_lock = threading.Lock()
-        self._write_lock = threading.Lock()
         self._hub: Any = None  # the channel engine serving it (sslsock._engine.Hub)
         self._hub_id = 0
         self._inbox: Any = None  # messages the engine read before a SocketRead asked
@@ -346,23 +379,25 @@ class Connection:
         ms = -1 if timeout is None else _ms(timeout)
         if max_bytes.__class__ is not int or max_bytes < 1:
             raise _errors.ArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        if _fastio is not None and (0 <= ms <= _SLICE_MS or not _on_main_thread()):
+            # one C call: guard, wait, read, deframe and copy, the GIL dropped once
+            data = _fast_read(self._g, ms, max_bytes)
+            if isinstance(data, bytes):
+                return data
+            _fast_error(data)
         ptr = self._g.enter()
         try:
-            with self._read_lock:  # the result buffer is valid until the next read
-                sc = _scratch
-                out, out_len, err = sc.out, sc.out_len, sc.err
-                if 0 <= ms <= _SLICE_MS or not _on_main_thread():
-                    rc = lib.ss_conn_read(ptr, ms, max_bytes, out, out_len, err)
-                else:
-                    rc = _sliced(
-                        lambda t: lib.ss_conn_read(ptr, t, max_bytes, out, out_len, err), ms)
-                if rc != 0:
-                    raise_err(rc, err)
-                n = out_len[0]
-                data: bytes = ffi.unpack(out[0], n) if n else b""
-                if n > 65536:
-                    lib.ss_conn_trim(ptr)
-                return data
+            sc = _scratch
+            out, out_len, err = sc.out, sc.out_len, sc.err
+            hold = lib.ss_conn_read_hold  # returns holding the read lock: *out stays valid
+            rc = _sliced(lambda t: hold(ptr, t, max_bytes, out, out_len, err), ms)
+            if rc != 0:
+                raise_err(rc, err)
+            n = out_len[0]
+            try:
+                return ffi.unpack(out[0], n) if n else b""  # type: ignore[no-any-return,unused-ignore]
+            finally:
+                lib.ss_conn_read_done(ptr, n)
         finally:
             self._g.leave()
 
@@ -372,20 +407,24 @@ class Connection:
         if data.__class__ is not bytes:
             data = _as_bytes(data, "message")
         ms = -1 if timeout is None else _ms(timeout)
-        with self._write_lock:
-            ptr = self._g.enter()
-            try:
-                err = _scratch.err
-                if self._hub is not None:
-                    # served by the channel engine: queued, and the engine sends what the
-                    # socket does not take now; waits only over the high-water mark
-                    rc = lib.ss_conn_queue_write(ptr, data, len(data), ms, err)
-                else:
-                    rc = lib.ss_conn_write(ptr, data, len(data), ms, err)  # passed, not copied
-                if rc != 0:
-                    raise_err(rc, err)
-            finally:
-                self._g.leave()
+        if self._hub is None and _fastio is not None:
+            rc = _fast_write(self._g, data, ms)
+            if rc is not None:
+                _fast_error(rc)
+            return
+        ptr = self._g.enter()
+        try:
+            err = _scratch.err
+            if self._hub is not None:
+                # served by the channel engine: queued, and the engine sends what the
+                # socket does not take now; waits only over the high-water mark
+                rc = lib.ss_conn_queue_write(ptr, data, len(data), ms, err)
+            else:
+                rc = lib.ss_conn_write(ptr, data, len(data), ms, err)  # passed, not copied
+            if rc != 0:
+                raise_err(rc, err)
+        finally:
+            self._g.leave()
 
     # -- state and information ----------------------------------------------------------
 

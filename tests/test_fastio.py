@@ -1,0 +1,178 @@
+"""The per-message path of channel threads (sslsock._fastio, the CPython C API) and the
+cffi path it replaces (still used on PyPy, or with SSLSOCK_NO_FASTIO=1): both must behave
+alike with real peers, and closing must free a connection exactly once, after the last call
+that uses it has left.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sslsock
+from sslsock import _objects
+from sslsock._objects import Connection, Mode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One program, run with and without the C-API path: a named-face server whose channel
+# threads echo (SocketRead / SocketWrite), a stdlib ssl client, then the failure cases.
+SCRIPT = textwrap.dedent('''
+    import socket, ssl, sys, threading, time
+    import sslsock as ss
+    from sslsock import _objects
+    want_fast = sys.argv[1] == "fast"
+    assert (_objects._fastio is not None) == want_fast, _objects._fastio
+    cafile = sys.argv[2]
+    assert ss.SocketCreateSSL("srv", 0, "localhost"), ss.ErrorInfo()
+    port = int(ss.SocketClientInfo("srv", ss.SocketPort))
+    done = {}
+    def serve(ch):
+        n = 0
+        while True:
+            data = ss.SocketRead(ch, True, 0, 65536)
+            if not data:
+                done[ch] = ss.ErrorInfo(ss.errCode)
+                break
+            assert ss.SocketWrite(ch, data), ss.ErrorInfo()
+            n += 1
+        done[ch + ":n"] = n
+    def accept_one():
+        assert ss.SocketWaitForConnection("srv", 10000), ss.ErrorInfo()
+        ch = ss.SocketAccept("srv")
+        assert ch, ss.ErrorInfo()
+        t = threading.Thread(target=serve, args=(ch,))
+        t.start()
+        return ch, t
+    ctx = ssl.create_default_context(cafile=cafile)
+    def frame(b):
+        return str(len(b)).encode() + b"\\r\\n" + b
+    def read_frame(s):
+        buf = b""
+        while b"\\r\\n" not in buf:
+            buf += s.recv(1)
+        head, rest = buf.split(b"\\r\\n", 1)
+        n = int(head)
+        while len(rest) < n:
+            rest += s.recv(n - len(rest))
+        return rest
+    # 1. echo of many sizes, then the client closes: the reader ends with PEER_CLOSED
+    c = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                        server_hostname="localhost")
+    ch, t = accept_one()
+    sizes = [0, 1, 63, 64, 4096, 16384, 16385, 70000, 300000] + [64] * 200
+    for i, n in enumerate(sizes):
+        msg = bytes((i + k) % 251 for k in range(n)) if n else b""
+        if not msg:
+            continue
+        c.sendall(frame(msg))
+        assert read_frame(c) == msg, (i, n)
+    c.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert done[ch + ":n"] == len([n for n in sizes if n]), done
+    assert done[ch], "the reader's end reported no error"
+    # 2. SocketClose from another thread wakes a channel thread blocked in SocketRead
+    c = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                        server_hostname="localhost")
+    ch, t = accept_one()
+    c.sendall(frame(b"ping")); assert read_frame(c) == b"ping"
+    time.sleep(0.2)  # the channel thread now waits in SocketRead
+    assert ss.SocketClose(ch)
+    t.join(10)
+    assert not t.is_alive(), "SocketClose did not wake the blocked read"
+    assert done[ch], "the woken read reported no error"
+    assert not ss.SocketExist(ch)
+    c.close()
+    ss.SocketClose("srv")
+    print("OK", done)
+''')
+
+
+@pytest.mark.parametrize("path", ["fast", "cffi"])
+def test_named_face_channel_threads_on_both_paths(pki: Any, path: str) -> None:
+    if path == "fast" and platform.python_implementation() != "CPython":
+        pytest.skip("the C-API module is built for CPython only")
+    env = dict(os.environ, SSLSOCK_NO_FASTIO="1" if path == "cffi" else "0")
+    out = subprocess.run([sys.executable, "-c", SCRIPT, path, str(pki.ca_file)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert out.stdout.startswith("OK"), out.stdout
+
+
+def test_the_c_api_path_is_built_and_used() -> None:
+    if platform.python_implementation() != "CPython":
+        pytest.skip("the C-API module is built for CPython only")
+    assert _objects._fastio is not None, "sslsock._fastio was not built: channel threads " \
+        "would take the slower cffi path"
+    a, b = socket.socketpair()
+    with Connection.adopt(a) as ca:
+        assert type(ca._g).__module__ == "sslsock._fastio"
+        b.close()
+
+
+def test_close_during_a_read_frees_after_the_read_leaves() -> None:
+    a, b = socket.socketpair()
+    conn = Connection.adopt(a, mode=Mode.SocketNoEndTag)
+    got: list[Any] = []
+
+    def reader() -> None:
+        try:
+            got.append(conn.read(None, 100))
+        except sslsock.Error as e:
+            got.append(e)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(0.2)
+    assert conn._g.ptr is not None
+    conn.close()  # shuts the socket down: the blocked read wakes
+    t.join(10)
+    assert not t.is_alive()
+    assert isinstance(got[0], sslsock.SocketClosed), got
+    assert conn._g.ptr is None, "the connection was not freed once its last call left"
+    with pytest.raises(sslsock.SocketClosed, match="is closed"):
+        conn.read(1.0)
+    with pytest.raises(sslsock.SocketClosed):
+        conn.write(b"x")
+    conn.close()  # again: nothing happens
+    b.close()
+
+
+def test_errors_from_the_fast_path_name_the_cause(pki: Any) -> None:
+    a, b = socket.socketpair()
+    conn = Connection.adopt(a, mode=Mode.SocketSizeAtBeginning)
+    result: list[Any] = []
+
+    def reader() -> None:  # a channel thread: the C-API path
+        for _ in range(2):
+            try:
+                result.append(conn.read(None))
+            except sslsock.Error as e:
+                result.append(e)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    b.sendall(b"5\r\nhello" + b"12x\r\n")  # one good frame, then a malformed size header
+    t.join(10)
+    assert result[0] == b"hello"
+    err = result[1]
+    assert isinstance(err, sslsock.Error) and "size" in str(err).lower(), err
+    # broken for good: the same error again, and the process carries on
+    with pytest.raises(type(err)):
+        conn.read(1.0)
+    conn.close()
+    b.close()
+    c, d = socket.socketpair()
+    with Connection.adopt(c) as other, pytest.raises(sslsock.ArgumentError, match="max_bytes"):
+        other.read(1.0, max_bytes=0)
+    d.close()
