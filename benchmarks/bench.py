@@ -70,6 +70,7 @@ def server_commands(py: str, certs: dict[str, dict[str, Path]]) -> dict[str, lis
         "sslsock-object": [py, f"{s}/sslsock_object.py", "--pem", "{pem}"],
         "sslsock-onethread": [py, f"{s}/sslsock_onethread.py", "--pem", "{pem}"],
         "sslsock-named-onethread": [py, f"{s}/sslsock_named_onethread.py", "--pem", "{pem}"],
+        "sslsock-named-msgpool": [py, f"{s}/sslsock_named_msgpool.py", "--pem", "{pem}"],
         "stdlib-threads": [py, f"{s}/stdlib_threads.py", "--cert", "{cert}", "--key", "{key}"],
         "asyncio": [py, f"{s}/asyncio_server.py", "--cert", "{cert}", "--key", "{key}"],
     }

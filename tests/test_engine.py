@@ -392,6 +392,71 @@ def test_named_face_wait_for_message(pki: Any) -> None:
         ss.SocketWaitForMessage("hubsrv", 10)
 
 
+def test_a_pool_of_threads_on_wait_for_message_never_splits_a_channel(pki: Any) -> None:
+    """Four threads serve eight clients through SocketWaitForMessage: every reply comes back
+    in order, and no channel is ever in two threads' hands at once."""
+    ss = sslsock
+    assert ss.SocketCreateSSL("poolsrv", 0, "localhost", TLS)
+    port = int(ss.SocketClientInfo("poolsrv", ss.SocketPort))
+    lock = threading.Lock()
+    in_hand: dict[str, int] = {}
+    overlaps: list[str] = []
+    served: dict[str, int] = {}
+    ended: list[str] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            ch = ss.SocketWaitForMessage("poolsrv", 200)
+            if not ch:
+                continue
+            with lock:
+                if ch in in_hand:
+                    overlaps.append(ch)
+                in_hand[ch] = threading.get_ident()
+            data = ss.SocketRead(ch, False, 0)
+            time.sleep(0.001)  # widen the window in which a second thread could get it
+            with lock:
+                in_hand.pop(ch, None)
+            if data:
+                served[ch] = served.get(ch, 0) + 1
+                ss.SocketWrite(ch, b"echo " + data)
+            else:
+                ended.append(ch)
+                ss.SocketClose(ch)
+
+    def client(i: int) -> None:
+        with tls_client(pki, port) as s:
+            # several messages in flight at once, so that one channel has many ready
+            msgs = [b"c%d m%d" % (i, j) for j in range(30)]
+            s.sendall(b"".join(frame(m) for m in msgs[:10]))
+            for j, m in enumerate(msgs):
+                reply = frame(b"echo " + m)
+                assert recv_exactly(s, len(reply)) == reply, (i, j)
+                if j + 10 < len(msgs):
+                    s.sendall(frame(msgs[j + 10]))
+
+    workers = [threading.Thread(target=worker) for _ in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        peers = Peers()
+        for i in range(8):
+            peers.start(client, i)
+        peers.join()
+        deadline = time.monotonic() + 10
+        while len(ended) < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(PEER_TIMEOUT)
+    assert not overlaps, f"channels handed to two threads at once: {overlaps}"
+    assert sorted(served.values()) == [30] * 8, served
+    assert len(ended) == 8
+    assert ss.SocketClose("poolsrv")
+
+
 @pytest.mark.skipif(os.environ.get("SSLSOCK_SANITIZED") == "1",
                     reason="AddressSanitizer keeps freed memory in quarantine: RSS says nothing")
 def test_memory_returns_after_a_burst_of_abandoned_handshakes(pki: Any) -> None:

@@ -29,6 +29,7 @@ typedef int (*write_fn)(ss_conn *, const char *, size_t, int, ss_err *);
 static read_hold_fn core_read_hold;
 static read_done_fn core_read_done;
 static write_fn core_write;
+static write_fn core_queue_write;
 static PyObject *closed_exc;  /* sslsock.SocketClosed */
 static PyObject *release_fn;  /* ffi.release */
 
@@ -288,12 +289,13 @@ static PyObject *fast_read(PyObject *mod, PyObject *const *args, Py_ssize_t narg
     return result;
 }
 
-/* write(guard, data: bytes, timeout_ms) -> None, or the SS_E_* code of a failure. */
+/* write(guard, data: bytes, timeout_ms, queued) -> None, or the SS_E_* code of a failure.
+ * queued: the channel is served by a hub (ss_conn_queue_write). */
 static PyObject *fast_write(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     Guard *g;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "write(guard, data, timeout_ms)");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "write(guard, data, timeout_ms, queued)");
         return NULL;
     }
     if (as_guard(args[0], &g) < 0)
@@ -305,6 +307,7 @@ static PyObject *fast_write(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     int timeout_ms;
     if (as_int(args[2], &timeout_ms) < 0)
         return NULL;
+    write_fn fn = PyObject_IsTrue(args[3]) ? core_queue_write : core_write;
     if (guard_enter(g) < 0)
         return NULL;
     ss_conn *c = g->raw;
@@ -313,7 +316,7 @@ static PyObject *fast_write(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     size_t len = (size_t)PyBytes_GET_SIZE(args[1]);
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = core_write(c, data, len, timeout_ms, &last_err);
+    rc = fn(c, data, len, timeout_ms, &last_err);
     Py_END_ALLOW_THREADS
     PyObject *result;
     if (rc == 0) {
@@ -332,21 +335,22 @@ static PyObject *error_address(PyObject *mod, PyObject *unused)
     return PyLong_FromVoidPtr(&last_err);
 }
 
-/* setup(read_hold, read_done, write, SocketClosed, ffi.release): the core's functions (as
- * addresses) and what the guard needs. */
+/* setup(read_hold, read_done, write, queue_write, SocketClosed, ffi.release): the core's
+ * functions (as addresses) and what the guard needs. */
 static PyObject *setup(PyObject *mod, PyObject *args)
 {
-    unsigned long long rh, rd, w;
+    unsigned long long rh, rd, w, qw;
     PyObject *exc, *rel;
-    if (!PyArg_ParseTuple(args, "KKKOO", &rh, &rd, &w, &exc, &rel))
+    if (!PyArg_ParseTuple(args, "KKKKOO", &rh, &rd, &w, &qw, &exc, &rel))
         return NULL;
-    if (!rh || !rd || !w) {
-        PyErr_SetString(PyExc_ValueError, "setup() needs the core's three function addresses");
+    if (!rh || !rd || !w || !qw) {
+        PyErr_SetString(PyExc_ValueError, "setup() needs the core's four function addresses");
         return NULL;
     }
     core_read_hold = (read_hold_fn)(uintptr_t)rh;
     core_read_done = (read_done_fn)(uintptr_t)rd;
     core_write = (write_fn)(uintptr_t)w;
+    core_queue_write = (write_fn)(uintptr_t)qw;
     Py_INCREF(exc);
     Py_INCREF(rel);
     Py_XSETREF(closed_exc, exc);
@@ -358,7 +362,7 @@ static PyMethodDef module_methods[] = {
     {"read", (PyCFunction)(void (*)(void))fast_read, METH_FASTCALL,
      "read(guard, timeout_ms, max_bytes) -> bytes, or an SS_E_* code"},
     {"write", (PyCFunction)(void (*)(void))fast_write, METH_FASTCALL,
-     "write(guard, data, timeout_ms) -> None, or an SS_E_* code"},
+     "write(guard, data, timeout_ms, queued) -> None, or an SS_E_* code"},
     {"error_address", error_address, METH_NOARGS,
      "address of this thread's record of the last failed fast call (an ss_err)"},
     {"setup", setup, METH_VARARGS, "wire the module to the core (sslsock._objects does it)"},

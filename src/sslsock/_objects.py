@@ -180,6 +180,7 @@ if _fastio is not None:
     _fastio.setup(int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_read_hold"))),
                   int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_read_done"))),
                   int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_write"))),
+                  int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_queue_write"))),
                   _errors.SocketClosed, ffi.release)
     _fast_read = _fastio.read
     _fast_write = _fastio.write
@@ -407,8 +408,8 @@ class Connection:
         if data.__class__ is not bytes:
             data = _as_bytes(data, "message")
         ms = -1 if timeout is None else _ms(timeout)
-        if self._hub is None and _fastio is not None:
-            rc = _fast_write(self._g, data, ms)
+        if _fastio is not None:  # (a channel of the engine queues its messages)
+            rc = _fast_write(self._g, data, ms, self._hub is not None)
             if rc is not None:
                 _fast_error(rc)
             return

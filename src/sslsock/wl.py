@@ -124,6 +124,7 @@ class _SocketSettings:
 
 Socket = _SocketSettings()
 
+_get_ident = threading.get_ident
 _lookup = REGISTRY.fast_lookup  # (the dict is never replaced)
 _fast_read = _fastio_module.read if _fastio_module is not None else None
 _fast_write = _fastio_module.write if _fastio_module is not None else None
@@ -379,53 +380,96 @@ def SocketAccept(name: str) -> str:
 
 
 class _Waiting:
-    """A listener's SocketWaitForMessage state: its channel engine, and the channel names
-    of messages (or ends) found but not returned yet, one entry per message."""
+    """A listener's SocketWaitForMessage state: its channel engine, the channel names of
+    messages (or ends) found but not returned yet (one entry per message), and which thread
+    serves which channel: a channel is given to one thread at a time, the one that got it
+    last, until that thread asks for another (so a pool of threads never splits one
+    channel's messages between two threads, and replies leave in order)."""
 
     def __init__(self, listener: Listener) -> None:
         self.hub = _engine.Hub(listener)
-        self.lock = threading.Lock()
+        self.lock = threading.Condition(threading.Lock())
         self.ready: collections.deque[str] = collections.deque()
         self.names: dict[int, str] = {}
+        self.serving: dict[int, str] = {}  # thread ident -> the channel it was given last
+        self.busy: set[str] = set()  # channels given to a thread that has not come back
+        self.polling = False  # one thread polls the engine; the others wait for its batch
+
+    def take(self, me: int) -> str:
+        """A ready channel no other thread is serving, or "" (lock held)."""
+        ready, busy = self.ready, self.busy
+        for _ in range(len(ready)):
+            channel = ready.popleft()
+            if channel in busy:
+                ready.append(channel)  # its thread will take it when it comes back
+            elif REGISTRY.lookup(channel) is not None:  # (not closed meanwhile)
+                busy.add(channel)
+                self.serving[me] = channel
+                return channel
+        return ""
+
+    def dispatch(self, listener_name: str, entry: Entry, batch: list[Any]) -> None:
+        for kind, conn, data in batch:
+            if kind == _engine.MESSAGE:
+                conn._inbox.append(data)
+                self.ready.append(self.names[conn._hub_id])
+            elif kind == _engine.ACCEPTED:
+                conn._inbox = collections.deque()
+                self.names[conn._hub_id] = REGISTRY.add_channel(listener_name, entry, conn)
+            else:  # ended: its next SocketRead, once the inbox is empty, says why
+                channel = self.names.pop(conn._hub_id, "")
+                if channel and not conn.closed:
+                    self.ready.append(channel)
 
 
 @_named("")
 def SocketWaitForMessage(name: str, timeout: Any = None) -> str:
-    """[extension] One thread serving many channels: waits until a channel of the listener
+    """[extension] Threads serving many channels: waits until a channel of the listener
     `name` has a message (or has ended) and returns that channel's name; SocketRead on it
     then returns the message at once (b"" with an error once it has ended).  New clients
     are accepted and named on the way, as SocketAccept names them.  On time-out: "" and
-    no error.  No timeout: waits without limit."""
+    no error.  No timeout: waits without limit.  Several threads may call it on one
+    listener (a pool): a channel goes to one thread at a time, the one it was given to last,
+    until that thread calls SocketWaitForMessage again."""
     entry = REGISTRY.get(name)
-    if not isinstance(entry.obj, Listener):
-        raise _errors.ArgumentError(f'"{name}" is not a server socket (SocketCreateSSL)')
-    limit = _seconds(timeout, "timeout")
-    with entry.simple_lock:
-        if entry.engine is None:
-            entry.engine = _Waiting(entry.obj)
-    st: _Waiting = entry.engine
+    st: Optional[_Waiting] = entry.engine
+    if st is None:
+        if not isinstance(entry.obj, Listener):
+            raise _errors.ArgumentError(f'"{name}" is not a server socket (SocketCreateSSL)')
+        with entry.simple_lock:
+            if entry.engine is None:
+                entry.engine = _Waiting(entry.obj)
+        st = entry.engine
+    limit = None if timeout is None else _seconds(timeout, "timeout")
     deadline = None if limit is None else _monotonic() + limit
-    while True:
-        with st.lock:
-            while st.ready:
-                channel = st.ready.popleft()
-                if REGISTRY.lookup(channel) is not None:
-                    return channel
+    me = _get_ident()
+    with st.lock:
+        done = st.serving.pop(me, None)  # this thread is through with its last channel
+        if done is not None:
+            st.busy.discard(done)
+        while True:
+            channel = st.take(me)
+            if channel:
+                return channel
             left = -1 if deadline is None else max(0, int((deadline - _monotonic()) * 1000))
-            batch = st.hub.poll(left)
+            if st.polling:  # another thread is polling: its batch will wake us
+                waited_out = left == 0 or not st.lock.wait(None if left < 0 else left / 1000)
+                if waited_out and deadline is not None and _monotonic() >= deadline:
+                    return st.take(me)  # a time-out is not an error
+                continue
+            st.polling = True
+            st.lock.release()
+            try:
+                batch = st.hub.poll(left)
+            finally:
+                st.lock.acquire()
+                st.polling = False
+            st.dispatch(name, entry, batch)
+            # wake as many waiting threads as there are messages for them, and one more to
+            # poll next (not all of them: the rest would only go back to sleep)
+            st.lock.notify(len(st.ready) + 1)
             if not batch:
-                return ""  # a time-out is not an error
-            for kind, conn, data in batch:
-                if kind == _engine.MESSAGE:
-                    conn._inbox.append(data)
-                    st.ready.append(st.names[conn._hub_id])
-                elif kind == _engine.ACCEPTED:
-                    conn._inbox = collections.deque()
-                    st.names[conn._hub_id] = REGISTRY.add_channel(name, entry, conn)
-                else:  # ended: its next SocketRead, once the inbox is empty, says why
-                    channel = st.names.pop(conn._hub_id, "")
-                    if channel and not conn.closed:
-                        st.ready.append(channel)
+                return st.take(me)  # a time-out is not an error
 
 
 @_named(False)
@@ -519,8 +563,8 @@ def SocketWrite(name: str, message: Union[bytes, bytearray, memoryview, str]) ->
     entry = _lookup(name) if name.__class__ is str else None
     if message.__class__ is bytes and entry is not None and entry.kind != "listener":
         conn: Connection = entry.obj  # type: ignore[assignment]  # (kind says so)
-        if _fast_write is not None and conn._hub is None:  # one C call
-            rc = _fast_write(conn._g, message, -1)
+        if _fast_write is not None:  # one C call (queued if the engine serves the channel)
+            rc = _fast_write(conn._g, message, -1, conn._hub is not None)
             if rc is None:
                 _state.error = None
                 return True
