@@ -4,6 +4,7 @@ message ready, accepting new clients on the way), SocketRead, SocketWrite.  A ch
 costs no thread while it is idle: the engine holds it in C until a message arrives."""
 from __future__ import annotations
 
+import os
 import threading
 
 import common
@@ -22,7 +23,7 @@ def serve() -> None:
 
 
 def main() -> None:
-    args = common.parse_pem_args(__doc__ or "", ("--threads", dict(type=int, default=4)))
+    args = common.parse_pem_args(__doc__ or "", ("--threads", dict(type=int, default=len(os.sched_getaffinity(0)))))
     if not ss.SocketCreateSSL("server", args.port, args.pem,
                               ss.ProtocolTLS1_2 + ss.ProtocolTLS1_3):
         raise SystemExit(ss.ErrorInfo())
