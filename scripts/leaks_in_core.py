@@ -13,10 +13,11 @@ import sys
 # A frame of the core: its shared object, its source files, or its functions (ss_*).  The
 # cffi glue's one-time module set-up (sslsock._native.c) is not the core.
 CORE = re.compile(
-    r"_native[.\w-]*\.so\)"  # valgrind without debug information
+    r"(_native|_fastio)[.\w-]*\.so\)"  # valgrind without debug information
     r"|src/_native/"  # LeakSanitizer: the source path
     r"|\bss_[a-z_0-9]+ \(|\bin ss_[a-z_0-9]+ "  # a core function (valgrind, LeakSanitizer)
-    r"|\((conn|listener|hub|ctx|errors)\.c:"  # valgrind: the source file
+    r"|\b(fast_read|fast_write|guard_[a-z_]+|Guard_[a-z_]+) "  # sslsock._fastio
+    r"|\((conn|listener|hub|ctx|errors|closing|fastio)\.c:"  # valgrind: the source file
 )
 VALGRIND = re.compile(r"^==\d+==( |$)")
 # valgrind leak kinds that count; "possibly lost" and "still reachable" are Python's way
