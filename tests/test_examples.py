@@ -140,7 +140,8 @@ def test_standard_server_serves_clients_in_parallel(env: dict[str, str], store: 
     assert out.count(": the peer closed the connection") == 2, out
 
 
-@pytest.mark.parametrize("script", ["one_thread_server.py", "messages_server.py"])
+@pytest.mark.parametrize("script", ["one_thread_server.py", "messages_server.py",
+                                    "pool_server.py"])
 def test_one_thread_servers_serve_clients_together(env: dict[str, str], store: Path,
                                                    script: str) -> None:
     with Example(env, script, "--max-clients", "2", "--timeout", "10") as server:
@@ -156,7 +157,7 @@ def test_one_thread_servers_serve_clients_together(env: dict[str, str], store: P
             assert first.read(timeout=TIMEOUT) == b"still here"
         status, out, err = server.finish()
     assert status == 0, err
-    if script == "one_thread_server.py":
+    if script in ("one_thread_server.py", "pool_server.py"):
         assert out.count(": the peer closed the connection") == 2, out
     else:
         assert out.count(" left\n") == 2 and "(TLSv1.3): 5 bytes" in out, out
