@@ -387,19 +387,20 @@ class Connection:
                 return data
             _fast_error(data)
         ptr = self._g.enter()
+        held = False
         try:
             sc = _scratch
             out, out_len, err = sc.out, sc.out_len, sc.err
             hold = lib.ss_conn_read_hold  # returns holding the read lock: *out stays valid
             rc = _sliced(lambda t: hold(ptr, t, max_bytes, out, out_len, err), ms)
+            held = rc == 0  # (set at once: the finally below must release the lock)
             if rc != 0:
                 raise_err(rc, err)
             n = out_len[0]
-            try:
-                return ffi.unpack(out[0], n) if n else b""  # type: ignore[no-any-return,unused-ignore]
-            finally:
-                lib.ss_conn_read_done(ptr, n)
+            return ffi.unpack(out[0], n) if n else b""  # type: ignore[no-any-return,unused-ignore]
         finally:
+            if held:
+                lib.ss_conn_read_done(ptr, out_len[0])
             self._g.leave()
 
     def write(self, data: Union[bytes, bytearray, memoryview, str],
