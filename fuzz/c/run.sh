@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the libFuzzer harness of the C core's deframer and read path (fuzz/c/fuzz_deframe.c,
-# compiled with the core's C files, src/_native/*.c, by clang with
+# compiled with the core's C files, src/_native/*.c but the CPython bridge fastio.c, by clang with
 # -fsanitize=fuzzer,address,undefined, linked against the system libssl through pkg-config),
 # then run it for a bounded time.  Fails (non-zero) on any crash, sanitizer report, leak or
 # broken invariant.  Prints executions and executions per second.
@@ -48,11 +48,17 @@ if [ -x "$BIN" ] && [ -z "$(find fuzz/c/fuzz_deframe.c src/_native fuzz/c/run.sh
        -name '*.[ch]' -o -newer "$BIN" -name run.sh 2>/dev/null)" ]; then
   stale=0
 fi
+# The core's C files: every src/_native/*.c but fastio.c, the CPython bridge (it needs
+# Python.h and is covered by scripts/sanitize-tests.sh instead).
+core_c=()
+for f in src/_native/*.c; do
+  [ "$f" = src/_native/fastio.c ] || core_c+=("$f")
+done
 # shellcheck disable=SC2046  # pkg-config's words
 if [ $stale = 1 ] && ! nice -n 10 "$CC" -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
      -fno-sanitize-recover=all -Wall -Wextra -Isrc/_native \
      -DSS_HUB_SCRATCH=28672 -DSS_HUB_SHARE=20480 \
-     fuzz/c/fuzz_deframe.c src/_native/*.c $(pkg-config --cflags --libs openssl) -lpthread \
+     fuzz/c/fuzz_deframe.c "${core_c[@]}" $(pkg-config --cflags --libs openssl) -lpthread \
      -o "$BIN" 2>"$BUILD/build.log"; then
   cat "$BUILD/build.log" >&2
   echo "fuzz-c: the build failed" >&2
