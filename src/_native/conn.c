@@ -743,6 +743,14 @@ int ss_conn_flush(ss_conn *c, ss_err *err)
     return rc;
 }
 
+size_t ss_conn_queued(ss_conn *c)
+{
+    pthread_mutex_lock(&c->write_lock);
+    size_t n = c->out.len;
+    pthread_mutex_unlock(&c->write_lock);
+    return n;
+}
+
 int ss_conn_queue_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_err *err)
 {
     long long deadline = ss_deadline(timeout_ms);
