@@ -67,6 +67,10 @@ _MAX_RETRY = 0.02
 
 Handler = Callable[["Channel"], Awaitable[None]]
 
+_PEER_CLOSED = int(lib.SS_E_PEER_CLOSED)
+#: A channel's end when the peer closed cleanly (the exception is only made when asked).
+_PEER_CLOSED_MARK = _errors.PeerClosed("the peer closed the connection")
+
 
 class _Engine:
     """A hub on an event loop: one reader (the pump's eventfd, or the hub's epoll
@@ -152,7 +156,7 @@ class _Engine:
             else:  # SS_EV_ENDED
                 ch = channels.pop(e.id, None)
                 if ch is not None:
-                    ch._ended()
+                    ch._ended(e.code)
 
     def _engine_ended(self, e: BaseException) -> None:
         for ch in list(self.channels.values()):
@@ -263,17 +267,22 @@ class Channel:
         if w is not None and not w.done():
             w.set_result(None)
 
-    def _ended(self) -> None:
-        """The engine reported the channel's end: out of the hub, find out why."""
+    def _ended(self, code: int) -> None:
+        """The engine reported the channel's end (every message before it was handed out):
+        out of the hub.  A clean close is only noted (the exception is made if a read asks
+        for it); another end is read once from the connection, which tells why."""
         conn = self._conn
         cptr = conn._g.ptr
         if cptr is not None:
             lib.ss_hub_remove(self._engine._hub_ptr, cptr)
+        if code == _PEER_CLOSED:
+            self._fail(_PEER_CLOSED_MARK)
+            return
         try:
-            while True:  # (the hub has handed every message before the end out)
-                self._inbox.append(conn.read(0, 65536))
-        except _errors.SocketTimeout:
+            conn.read(0, 65536)
             e: BaseException = _errors.PeerClosed("the peer closed the connection")
+        except _errors.SocketTimeout:
+            e = _errors.PeerClosed("the peer closed the connection")
         except _errors.Error as exc:
             e = exc
         self._fail(e)
@@ -281,9 +290,7 @@ class Channel:
     def _fail(self, e: BaseException) -> None:
         if self._end is None:
             self._end = e
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._wake()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -299,6 +306,8 @@ class Channel:
             if self._closing:
                 raise _errors.SocketClosed("the channel is closed")
             if self._end is not None:
+                if self._end is _PEER_CLOSED_MARK:
+                    raise _errors.PeerClosed("the peer closed the connection")
                 raise self._end
             if self._waiter is not None:
                 raise _errors.ProgrammingError(
@@ -317,6 +326,11 @@ class Channel:
         return self
 
     async def __anext__(self) -> bytes:
+        inbox = self._inbox
+        if inbox:
+            return inbox.popleft()
+        if self._end is _PEER_CLOSED_MARK and not self._closing:
+            raise StopAsyncIteration
         try:
             return await self.read()
         except _errors.PeerClosed:
@@ -332,17 +346,14 @@ class Channel:
         the message was queued."""
         if data.__class__ is not bytes:
             data = _as_bytes(data, "message")
-        if self._closing:
-            raise _errors.SocketClosed("the channel is closed")
-        g = self._conn._g
         err = self._engine._err
         delay = _FIRST_RETRY
         while True:
-            ptr = g.enter()
-            try:
-                rc = lib.ss_conn_queue_write(ptr, data, len(data), 0, err)
-            finally:
-                g.leave()
+            if self._closing:
+                raise _errors.SocketClosed("the channel is closed")
+            # The connection is only freed by close() on this (the loop's) thread, after
+            # _closing is set: no guard needed around this call.
+            rc = lib.ss_conn_queue_write(self._conn._g.ptr, data, len(data), 0, err)
             if rc == 0:
                 return
             if rc != lib.SS_E_TIMEOUT:
@@ -350,8 +361,6 @@ class Channel:
             # over the high-water mark: nothing of this message is queued yet
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RETRY)
-            if self._closing:
-                raise _errors.SocketClosed("the channel is closed")
 
     def queued(self) -> int:
         """Bytes written but not yet taken by the peer's socket."""
@@ -370,36 +379,37 @@ class Channel:
     async def close(self) -> None:
         """Send what is queued (waiting at most the close time-out), then close_notify,
         and close.  Idempotent; a read waiting meanwhile raises SocketClosed."""
-        if self._closed is not None:
-            await asyncio.shield(self._closed)
+        if self._closing:
+            if self._closed is not None:
+                await asyncio.shield(self._closed)
             return
-        loop = self._engine.loop
-        self._closed = loop.create_future()
         self._closing = True
-        self._fail(_errors.SocketClosed("the channel is closed"))
+        self._wake()
+        ptr = self._conn._g.ptr
+        if self._end is not None or ptr is None or not lib.ss_conn_queued(ptr):
+            self._finish_close()  # nothing to send first (the usual case)
+            return
+        self._closed = self._engine.loop.create_future()
         try:
             deadline = time.monotonic() + self._close_timeout
             delay = _FIRST_RETRY
-            while (self._end is None or isinstance(self._end, _errors.SocketClosed)) \
-                    and time.monotonic() < deadline and self.queued():
+            while self._end is None and time.monotonic() < deadline and self.queued():
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY)
         finally:
             self._finish_close()
 
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
     def _finish_close(self) -> None:
         conn = self._conn
         self._engine.remove(self)
-        g = conn._g
-        try:
-            ptr = g.enter()
-        except _errors.SocketClosed:
-            pass
-        else:
-            try:
-                lib.ss_conn_close(ptr, 0)  # close_notify, without waiting on the peer
-            finally:
-                g.leave()
+        ptr = conn._g.ptr
+        if ptr is not None:
+            lib.ss_conn_close(ptr, 0)  # close_notify, without waiting on the peer
         self._engine.bury(conn)
         fut = self._closed
         if fut is not None and not fut.done():
@@ -410,10 +420,9 @@ class Channel:
 
     def abort(self) -> None:
         """Close now, without sending what is queued (close_notify is still tried)."""
-        if self._closed is None:
-            self._closed = self._engine.loop.create_future()
+        if not self._closing:
             self._closing = True
-            self._fail(_errors.SocketClosed("the channel is closed"))
+            self._wake()
             self._finish_close()
 
     @property
@@ -619,7 +628,7 @@ async def start_server(
     max_bytes: int = 65536,
     high_water: int = DEFAULT_HIGH_WATER,
     close_timeout: float = 1.0,
-    engine_thread: bool = True,
+    engine_thread: bool = False,
     tls: bool = True,
     **listener_args: Any,
 ) -> Server:
@@ -692,7 +701,7 @@ async def connect(
     end_tag: bytes = b"<EOF>",
     client_cert: Any = None,
     close_timeout: float = 1.0,
-    engine_thread: bool = True,
+    engine_thread: bool = False,
     **connect_args: Any,
 ) -> Channel:
     """Connect to ``host:port`` and complete the TLS handshake (in a worker thread, in C,
