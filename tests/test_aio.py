@@ -348,7 +348,7 @@ def test_server_close_lets_handlers_finish(pki: Any, run: Any) -> None:
         server.close()
         assert not server.is_serving()
         # a new client is refused
-        with pytest.raises(sslsock.Error):
+        with pytest.raises(sslsock.ConnectionRefused):
             await aio.connect(LOOPBACK, server.port, server_hostname="localhost", timeout=2)
         assert await ch.read() == b"late (after close)"
         await asyncio.wait_for(server.wait_closed(), 5)
@@ -572,3 +572,42 @@ def test_threads_left_behind(pki: Any, run: Any) -> None:
     run(main())
     assert not aio._client_engines  # the client engine went with its last channel
     assert threading.active_count() <= before + 8  # the handshake pool at most
+
+
+def test_flooding_client_is_paused_not_buffered(pki: Any, run: Any) -> None:
+    """A client sends 16 MiB to a handler that does not read yet: the engine stops reading
+    that peer once the channel holds its limit (the kernel's buffers then push back on the
+    client) instead of buffering everything; once the handler reads, every message arrives
+    whole and in order."""
+    limit = 256 * 1024
+    size, count = 65536, 256
+    seen: dict[str, Any] = {}
+
+    async def handle(ch: aio.Channel) -> None:
+        await asyncio.sleep(1.0)  # not reading meanwhile
+        seen["unread"] = ch._unread
+        n = 0
+        while n < count:
+            m = await ch.read()
+            assert m == bytes([n % 251]) * size
+            n += 1
+        await ch.write(b"all %d" % n)
+        seen["n"] = n
+
+    def flood(port: int) -> bytes:
+        with stdlib_client(pki, port) as s:
+            s.settimeout(20)
+            for i in range(count):
+                s.sendall(frame(bytes([i % 251]) * size))
+            return recv_exactly(s, len(frame(b"all %d" % count)))
+
+    async def main() -> None:
+        server = await aio.start_server(handle, 0, "localhost", options=TLS, host=LOOPBACK,
+                                        high_water=limit)
+        async with server:
+            assert await in_thread(flood, server.port) == frame(b"all %d" % count)
+        assert seen["n"] == count
+        # what the channel held while its task slept: about the limit, not 16 MiB
+        assert limit < seen["unread"] <= limit + 2 * size, seen
+
+    run(main())

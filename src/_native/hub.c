@@ -61,6 +61,7 @@
 #define HUB_DEFAULTS 4 /* accepted here: takes the hub's mode on its first pass */
 #define HUB_WRITING 8  /* watched for room to send its queue (EPOLLOUT) */
 #define HUB_OUT 16     /* its reads wait on a write OpenSSL must do: EPOLLOUT, not EPOLLIN */
+#define HUB_PAUSED 32  /* ss_hub_pause: not read until resumed (not watched for EPOLLIN) */
 
 struct ss_hub {
     pthread_mutex_t lock;
@@ -84,6 +85,7 @@ struct ss_hub {
     ss_conn *revisit;
     char *scratch;
     size_t used; /* scratch bytes handed out in this poll */
+    uint64_t polls; /* polls begun (ss_conn.hub_poll: which served a channel last) */
 };
 
 static uint64_t id_of(ss_hub *h, int slot) { return ((uint64_t)h->gens[slot] << 32) | (uint64_t)(slot + 2); }
@@ -100,7 +102,7 @@ static ss_conn *conn_of(ss_hub *h, uint64_t id)
  * EPOLLOUT while it has a queue to send or such a write to make.  Hub lock held. */
 static int rearm(ss_hub *h, ss_conn *c)
 {
-    uint32_t events = (c->hub_flags & HUB_OUT ? 0 : EPOLLIN) |
+    uint32_t events = (c->hub_flags & (HUB_OUT | HUB_PAUSED) ? 0 : EPOLLIN) |
                       (c->hub_flags & (HUB_WRITING | HUB_OUT) ? EPOLLOUT : 0);
     struct epoll_event ev = {.events = events, .data.u64 = id_of(h, c->hub_slot)};
     return epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
@@ -349,6 +351,14 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
 {
     if (c->hub_flags & HUB_ENDED)
         return;
+    if (c->hub_poll == h->polls) {
+        /* It handed messages out in this poll already: a second pass would reuse the
+         * buffers they point into (the channel's message buffer, or its input buffer,
+         * which reading on may move).  The next poll serves it first.  (The poll has
+         * events then, so it does not wait on: no busy loop on a readable socket.) */
+        revisit_later(h, c);
+        return;
+    }
     if (pthread_mutex_trylock(&c->read_lock) != 0)
         return; /* a thread is reading this channel itself */
     ss_err err;
@@ -429,6 +439,7 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
         e->conn = NULL;
         e->data = p;
         e->len = len;
+        c->hub_poll = h->polls;
         if (p == c->msg.data && len) {
             /* assembled in the channel's message buffer, which the next message would
              * reuse: one such message per pass */
@@ -521,6 +532,7 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
     int n = 0;
     pthread_mutex_lock(&h->lock);
     h->used = 0;
+    h->polls++;
     /* channels with buffered data first */
     ss_conn *list = h->revisit;
     h->revisit = NULL;
@@ -529,6 +541,8 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
         list = c->hub_next;
         c->hub_next = NULL;
         c->hub_flags &= ~HUB_REVISIT;
+        if (c->hub_flags & HUB_PAUSED)
+            continue; /* resuming puts it back on the list */
         if (n < max)
             serve(h, c, ev, &n, max);
         else
@@ -582,6 +596,23 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
         signal_fd(h->wake_fd); /* an event loop watching ss_hub_fd comes back at once */
     pthread_mutex_unlock(&h->lock);
     return n;
+}
+
+void ss_hub_pause(ss_hub *h, ss_conn *c, int paused)
+{
+    pthread_mutex_lock(&h->lock);
+    if (c->hub == h && !(c->hub_flags & HUB_ENDED) &&
+        !!(c->hub_flags & HUB_PAUSED) != !!paused) {
+        if (paused) {
+            c->hub_flags |= HUB_PAUSED;
+        } else {
+            c->hub_flags &= ~HUB_PAUSED;
+            revisit_later(h, c); /* what OpenSSL or its buffer holds already: next poll */
+            signal_fd(h->wake_fd);
+        }
+        rearm(h, c);
+    }
+    pthread_mutex_unlock(&h->lock);
 }
 
 void ss_hub_stop_accepting(ss_hub *h)

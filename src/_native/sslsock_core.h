@@ -249,6 +249,9 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *events, int max_events, ss_
 int ss_hub_fd(ss_hub *h);
 /* What each channel may have queued (ss_conn_queue_write) before its writer waits. */
 void ss_hub_set_high_water(ss_hub *h, size_t bytes);
+/* Stop reading channel c (paused != 0: its consumer has enough unread messages) or read
+ * it again.  A paused channel is still reported when its peer resets or hangs up. */
+void ss_hub_pause(ss_hub *h, ss_conn *c, int paused);
 /* Stop taking clients from the listener (which may then be closed); the channels the hub
  * holds are served on. */
 void ss_hub_stop_accepting(ss_hub *h);

@@ -13,14 +13,15 @@
         await server.serve_forever()
 
 How it works: a server's channels (and, per event loop, the client channels of
-:func:`connect`) are held by one channel engine (``src/_native/hub.c``).  By default a C
-thread of the engine's own reads, decrypts and deframes every channel without the GIL and
-hands whole batches to the loop through one descriptor, so thousands of channels cost the
-loop one reader and one wake-up per batch; the loop's thread only turns a batch into
-``bytes`` and resumes the coroutines waiting for them.  Handshakes run on the listener's
-C threads (server) or in a worker thread (client).  Writes are framed, encrypted and handed
-to the kernel in one C call (GIL released); what the socket does not take is queued and
-sent by the engine.
+:func:`connect`) are held by one channel engine (``src/_native/hub.c``), watched by the
+loop through one descriptor: thousands of channels cost the loop one reader.  At each
+wake-up one C call (GIL released) reads every ready channel, decrypts it and cuts it into
+messages, and returns the whole batch; Python turns the batch into ``bytes`` and resumes
+the coroutines waiting for them.  Handshakes run on the listener's C threads (server) or
+in a worker thread (client), never on the loop's.  Writes are framed, encrypted and
+handed to the kernel in one C call (GIL released); what the socket does not take is queued
+and sent by the engine.  With ``engine_thread=True`` the reading and decrypting move to a
+C thread of the engine's own, which hands each batch over through an eventfd.
 
 Same options, certificate identifiers, transmission modes and exceptions as the object
 face (:mod:`sslsock`).  See docs/asyncio.md.
@@ -77,6 +78,7 @@ class _Engine:
     descriptor when ``thread=False``), a batch per wake-up."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, hub: Hub, *, thread: bool,
+                 read_limit: int = DEFAULT_HIGH_WATER,
                  on_accept: Optional[Callable[[Connection], None]] = None,
                  on_closed: Optional[Callable[[BaseException], None]] = None) -> None:
         self.loop = loop
@@ -84,6 +86,8 @@ class _Engine:
         self.channels: dict[int, Channel] = {}
         self._on_accept = on_accept
         self._on_closed = on_closed
+        #: unread bytes a channel may hold before the engine stops reading its peer
+        self.read_limit = read_limit
         self._err = new_err()
         self._evp = ffi.new("ss_event **")
         self._buried: list[tuple[int, Connection]] = []  # closed, freed once settled
@@ -247,7 +251,7 @@ class Channel:
     """
 
     __slots__ = ("_conn", "_engine", "_inbox", "_waiter", "_end", "_closing", "_closed",
-                 "_close_timeout", "__weakref__")
+                 "_close_timeout", "_unread", "_paused", "__weakref__")
 
     def __init__(self, conn: Connection, engine: _Engine, close_timeout: float) -> None:
         self._conn = conn
@@ -258,11 +262,17 @@ class Channel:
         self._closing = False
         self._closed: Optional[asyncio.Future[None]] = None
         self._close_timeout = close_timeout
+        self._unread = 0  # bytes in the inbox
+        self._paused = False  # the engine stopped reading it: the inbox is full
 
     # -- fed by the engine -----------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
         self._inbox.append(data)
+        unread = self._unread + len(data)
+        self._unread = unread
+        if unread > self._engine.read_limit and not self._paused:
+            self._pause(True)  # a task that does not read: stop reading its peer
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -292,6 +302,20 @@ class Channel:
             self._end = e
         self._wake()
 
+    def _pause(self, paused: bool) -> None:
+        self._paused = paused
+        ptr = self._conn._g.ptr
+        eng = self._engine
+        if ptr is not None and not eng.closed and not self._closing:
+            lib.ss_hub_pause(eng._hub_ptr, ptr, int(paused))
+
+    def _take(self) -> bytes:
+        data = self._inbox.popleft()
+        self._unread -= len(data)
+        if self._paused and self._unread <= self._engine.read_limit >> 1:
+            self._pause(False)
+        return data
+
     # -- reading ---------------------------------------------------------------------
 
     async def read(self) -> bytes:
@@ -302,7 +326,7 @@ class Channel:
         inbox = self._inbox
         while True:
             if inbox:
-                return inbox.popleft()
+                return self._take()
             if self._closing:
                 raise _errors.SocketClosed("the channel is closed")
             if self._end is not None:
@@ -326,9 +350,8 @@ class Channel:
         return self
 
     async def __anext__(self) -> bytes:
-        inbox = self._inbox
-        if inbox:
-            return inbox.popleft()
+        if self._inbox:
+            return self._take()
         if self._end is _PEER_CLOSED_MARK and not self._closing:
             raise StopAsyncIteration
         try:
@@ -507,7 +530,8 @@ class Server:
         self._closing = False
         self._all_done: Optional[asyncio.Future[None]] = None
         hub = Hub(listener, max_bytes=max_bytes, high_water=high_water)
-        self._engine = _Engine(loop, hub, thread=thread, on_accept=self._accepted,
+        self._engine = _Engine(loop, hub, thread=thread, read_limit=high_water,
+                               on_accept=self._accepted,
                                on_closed=self._engine_closed)
 
     def _accepted(self, conn: Connection) -> None:
@@ -569,10 +593,15 @@ class Server:
         if self._closing:
             return
         self._closing = True
-        hub_ptr = self._engine._hub_ptr
-        if not self._engine.closed:
-            lib.ss_hub_stop_accepting(hub_ptr)
+        eng = self._engine
         self.listener.close()
+        if not eng.closed:
+            lib.ss_hub_stop_accepting(eng._hub_ptr)
+            # The hub no longer looks at the listener: let it go now (its threads stop
+            # and its socket closes: new clients are refused), not when the hub goes.
+            if eng.hub._g._on_free is not None:
+                eng.hub._g._on_free = None
+                self.listener._g.leave()
         if self._serving is not None and not self._serving.done():
             self._serving.set_result(None)
         if not self._tasks:
@@ -640,8 +669,9 @@ async def start_server(
     keyword arguments (``store``, ``password``, ``threads``, ``handshake_timeout``,
     ``client_ca_pem``, ``reuse_port``, ...) are :class:`sslsock.Listener`'s.
     ``max_bytes`` caps one message of SocketNoEndTag mode; ``high_water`` is what a channel
-    may have queued before its writes wait.  ``engine_thread=False`` reads and decrypts on
-    the loop's thread instead of the engine's own (GIL released either way)."""
+    may have queued before its writes wait.  ``engine_thread=True`` reads and decrypts on
+    a C thread of the engine's own instead of in a C call from the loop's thread (the GIL
+    is released either way; see docs/asyncio.md for what each costs)."""
     if not callable(handle):
         raise TypeError(f"handle must be an async function taking a Channel, not "
                         f"{type(handle).__name__}")
@@ -711,7 +741,9 @@ async def connect(
     (``verify``, ``server_hostname``, ``store``, ``password``, ``cafile_pem``,
     ``max_message``, ``resume``, ``tls``) are :func:`sslsock.connect`'s; ``client_cert`` is
     its ``client_certificate`` (a store identifier for mutual TLS).  Cancelled during the
-    handshake, the connection is closed as soon as the handshake ends."""
+    handshake, the connection is closed as soon as the handshake ends.  The loop's client
+    engine is made by the first connect (``engine_thread`` then says how it polls) and
+    stops with its last channel."""
     close_s = _ms(close_timeout, "close_timeout") / 1000
     loop = asyncio.get_running_loop()
 
