@@ -146,7 +146,8 @@ class _Engine:
             if kind == 0:  # SS_EV_MESSAGE
                 ch = channels.get(e.id)
                 if ch is not None:
-                    ch._feed(unpack(e.data, e.len) if e.len else b"")
+                    size = e.len
+                    ch._feed(unpack(e.data, size) if size else b"")
             elif kind == 1:  # SS_EV_ACCEPTED
                 hub = self.hub
                 conn = Connection._from_engine(e.conn, tls=hub._tls, mode=hub._mode,
@@ -251,7 +252,8 @@ class Channel:
     """
 
     __slots__ = ("_conn", "_engine", "_inbox", "_waiter", "_end", "_closing", "_closed",
-                 "_close_timeout", "_unread", "_paused", "__weakref__")
+                 "_close_timeout", "_unread", "_paused", "_loop", "_ptr", "_err", "_limit",
+                 "__weakref__")
 
     def __init__(self, conn: Connection, engine: _Engine, close_timeout: float) -> None:
         self._conn = conn
@@ -263,6 +265,12 @@ class Channel:
         self._closed: Optional[asyncio.Future[None]] = None
         self._close_timeout = close_timeout
         self._unread = 0  # bytes in the inbox
+        self._loop = engine.loop
+        # The connection is only freed by close() on the loop's thread, after _closing is
+        # set: until then its pointer is used without the guard.
+        self._ptr = conn._g.ptr
+        self._err = engine._err
+        self._limit = engine.read_limit
         self._paused = False  # the engine stopped reading it: the inbox is full
 
     # -- fed by the engine -----------------------------------------------------------
@@ -271,7 +279,7 @@ class Channel:
         self._inbox.append(data)
         unread = self._unread + len(data)
         self._unread = unread
-        if unread > self._engine.read_limit and not self._paused:
+        if unread > self._limit and not self._paused:
             self._pause(True)  # a task that does not read: stop reading its peer
         w = self._waiter
         if w is not None and not w.done():
@@ -312,7 +320,7 @@ class Channel:
     def _take(self) -> bytes:
         data = self._inbox.popleft()
         self._unread -= len(data)
-        if self._paused and self._unread <= self._engine.read_limit >> 1:
+        if self._paused and self._unread <= self._limit >> 1:
             self._pause(False)
         return data
 
@@ -323,41 +331,44 @@ class Channel:
         before that was read, another ConnectionFailure if the connection broke, or
         SocketClosed after close().  Cancel it (or use ``asyncio.timeout``) to stop
         waiting: no message is lost."""
-        inbox = self._inbox
         while True:
-            if inbox:
+            if self._inbox:
                 return self._take()
-            if self._closing:
-                raise _errors.SocketClosed("the channel is closed")
-            if self._end is not None:
-                if self._end is _PEER_CLOSED_MARK:
-                    raise _errors.PeerClosed("the peer closed the connection")
-                raise self._end
-            if self._waiter is not None:
-                raise _errors.ProgrammingError(
-                    "another task is already reading this channel: read it from one task "
-                    "(or hand the messages on through an asyncio.Queue)")
-            # The future only says "look again": the message itself stays in the inbox
-            # until read returns it, so a cancellation cannot lose it.
-            w: asyncio.Future[None] = self._engine.loop.create_future()
-            self._waiter = w
-            try:
-                await w
-            finally:
-                self._waiter = None
+            await self._wait(False)
+
+    async def _wait(self, iterating: bool) -> None:
+        """Wait until the inbox has a message, or raise how the channel ended."""
+        if self._closing:
+            raise _errors.SocketClosed("the channel is closed")
+        end = self._end
+        if end is not None:
+            if end is _PEER_CLOSED_MARK or isinstance(end, _errors.PeerClosed):
+                if iterating:
+                    raise StopAsyncIteration
+                raise _errors.PeerClosed("the peer closed the connection")
+            raise end
+        if self._waiter is not None:
+            raise _errors.ProgrammingError(
+                "another task is already reading this channel: read it from one task "
+                "(or hand the messages on through an asyncio.Queue)")
+        # The future only says "look again": the message itself stays in the inbox until
+        # a read returns it, so a cancellation cannot lose it.
+        w: asyncio.Future[None] = self._loop.create_future()
+        self._waiter = w
+        try:
+            await w
+        finally:
+            self._waiter = None
 
     def __aiter__(self) -> Channel:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._inbox:
-            return self._take()
-        if self._end is _PEER_CLOSED_MARK and not self._closing:
-            raise StopAsyncIteration
-        try:
-            return await self.read()
-        except _errors.PeerClosed:
-            raise StopAsyncIteration from None
+        # read() without its own coroutine per message (this is the hot path)
+        while True:
+            if self._inbox:
+                return self._take()
+            await self._wait(True)
 
     # -- writing ---------------------------------------------------------------------
 
@@ -369,18 +380,15 @@ class Channel:
         the message was queued."""
         if data.__class__ is not bytes:
             data = _as_bytes(data, "message")
-        err = self._engine._err
         delay = _FIRST_RETRY
         while True:
             if self._closing:
                 raise _errors.SocketClosed("the channel is closed")
-            # The connection is only freed by close() on this (the loop's) thread, after
-            # _closing is set: no guard needed around this call.
-            rc = lib.ss_conn_queue_write(self._conn._g.ptr, data, len(data), 0, err)
+            rc = lib.ss_conn_queue_write(self._ptr, data, len(data), 0, self._err)
             if rc == 0:
                 return
             if rc != lib.SS_E_TIMEOUT:
-                raise_err(rc, err)
+                raise_err(rc, self._err)
             # over the high-water mark: nothing of this message is queued yet
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RETRY)
