@@ -67,6 +67,9 @@ def server_commands(py: str, certs: dict[str, dict[str, Path]]) -> dict[str, lis
     cmds = {
         "c-ref": [str(BIN / "ref_server"), "--port", "0", "--cert", "{cert}", "--key", "{key}",
                   "--read-ahead"],  # as sslsock: like for like
+        # one thread only: the rt64 scenario's yardstick for servers that use both cores
+        "c-ref-1thread": [str(BIN / "ref_server"), "--port", "0", "--cert", "{cert}", "--key",
+                          "{key}", "--read-ahead", "--threads", "1"],
         "sslsock-named-pool": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--workers", "pool"],
         "sslsock-named-thread": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--workers", "thread"],
         "sslsock-object": [py, f"{s}/sslsock_object.py", "--pem", "{pem}"],
