@@ -559,10 +559,10 @@ class Server:
             log.debug("sslsock.aio: channel %r ended: %s", ch, e)
         except _errors.SocketClosed:
             pass
-        except Exception:
+        except Exception as exc:
             self._loop.call_exception_handler({
                 "message": "sslsock.aio: unhandled exception in a channel handler",
-                "exception": __import__("sys").exc_info()[1],
+                "exception": exc,
             })
         finally:
             await ch.close()  # the handler is done: so is its channel
@@ -575,10 +575,6 @@ class Server:
     def _engine_closed(self, e: BaseException) -> None:
         if not self._closing:
             self.close()
-
-    @property
-    def port_number(self) -> int:
-        return self.port
 
     def is_serving(self) -> bool:
         return not self._closing
