@@ -373,7 +373,8 @@ def test_write_backpressure_cancel_is_whole(pki: Any, run: Any) -> None:
     run(main())
 
 
-def test_server_close_lets_handlers_finish(pki: Any, run: Any) -> None:
+@pytest.mark.parametrize("engine_thread", [False, True])
+def test_server_close_lets_handlers_finish(pki: Any, run: Any, engine_thread: bool) -> None:
     async def main() -> None:
         finished = asyncio.Event()
 
@@ -383,8 +384,10 @@ def test_server_close_lets_handlers_finish(pki: Any, run: Any) -> None:
             await ch.write(msg + b" (after close)")
             finished.set()
 
-        server = await aio.start_server(handle, 0, "localhost", options=TLS, host=LOOPBACK)
-        ch = await aio.connect(LOOPBACK, server.port, server_hostname="localhost")
+        server = await aio.start_server(handle, 0, "localhost", options=TLS, host=LOOPBACK,
+                                        engine_thread=engine_thread)
+        ch = await aio.connect(LOOPBACK, server.port, server_hostname="localhost",
+                               engine_thread=engine_thread)
         await ch.write(b"late")
         await asyncio.sleep(0.05)
         server.close()
@@ -616,7 +619,9 @@ def test_threads_left_behind(pki: Any, run: Any) -> None:
     assert threading.active_count() <= before + 8  # the handshake pool at most
 
 
-def test_flooding_client_is_paused_not_buffered(pki: Any, run: Any) -> None:
+@pytest.mark.parametrize("engine_thread", [False, True])
+def test_flooding_client_is_paused_not_buffered(pki: Any, run: Any, engine_thread: bool
+                                                ) -> None:
     """A client sends 16 MiB to a handler that does not read yet: the engine stops reading
     that peer once the channel holds its limit (the kernel's buffers then push back on the
     client) instead of buffering everything; once the handler reads, every message arrives
@@ -645,7 +650,7 @@ def test_flooding_client_is_paused_not_buffered(pki: Any, run: Any) -> None:
 
     async def main() -> None:
         server = await aio.start_server(handle, 0, "localhost", options=TLS, host=LOOPBACK,
-                                        high_water=limit)
+                                        high_water=limit, engine_thread=engine_thread)
         async with server:
             assert await in_thread(flood, server.port) == frame(b"all %d" % count)
         assert seen["n"] == count

@@ -523,6 +523,26 @@ static void accept_ready(ss_hub *h, ss_event *ev, int *n, int max)
     signal_fd(ss_listener_ready_fd(h->listener)); /* the batch is full: more next time */
 }
 
+/* Serve the channels of the revisit list (taken whole: those stopped again go on a new
+ * one).  Hub lock held. */
+static void serve_revisits(ss_hub *h, ss_event *ev, int *n, int max)
+{
+    ss_conn *list = h->revisit;
+    h->revisit = NULL;
+    while (list) {
+        ss_conn *c = list;
+        list = c->hub_next;
+        c->hub_next = NULL;
+        c->hub_flags &= ~HUB_REVISIT;
+        if (c->hub_flags & HUB_PAUSED)
+            continue; /* resuming puts it back on the list */
+        if (*n < max)
+            serve(h, c, ev, n, max);
+        else
+            revisit_later(h, c);
+    }
+}
+
 int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
 {
     if (max < 2)
@@ -534,20 +554,7 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
     h->used = 0;
     h->polls++;
     /* channels with buffered data first */
-    ss_conn *list = h->revisit;
-    h->revisit = NULL;
-    while (list) {
-        ss_conn *c = list;
-        list = c->hub_next;
-        c->hub_next = NULL;
-        c->hub_flags &= ~HUB_REVISIT;
-        if (c->hub_flags & HUB_PAUSED)
-            continue; /* resuming puts it back on the list */
-        if (n < max)
-            serve(h, c, ev, &n, max);
-        else
-            revisit_later(h, c);
-    }
+    serve_revisits(h, ev, &n, max);
     for (;;) {
         if (atomic_load(&h->stopping)) {
             n = n ? n : ss_fail(err, SS_E_CLOSED, "the channel engine was closed");
@@ -569,6 +576,9 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
             uint64_t tag = events[i].data.u64;
             if (tag == TAG_WAKE) {
                 drain_fd(h->wake_fd);
+                /* woken for channels put on the list meanwhile (added with bytes
+                 * buffered, resumed): a poll already waiting serves them now */
+                serve_revisits(h, ev, &n, max);
             } else if (tag == TAG_READY) {
                 if (n + 2 <= max && !h->no_accept)
                     accept_ready(h, ev, &n, max);

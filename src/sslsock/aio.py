@@ -598,14 +598,15 @@ class Server:
             return
         self._closing = True
         eng = self._engine
-        self.listener.close()
         if not eng.closed:
+            # first: a hub that saw the listener closed would stop serving everyone
             lib.ss_hub_stop_accepting(eng._hub_ptr)
+        self.listener.close()
+        if not eng.closed and eng.hub._g._on_free is not None:
             # The hub no longer looks at the listener: let it go now (its threads stop
             # and its socket closes: new clients are refused), not when the hub goes.
-            if eng.hub._g._on_free is not None:
-                eng.hub._g._on_free = None
-                self.listener._g.leave()
+            eng.hub._g._on_free = None
+            self.listener._g.leave()
         if self._serving is not None and not self._serving.done():
             self._serving.set_result(None)
         if not self._tasks:
