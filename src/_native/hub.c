@@ -577,8 +577,10 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
             if (tag == TAG_WAKE) {
                 drain_fd(h->wake_fd);
                 /* woken for channels put on the list meanwhile (added with bytes
-                 * buffered, resumed): a poll already waiting serves them now */
-                serve_revisits(h, ev, &n, max);
+                 * buffered, resumed): a poll that was waiting serves them now (one
+                 * that has events returns, and the next poll starts with them) */
+                if (n == 0)
+                    serve_revisits(h, ev, &n, max);
             } else if (tag == TAG_READY) {
                 if (n + 2 <= max && !h->no_accept)
                     accept_ready(h, ev, &n, max);
