@@ -54,6 +54,8 @@ SCENARIOS = {
                      ("--scenario", "bulk", "--conns", "4", "--tls13"), "ec", "MB"),
     "echo64": Scenario("64-byte echo, 16 connections",
                        ("--scenario", "echo64", "--conns", "16", "--tls13"), "ec", "round trip"),
+    "rt64": Scenario("round trips per second, 64-byte echo, 64 connections",
+                     ("--scenario", "echo64", "--conns", "64", "--tls13"), "ec", "round trip"),
     "idle": Scenario("idle TLS connections", ("--scenario", "idle", "--tls13"), "ec",
                      "connection"),
 }
@@ -65,12 +67,17 @@ def server_commands(py: str, certs: dict[str, dict[str, Path]]) -> dict[str, lis
     cmds = {
         "c-ref": [str(BIN / "ref_server"), "--port", "0", "--cert", "{cert}", "--key", "{key}",
                   "--read-ahead"],  # as sslsock: like for like
+        # one thread only: the rt64 scenario's yardstick for servers that use both cores
+        "c-ref-1thread": [str(BIN / "ref_server"), "--port", "0", "--cert", "{cert}", "--key",
+                          "{key}", "--read-ahead", "--threads", "1"],
         "sslsock-named-pool": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--workers", "pool"],
         "sslsock-named-thread": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--workers", "thread"],
         "sslsock-object": [py, f"{s}/sslsock_object.py", "--pem", "{pem}"],
         "sslsock-onethread": [py, f"{s}/sslsock_onethread.py", "--pem", "{pem}"],
         "sslsock-named-onethread": [py, f"{s}/sslsock_named_onethread.py", "--pem", "{pem}"],
         "sslsock-named-msgpool": [py, f"{s}/sslsock_named_msgpool.py", "--pem", "{pem}"],
+        "sslsock-aio": [py, f"{s}/sslsock_aio.py", "--pem", "{pem}"],
+        "sslsock-aio-thread": [py, f"{s}/sslsock_aio.py", "--pem", "{pem}", "--engine-thread"],
         "stdlib-threads": [py, f"{s}/stdlib_threads.py", "--cert", "{cert}", "--key", "{key}"],
         "asyncio": [py, f"{s}/asyncio_server.py", "--cert", "{cert}", "--key", "{key}"],
     }

@@ -17,17 +17,17 @@ def test_every_scenario_runs(tmp_path: Path) -> None:
     out = tmp_path / "table.md"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--duration", "0.4", "--runs", "1",
-         "--idle-conns", "50", "--servers", "c-ref,sslsock-named-pool,sslsock-object",
+         "--idle-conns", "50", "--servers", "c-ref,sslsock-named-pool,sslsock-object,sslsock-aio",
          "--out", str(out)],
         capture_output=True, text=True, timeout=230)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
     for heading in ("TLS 1.3 full handshake", "TLS 1.2 handshake, RSA-2048", "handshake + first reply",
-                    "bulk echo", "64-byte echo", "idle TLS connections"):
+                    "bulk echo", "64-byte echo", "round trips per second", "idle TLS connections"):
         assert heading in table
     rows = [line for line in table.splitlines() if line.startswith("| c-ref") or
             line.startswith("| sslsock")]
-    assert len(rows) == 6 * 3
+    assert len(rows) == 7 * 4
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         if len(cells) == 7:  # throughput scenarios: something was done, without errors

@@ -205,6 +205,32 @@ def test_large_messages_and_a_raw_stream(pki: Any) -> None:
     assert bytes(echoed) == stream
 
 
+def test_a_stream_of_messages_larger_than_a_pass(pki: Any) -> None:
+    """64 KiB messages sent back to back: each is assembled in the channel's message buffer
+    over two passes.  A channel is served once per poll, so a batch never holds two
+    messages pointing into that one buffer (found by the asyncio face's flood test: a
+    message came out with the bytes of the next one)."""
+    size, count = 65536, 48
+    with sslsock.Listener(0, "localhost", options=TLS) as listener:
+        peers = Peers()
+
+        def client() -> None:
+            with tls_client(pki, listener.port) as s:
+                s.sendall(b"".join(frame(bytes([i]) * size) for i in range(count)))
+                assert recv_exactly(s, len(frame(b"done"))) == frame(b"done")
+
+        peers.start(client)
+        got = []
+        for conn, message in listener.messages(timeout=10.0):
+            if not message:
+                break
+            got.append(message)
+            if len(got) == count:
+                conn.write(b"done")
+        peers.join()
+    assert [m == bytes([i]) * size for i, m in enumerate(got)] == [True] * count
+
+
 def test_a_bad_frame_ends_that_channel_only(pki: Any) -> None:
     with sslsock.Listener(0, "localhost", options=TLS) as listener:
         peers = Peers()

@@ -400,3 +400,30 @@ def test_modes_md_wire_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert cells[2] == f"`{wire(mode, 'héllo')!r}`", mode.name
         empty = wire(mode, "")
         assert cells[3] == (f"`{empty!r}`" if empty else "nothing"), mode.name
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_asyncio_server_and_client(env: dict[str, str], store: Path, loop: str) -> None:
+    extra = ["--uvloop"] if loop == "uvloop" else []
+    with Example(env, "asyncio_server.py", "--max-clients", "2", *extra) as server:
+        # a first client (the object face) stays connected while asyncio_client.py is
+        # served by the same loop
+        with ss.connect("localhost", server.port, options=MODERN, store=ss.CertStore(store),
+                        timeout=TIMEOUT) as first:
+            first.write("first")
+            assert first.read(timeout=TIMEOUT) == b"first"
+            r = run(env, "asyncio_client.py", "--port", str(server.port), "hello", "wörld")
+            assert r.returncode == 0, r.stderr
+            assert r.stdout == "connected with TLSv1.3\nhello\nwörld\n"
+            first.write("still here")
+            assert first.read(timeout=TIMEOUT) == b"still here"
+        status, out, err = server.finish()
+    assert status == 0, err
+    assert out.count(" left\n") == 2 and out.count("connected (TLSv1.3)") == 2, out
+    assert ": 5 bytes" in out, out
+
+
+def test_asyncio_client_says_what_failed(env: dict[str, str]) -> None:
+    r = run(env, "asyncio_client.py", "--port", str(free_port()), "hello")
+    assert r.returncode == 1
+    assert "no server is listening" in r.stdout, r.stdout

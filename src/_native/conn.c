@@ -772,6 +772,14 @@ int ss_conn_flush(ss_conn *c, ss_err *err)
     return rc;
 }
 
+size_t ss_conn_queued(ss_conn *c)
+{
+    pthread_mutex_lock(&c->write_lock);
+    size_t n = c->out.len;
+    pthread_mutex_unlock(&c->write_lock);
+    return n;
+}
+
 int ss_conn_queue_write(ss_conn *c, const char *data, size_t len, int timeout_ms, ss_err *err)
 {
     long long deadline = ss_deadline(timeout_ms);
@@ -787,8 +795,27 @@ int ss_conn_queue_write(ss_conn *c, const char *data, size_t len, int timeout_ms
             break;
     }
     if (rc == SS_OK) {
-        /* the frame, appended whole: header or tag and payload */
         take_mode(c, &c->wmode, c->wtag, &c->wtag_len, &c->write_gen);
+        if (c->out.len == 0 && c->wmode == SS_MODE_NO_END_TAG && len) {
+            /* Nothing queued and nothing to frame: straight from the caller's buffer,
+             * without copying it into the queue first; only what the socket does not take
+             * is queued (the contexts accept a moving write buffer, so a record OpenSSL
+             * began is retried from the queue's copy of the same bytes). */
+            size_t written = 0;
+            rc = io_write_all(c, data, len, SS_NO_IO, &written, err);
+            if (rc != SS_E_AGAIN) {
+                if (rc != SS_OK)
+                    rc = breaks(c, rc, err);
+                pthread_mutex_unlock(&c->write_lock);
+                return rc;
+            }
+            data += written;
+            len -= written;
+            rc = SS_OK;
+        }
+    }
+    if (rc == SS_OK) {
+        /* the frame, appended whole: header or tag and payload */
         char head[32];
         size_t h = 0, t = 0;
         if (c->wmode == SS_MODE_SIZE)

@@ -634,6 +634,9 @@ static int ctx_setup(ss_ctx *ctx, const ss_ctx_config *cfg, ss_err *err)
     /* Read ahead: one read() per record (and often several records) instead of one for
      * the header and one for the body. */
     SSL_CTX_set_read_ahead(c, 1);
+    /* ... into a buffer of four records: a bulk stream costs one read() per 64 KiB.  (The
+     * buffer is released while the connection is idle, as above.) */
+    SSL_CTX_set_default_read_buffer_len(c, 4 * 16384 + 4 * 256);
     int rc = set_ciphers(c, cfg, err);
     if (rc == SS_OK)
         rc = load_identity(c, cfg, err);

@@ -61,12 +61,15 @@
 #define HUB_DEFAULTS 4 /* accepted here: takes the hub's mode on its first pass */
 #define HUB_WRITING 8  /* watched for room to send its queue (EPOLLOUT) */
 #define HUB_OUT 16     /* its reads wait on a write OpenSSL must do: EPOLLOUT, not EPOLLIN */
+#define HUB_PAUSED 32  /* ss_hub_pause: not read until resumed (not watched for EPOLLIN) */
 
 struct ss_hub {
     pthread_mutex_t lock;
     int epfd;
     int wake_fd;
     atomic_int stopping;
+    atomic_int interrupted; /* ss_hub_interrupt: the poll in progress returns now */
+    int no_accept; /* ss_hub_stop_accepting: the listener is no longer watched */
     ss_listener *listener;
     int stop_fd; /* the listener's, -1 without one */
     int mode;
@@ -82,6 +85,7 @@ struct ss_hub {
     ss_conn *revisit;
     char *scratch;
     size_t used; /* scratch bytes handed out in this poll */
+    uint64_t polls; /* polls begun (ss_conn.hub_poll: which served a channel last) */
 };
 
 static uint64_t id_of(ss_hub *h, int slot) { return ((uint64_t)h->gens[slot] << 32) | (uint64_t)(slot + 2); }
@@ -98,7 +102,7 @@ static ss_conn *conn_of(ss_hub *h, uint64_t id)
  * EPOLLOUT while it has a queue to send or such a write to make.  Hub lock held. */
 static int rearm(ss_hub *h, ss_conn *c)
 {
-    uint32_t events = (c->hub_flags & HUB_OUT ? 0 : EPOLLIN) |
+    uint32_t events = (c->hub_flags & (HUB_OUT | HUB_PAUSED) ? 0 : EPOLLIN) |
                       (c->hub_flags & (HUB_WRITING | HUB_OUT) ? EPOLLOUT : 0);
     struct epoll_event ev = {.events = events, .data.u64 = id_of(h, c->hub_slot)};
     return epoll_ctl(h->epfd, EPOLL_CTL_MOD, c->fd, &ev);
@@ -347,6 +351,14 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
 {
     if (c->hub_flags & HUB_ENDED)
         return;
+    if (c->hub_poll == h->polls) {
+        /* It handed messages out in this poll already: a second pass would reuse the
+         * buffers they point into (the channel's message buffer, or its input buffer,
+         * which reading on may move).  The next poll serves it first.  (The poll has
+         * events then, so it does not wait on: no busy loop on a readable socket.) */
+        revisit_later(h, c);
+        return;
+    }
     if (pthread_mutex_trylock(&c->read_lock) != 0)
         return; /* a thread is reading this channel itself */
     ss_err err;
@@ -427,6 +439,7 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
         e->conn = NULL;
         e->data = p;
         e->len = len;
+        c->hub_poll = h->polls;
         if (p == c->msg.data && len) {
             /* assembled in the channel's message buffer, which the next message would
              * reuse: one such message per pass */
@@ -510,6 +523,26 @@ static void accept_ready(ss_hub *h, ss_event *ev, int *n, int max)
     signal_fd(ss_listener_ready_fd(h->listener)); /* the batch is full: more next time */
 }
 
+/* Serve the channels of the revisit list (taken whole: those stopped again go on a new
+ * one).  Hub lock held. */
+static void serve_revisits(ss_hub *h, ss_event *ev, int *n, int max)
+{
+    ss_conn *list = h->revisit;
+    h->revisit = NULL;
+    while (list) {
+        ss_conn *c = list;
+        list = c->hub_next;
+        c->hub_next = NULL;
+        c->hub_flags &= ~HUB_REVISIT;
+        if (c->hub_flags & HUB_PAUSED)
+            continue; /* resuming puts it back on the list */
+        if (*n < max)
+            serve(h, c, ev, n, max);
+        else
+            revisit_later(h, c);
+    }
+}
+
 int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
 {
     if (max < 2)
@@ -519,19 +552,9 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
     int n = 0;
     pthread_mutex_lock(&h->lock);
     h->used = 0;
+    h->polls++;
     /* channels with buffered data first */
-    ss_conn *list = h->revisit;
-    h->revisit = NULL;
-    while (list) {
-        ss_conn *c = list;
-        list = c->hub_next;
-        c->hub_next = NULL;
-        c->hub_flags &= ~HUB_REVISIT;
-        if (n < max)
-            serve(h, c, ev, &n, max);
-        else
-            revisit_later(h, c);
-    }
+    serve_revisits(h, ev, &n, max);
     for (;;) {
         if (atomic_load(&h->stopping)) {
             n = n ? n : ss_fail(err, SS_E_CLOSED, "the channel engine was closed");
@@ -553,8 +576,13 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
             uint64_t tag = events[i].data.u64;
             if (tag == TAG_WAKE) {
                 drain_fd(h->wake_fd);
+                /* woken for channels put on the list meanwhile (added with bytes
+                 * buffered, resumed): a poll that was waiting serves them now (one
+                 * that has events returns, and the next poll starts with them) */
+                if (n == 0)
+                    serve_revisits(h, ev, &n, max);
             } else if (tag == TAG_READY) {
-                if (n + 2 <= max)
+                if (n + 2 <= max && !h->no_accept)
                     accept_ready(h, ev, &n, max);
             } else {
                 ss_conn *c = conn_of(h, tag);
@@ -568,7 +596,8 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
                     serve(h, c, ev, &n, max);
             }
         }
-        if (n > 0 || k == 0 || wait == 0 || atomic_load(&h->stopping))
+        if (n > 0 || k == 0 || wait == 0 || atomic_load(&h->stopping) ||
+            atomic_exchange(&h->interrupted, 0))
             break;
     }
     if (n == 0 && atomic_load(&h->stopping))
@@ -579,6 +608,33 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
         signal_fd(h->wake_fd); /* an event loop watching ss_hub_fd comes back at once */
     pthread_mutex_unlock(&h->lock);
     return n;
+}
+
+void ss_hub_pause(ss_hub *h, ss_conn *c, int paused)
+{
+    pthread_mutex_lock(&h->lock);
+    if (c->hub == h && !(c->hub_flags & HUB_ENDED) &&
+        !!(c->hub_flags & HUB_PAUSED) != !!paused) {
+        if (paused) {
+            c->hub_flags |= HUB_PAUSED;
+        } else {
+            c->hub_flags &= ~HUB_PAUSED;
+            revisit_later(h, c); /* what OpenSSL or its buffer holds already: next poll */
+            signal_fd(h->wake_fd);
+        }
+        rearm(h, c);
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
+void ss_hub_stop_accepting(ss_hub *h)
+{
+    pthread_mutex_lock(&h->lock);
+    if (h->listener && !h->no_accept) {
+        h->no_accept = 1;
+        epoll_ctl(h->epfd, EPOLL_CTL_DEL, ss_listener_ready_fd(h->listener), NULL);
+    }
+    pthread_mutex_unlock(&h->lock);
 }
 
 void ss_hub_shutdown(ss_hub *h)
@@ -606,4 +662,184 @@ void ss_hub_free(ss_hub *h)
     free(h->scratch);
     pthread_mutex_destroy(&h->lock);
     free(h);
+}
+
+/* Make the poll in progress (or the next one) return at once, SS_E_TIMEOUT if it found
+ * nothing: the pump's way to stop its thread without shutting the hub down. */
+static void hub_interrupt(ss_hub *h)
+{
+    atomic_store(&h->interrupted, 1);
+    signal_fd(h->wake_fd);
+}
+
+/* ---- the pump: a hub polled by a thread of its own ------------------------------------
+ *
+ * The thread polls (reads, decrypts, deframes), publishes the batch and signals the pump's
+ * eventfd, then waits until the consumer has released the batch before polling again: the
+ * batch's bytes live in the hub's scratch buffer, which the next poll reuses.  The consumer
+ * (an event loop's reader callback) only copies the batch out and releases it; while it
+ * runs the application's code, the thread is already reading the next batch.
+ *
+ * Why the thread's loop ends: ss_pump_free sets stop and interrupts the poll; a poll that
+ * fails (the hub shut down, its listener closed) is published as the last batch. */
+
+#define PUMP_FREE 0  /* the thread owns the batch buffer (polling or about to) */
+#define PUMP_READY 1 /* a batch is published, the consumer owns the buffer */
+
+struct ss_pump {
+    ss_hub *hub;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    int fd;       /* eventfd: readable when a batch is published */
+    int state;    /* PUMP_* */
+    int stop;
+    int taken;    /* the published batch was handed to the consumer */
+    int n;        /* the published batch: events, or a negative code (final) */
+    uint64_t begun;   /* polls started */
+    uint64_t settled; /* polls over: returned empty, or their batch released */
+    ss_err err;
+    int max;
+    ss_event *ev;
+};
+
+static void *pump_main(void *arg)
+{
+    ss_pump *p = arg;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (p->state == PUMP_READY && !p->stop)
+            pthread_cond_wait(&p->cv, &p->lock);
+        if (p->stop)
+            break;
+        p->begun++;
+        pthread_mutex_unlock(&p->lock);
+        ss_err err;
+        int n = ss_hub_poll(p->hub, -1, p->ev, p->max, &err);
+        pthread_mutex_lock(&p->lock);
+        if (n == SS_E_TIMEOUT) {
+            /* interrupted (ss_pump_kick): nothing of it is held; tell the consumer */
+            p->settled++;
+            signal_fd(p->fd);
+            continue;
+        }
+        p->n = n;
+        p->taken = 0;
+        if (n < 0)
+            p->err = err;
+        p->state = PUMP_READY;
+        signal_fd(p->fd);
+        if (n < 0)
+            break; /* the hub is closed (or broken): nothing more will come */
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+int ss_pump_new(ss_hub *h, int max_events, ss_pump **out, ss_err *err)
+{
+    *out = NULL;
+    if (max_events < 2)
+        return ss_fail(err, SS_E_INVALID, "a batch needs room for at least 2 events");
+    ss_pump *p = calloc(1, sizeof *p);
+    if (!p || !(p->ev = calloc((size_t)max_events, sizeof *p->ev))) {
+        free(p);
+        return ss_fail(err, SS_E_NOMEM, "out of memory creating the engine's thread");
+    }
+    p->hub = h;
+    p->max = max_events;
+    p->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (p->fd < 0) {
+        int rc = ss_fail_errno(err, SS_E_SYSTEM, errno, "cannot create an eventfd");
+        free(p->ev);
+        free(p);
+        return rc;
+    }
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    int e = pthread_create(&p->thread, NULL, pump_main, p);
+    if (e != 0) {
+        int rc = ss_fail_errno(err, SS_E_SYSTEM, e, "cannot start the engine's thread");
+        close(p->fd);
+        pthread_mutex_destroy(&p->lock);
+        pthread_cond_destroy(&p->cv);
+        free(p->ev);
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return SS_OK;
+}
+
+int ss_pump_fd(ss_pump *p) { return p->fd; }
+
+int ss_pump_take(ss_pump *p, ss_event **events, ss_err *err)
+{
+    drain_fd(p->fd);
+    pthread_mutex_lock(&p->lock);
+    int n = 0;
+    if (p->state == PUMP_READY) {
+        n = p->n;
+        p->taken = 1;
+        *events = p->ev;
+        if (n < 0 && err)
+            *err = p->err;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+void ss_pump_release(ss_pump *p)
+{
+    pthread_mutex_lock(&p->lock);
+    if (p->state == PUMP_READY && p->n > 0) {
+        p->state = PUMP_FREE;
+        p->settled++;
+        pthread_cond_signal(&p->cv);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+uint64_t ss_pump_begun(ss_pump *p)
+{
+    pthread_mutex_lock(&p->lock);
+    uint64_t v = p->begun;
+    pthread_mutex_unlock(&p->lock);
+    return v;
+}
+
+uint64_t ss_pump_settled(ss_pump *p)
+{
+    pthread_mutex_lock(&p->lock);
+    uint64_t v = p->settled;
+    pthread_mutex_unlock(&p->lock);
+    return v;
+}
+
+void ss_pump_kick(ss_pump *p) { hub_interrupt(p->hub); }
+
+void ss_pump_free(ss_pump *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stop = 1;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->lock);
+    hub_interrupt(p->hub);
+    pthread_join(p->thread, NULL);
+    if (p->state == PUMP_READY && !p->taken) {
+        /* a batch nobody took: its new channels have no other owner */
+        for (int i = 0; i < p->n; i++)
+            if (p->ev[i].kind == SS_EV_ACCEPTED && p->ev[i].conn) {
+                ss_hub_remove(p->hub, p->ev[i].conn);
+                ss_conn_free(p->ev[i].conn);
+            }
+    }
+    atomic_store(&p->hub->interrupted, 0);
+    close(p->fd);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cv);
+    free(p->ev);
+    free(p);
 }

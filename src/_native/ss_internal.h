@@ -83,6 +83,7 @@ struct ss_conn {
     int hub_slot;         /* index in the hub's table, -1 when in none */
     int hub_flags;        /* HUB_* in hub.c */
     struct ss_conn *hub_next; /* the hub's revisit list */
+    uint64_t hub_poll;    /* the hub's poll that last served it (one pass per poll) */
     ss_err *hub_end;      /* how the stream ended, seen by a pass that stopped before
                            * handing out the messages ahead of it (NULL: not ended) */
 };

@@ -257,8 +257,39 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *events, int max_events, ss_
 int ss_hub_fd(ss_hub *h);
 /* What each channel may have queued (ss_conn_queue_write) before its writer waits. */
 void ss_hub_set_high_water(ss_hub *h, size_t bytes);
+/* Stop reading channel c (paused != 0: its consumer has enough unread messages) or read
+ * it again.  A paused channel is still reported when its peer resets or hangs up. */
+void ss_hub_pause(ss_hub *h, ss_conn *c, int paused);
+/* Stop taking clients from the listener (which may then be closed); the channels the hub
+ * holds are served on. */
+void ss_hub_stop_accepting(ss_hub *h);
 void ss_hub_shutdown(ss_hub *h);
 void ss_hub_free(ss_hub *h);
+
+/* A pump: a thread of the engine's own that polls hub h (max_events per batch) and hands
+ * each batch over through ss_pump_fd, an eventfd readable once a batch is ready (one
+ * reader for an event loop).  The hub must only be polled by its pump from then on.
+ * ss_pump_take returns the ready batch's size (> 0, *events set), 0 when none is ready, or
+ * the negative code of the poll that ended the pump (SS_E_CLOSED once the hub was shut
+ * down).  The batch and its bytes stay valid until ss_pump_release, which lets the thread
+ * poll again.  ss_pump_free stops and joins the thread (the hub stays open; new channels
+ * of a batch nobody took are freed); free the pump before its hub. */
+typedef struct ss_pump ss_pump;
+int ss_pump_new(ss_hub *h, int max_events, ss_pump **out, ss_err *err);
+int ss_pump_fd(ss_pump *p);
+int ss_pump_take(ss_pump *p, ss_event **events, ss_err *err);
+void ss_pump_release(ss_pump *p);
+/* Freeing a channel that left the hub (ss_hub_remove) while a batch may still point into
+ * its buffers: polls begun up to then must be over first.  ss_pump_begun counts the polls
+ * started, ss_pump_settled those over (returned nothing, or their batch was released);
+ * free the channel once settled >= the begun count read after its removal.  ss_pump_kick
+ * ends the poll in progress early (the fd is signalled when a poll returns nothing). */
+uint64_t ss_pump_begun(ss_pump *p);
+uint64_t ss_pump_settled(ss_pump *p);
+void ss_pump_kick(ss_pump *p);
+void ss_pump_free(ss_pump *p);
+/* Bytes queued on c (ss_conn_queue_write) that the socket has not taken yet. */
+size_t ss_conn_queued(ss_conn *c);
 
 void ss_free(void *p);
 

@@ -1,0 +1,775 @@
+"""The asyncio face: the channel engine under an event loop.
+
+::
+
+    import sslsock.aio as aio
+
+    async def handle(channel):
+        async for message in channel:        # whole messages, framed by the mode
+            await channel.write(message)     # queued; waits only over the high-water mark
+
+    server = await aio.start_server(handle, 5043, "my-cert")
+    async with server:
+        await server.serve_forever()
+
+How it works: a server's channels (and, per event loop, the client channels of
+:func:`connect`) are held by one channel engine (``src/_native/hub.c``), watched by the
+loop through one descriptor: thousands of channels cost the loop one reader.  At each
+wake-up one C call (GIL released) reads every ready channel, decrypts it and cuts it into
+messages, and returns the whole batch; Python turns the batch into ``bytes`` and resumes
+the coroutines waiting for them.  Handshakes run on the listener's C threads (server) or
+in a worker thread (client), never on the loop's.  Writes are framed, encrypted and
+handed to the kernel in one C call (GIL released); what the socket does not take is queued
+and sent by the engine.  With ``engine_thread=True`` the reading and decrypting move to a
+C thread of the engine's own, which hands each batch over through an eventfd.
+
+Same options, certificate identifiers, transmission modes and exceptions as the object
+face (:mod:`sslsock`).  See docs/asyncio.md.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import time
+import weakref
+from collections.abc import Awaitable
+from typing import Any, Callable, Optional, Union
+
+from . import _errors
+from ._binding import ffi, lib, new_err, raise_err
+from ._engine import Hub
+from ._objects import (
+    DEFAULT_MAX_MESSAGE,
+    Connection,
+    ConnectionInfo,
+    Listener,
+    Mode,
+    Seconds,
+    _as_bytes,
+    _ms,
+)
+from ._objects import connect as _connect
+from ._options import DEFAULT, Mask
+
+__all__ = ["Channel", "Server", "start_server", "connect", "DEFAULT_HIGH_WATER"]
+
+log = logging.getLogger("sslsock")
+
+#: What a channel may have queued (bytes its peer has not taken yet) before a write on it
+#: waits: 1 MiB.
+DEFAULT_HIGH_WATER = 1 << 20
+_BATCH = 256
+#: A write over the high-water mark, or a close waiting for its queue to drain, looks
+#: again after this many seconds, doubling up to _MAX_RETRY.
+_FIRST_RETRY = 0.001
+_MAX_RETRY = 0.02
+
+Handler = Callable[["Channel"], Awaitable[None]]
+
+_PEER_CLOSED = int(lib.SS_E_PEER_CLOSED)
+#: A channel's end when the peer closed cleanly (the exception is only made when asked).
+_PEER_CLOSED_MARK = _errors.PeerClosed("the peer closed the connection")
+
+
+class _Engine:
+    """A hub on an event loop: one reader (the pump's eventfd, or the hub's epoll
+    descriptor when ``thread=False``), a batch per wake-up."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, hub: Hub, *, thread: bool,
+                 read_limit: int = DEFAULT_HIGH_WATER,
+                 on_accept: Optional[Callable[[Connection], None]] = None,
+                 on_closed: Optional[Callable[[BaseException], None]] = None) -> None:
+        self.loop = loop
+        self.hub = hub
+        self.channels: dict[int, Channel] = {}
+        self._on_accept = on_accept
+        self._on_closed = on_closed
+        #: unread bytes a channel may hold before the engine stops reading its peer
+        self.read_limit = read_limit
+        self._err = new_err()
+        self._evp = ffi.new("ss_event **")
+        self._buried: list[tuple[int, Connection]] = []  # closed, freed once settled
+        self.closed = False
+        self._hub_ptr = hub._g.enter()  # held until close(): the hub outlives the pump
+        self._pump: Any = None
+        if thread:
+            out = ffi.new("ss_pump **")
+            rc = lib.ss_pump_new(self._hub_ptr, _BATCH, out, self._err)
+            if rc != 0:
+                hub._g.leave()
+                raise_err(rc, self._err)
+            self._pump = out[0]
+            self.fd = int(lib.ss_pump_fd(self._pump))
+        else:
+            self._events = ffi.new("ss_event[]", _BATCH)
+            self.fd = int(lib.ss_hub_fd(self._hub_ptr))
+        loop.add_reader(self.fd, self._ready)
+
+    # -- the loop's reader -----------------------------------------------------------
+
+    def _ready(self) -> None:
+        if self.closed:
+            return
+        pump = self._pump
+        if pump is not None:
+            n = lib.ss_pump_take(pump, self._evp, self._err)
+            if n > 0:
+                try:
+                    self._dispatch(self._evp[0], n)
+                finally:
+                    lib.ss_pump_release(pump)
+            if self._buried:
+                self._reap()
+        else:
+            n = lib.ss_hub_poll(self._hub_ptr, 0, self._events, _BATCH, self._err)
+            if n == lib.SS_E_TIMEOUT:
+                return
+            if n > 0:
+                self._dispatch(self._events, n)
+        if n < 0:
+            try:
+                raise_err(n, self._err)
+            except _errors.Error as e:
+                self._engine_ended(e)
+
+    def _dispatch(self, ev: Any, n: int) -> None:
+        # Every message is copied into bytes here, before any application code runs: the
+        # bytes in C are only valid until the batch is released.  Nothing below runs user
+        # code (futures only schedule their callbacks).
+        channels = self.channels
+        unpack = ffi.unpack
+        for i in range(n):
+            e = ev[i]
+            kind = e.kind
+            if kind == 0:  # SS_EV_MESSAGE
+                ch = channels.get(e.id)
+                if ch is not None:
+                    size = e.len
+                    ch._feed(unpack(e.data, size) if size else b"")
+            elif kind == 1:  # SS_EV_ACCEPTED
+                hub = self.hub
+                conn = Connection._from_engine(e.conn, tls=hub._tls, mode=hub._mode,
+                                               end_tag=hub._end_tag,
+                                               max_message=hub._max_message)
+                conn._hub_id = int(e.id)
+                if self._on_accept is None:
+                    conn.close()
+                else:
+                    self._on_accept(conn)
+            else:  # SS_EV_ENDED
+                ch = channels.pop(e.id, None)
+                if ch is not None:
+                    ch._ended(e.code)
+
+    def _engine_ended(self, e: BaseException) -> None:
+        for ch in list(self.channels.values()):
+            ch._fail(e)
+        if self._on_closed is not None:
+            self._on_closed(e)
+
+    # -- channels --------------------------------------------------------------------
+
+    def add(self, ch: Channel) -> None:
+        conn = ch._conn
+        cptr = conn._g.enter()
+        try:
+            idp = ffi.new("uint64_t *")
+            rc = lib.ss_hub_add(self._hub_ptr, cptr, idp, self._err)
+            if rc != 0:
+                raise_err(rc, self._err)
+        finally:
+            conn._g.leave()
+        conn._hub_id = int(idp[0])
+        self.channels[conn._hub_id] = ch
+
+    def adopt(self, ch: Channel) -> None:
+        """A channel the hub accepted (already in it)."""
+        self.channels[ch._conn._hub_id] = ch
+
+    def remove(self, ch: Channel) -> None:
+        """The hub stops serving ch (its connection stays open)."""
+        conn = ch._conn
+        self.channels.pop(conn._hub_id, None)
+        if self.closed:
+            return
+        cptr = conn._g.ptr
+        if cptr is not None:
+            lib.ss_hub_remove(self._hub_ptr, cptr)
+
+    def bury(self, conn: Connection) -> None:
+        """Free conn (close it) once no batch can point into its buffers any more."""
+        if self._pump is None or self.closed:
+            conn.close()
+            return
+        self._buried.append((int(lib.ss_pump_begun(self._pump)), conn))
+        lib.ss_pump_kick(self._pump)  # the poll in progress ends soon: _ready reaps
+
+    def _reap(self) -> None:
+        settled = int(lib.ss_pump_settled(self._pump))
+        keep = []
+        for mark, conn in self._buried:
+            if mark <= settled:
+                conn.close()
+            else:
+                keep.append((mark, conn))
+        self._buried = keep
+
+    def close(self) -> None:
+        """Stop the engine: the pump's thread is joined, the loop's reader removed; the
+        channels still served end with SocketClosed."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.loop.remove_reader(self.fd)
+        except Exception:  # the loop is closed already
+            pass
+        if self._pump is not None:
+            lib.ss_pump_free(self._pump)
+            self._pump = None
+        for _, conn in self._buried:
+            conn.close()
+        self._buried = []
+        chans = list(self.channels.values())
+        self.channels.clear()
+        err = _errors.SocketClosed("the channel engine was closed")
+        for ch in chans:
+            ch._fail(err)
+        self.hub._g.leave()
+        self.hub.close()
+
+
+class Channel:
+    """One TLS (or plain TCP) connection served by the engine, asyncio style.
+
+    ``await channel.read()`` returns the next whole message (framed by the transmission
+    mode); ``async for message in channel`` reads until the peer closes.  ``await
+    channel.write(data)`` queues one message.  ``await channel.close()`` (or ``async
+    with channel``) sends close_notify.  Reads cancelled or timed out lose no message;
+    a write queues its whole message or nothing.
+    """
+
+    __slots__ = ("_conn", "_engine", "_inbox", "_waiter", "_end", "_closing", "_closed",
+                 "_close_timeout", "_unread", "_paused", "_loop", "_ptr", "_err", "_limit",
+                 "__weakref__")
+
+    def __init__(self, conn: Connection, engine: _Engine, close_timeout: float) -> None:
+        self._conn = conn
+        self._engine = engine
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._end: Optional[BaseException] = None
+        self._closing = False
+        self._closed: Optional[asyncio.Future[None]] = None
+        self._close_timeout = close_timeout
+        self._unread = 0  # bytes in the inbox
+        self._loop = engine.loop
+        # The connection is only freed by close() on the loop's thread, after _closing is
+        # set: until then its pointer is used without the guard.
+        self._ptr = conn._g.ptr
+        self._err = engine._err
+        self._limit = engine.read_limit
+        self._paused = False  # the engine stopped reading it: the inbox is full
+
+    # -- fed by the engine -----------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        self._inbox.append(data)
+        unread = self._unread + len(data)
+        self._unread = unread
+        if unread > self._limit and not self._paused:
+            self._pause(True)  # a task that does not read: stop reading its peer
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _ended(self, code: int) -> None:
+        """The engine reported the channel's end (every message before it was handed out):
+        out of the hub.  A clean close is only noted (the exception is made if a read asks
+        for it); another end is read once from the connection, which tells why."""
+        conn = self._conn
+        cptr = conn._g.ptr
+        if cptr is not None:
+            lib.ss_hub_remove(self._engine._hub_ptr, cptr)
+        if code == _PEER_CLOSED:
+            self._fail(_PEER_CLOSED_MARK)
+            return
+        try:
+            conn.read(0, 65536)
+            e: BaseException = _errors.PeerClosed("the peer closed the connection")
+        except _errors.SocketTimeout:
+            e = _errors.PeerClosed("the peer closed the connection")
+        except _errors.Error as exc:
+            e = exc
+        self._fail(e)
+
+    def _fail(self, e: BaseException) -> None:
+        if self._end is None:
+            self._end = e
+        self._wake()
+
+    def _pause(self, paused: bool) -> None:
+        self._paused = paused
+        ptr = self._conn._g.ptr
+        eng = self._engine
+        if ptr is not None and not eng.closed and not self._closing:
+            lib.ss_hub_pause(eng._hub_ptr, ptr, int(paused))
+
+    def _take(self) -> bytes:
+        data = self._inbox.popleft()
+        self._unread -= len(data)
+        if self._paused and self._unread <= self._limit >> 1:
+            self._pause(False)
+        return data
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def read(self) -> bytes:
+        """The next message.  Raises PeerClosed once the peer has closed and every message
+        before that was read, another ConnectionFailure if the connection broke, or
+        SocketClosed after close().  Cancel it (or use ``asyncio.timeout``) to stop
+        waiting: no message is lost."""
+        while True:
+            if self._inbox:
+                return self._take()
+            await self._wait(False)
+
+    async def _wait(self, iterating: bool) -> None:
+        """Wait until the inbox has a message, or raise how the channel ended."""
+        if self._closing:
+            raise _errors.SocketClosed("the channel is closed")
+        end = self._end
+        if end is not None:
+            if end is _PEER_CLOSED_MARK or isinstance(end, _errors.PeerClosed):
+                if iterating:
+                    raise StopAsyncIteration
+                raise _errors.PeerClosed("the peer closed the connection")
+            raise end
+        if self._waiter is not None:
+            raise _errors.ProgrammingError(
+                "another task is already reading this channel: read it from one task "
+                "(or hand the messages on through an asyncio.Queue)")
+        # The future only says "look again": the message itself stays in the inbox until
+        # a read returns it, so a cancellation cannot lose it.
+        w: asyncio.Future[None] = self._loop.create_future()
+        self._waiter = w
+        try:
+            await w
+        finally:
+            self._waiter = None
+
+    def __aiter__(self) -> Channel:
+        return self
+
+    async def __anext__(self) -> bytes:
+        # read() without its own coroutine per message (this is the hot path)
+        while True:
+            if self._inbox:
+                return self._take()
+            await self._wait(True)
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def write(self, data: Union[bytes, bytearray, memoryview, str]) -> None:
+        """Send one message, framed by the mode (str as UTF-8).  It is framed, encrypted
+        and handed to the kernel now as far as the socket takes it; the rest is queued and
+        sent by the engine.  Waits only while more than the high-water mark is queued for
+        this channel (a peer that does not read).  Cancelled while waiting, nothing of
+        the message was queued."""
+        if data.__class__ is not bytes:
+            data = _as_bytes(data, "message")
+        delay = _FIRST_RETRY
+        while True:
+            if self._closing:
+                raise _errors.SocketClosed("the channel is closed")
+            rc = lib.ss_conn_queue_write(self._ptr, data, len(data), 0, self._err)
+            if rc == 0:
+                return
+            if rc != lib.SS_E_TIMEOUT:
+                raise_err(rc, self._err)
+            # over the high-water mark: nothing of this message is queued yet
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_RETRY)
+
+    def queued(self) -> int:
+        """Bytes written but not yet taken by the peer's socket."""
+        g = self._conn._g
+        try:
+            ptr = g.enter()
+        except _errors.SocketClosed:
+            return 0
+        try:
+            return int(lib.ss_conn_queued(ptr))
+        finally:
+            g.leave()
+
+    # -- closing ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Send what is queued (waiting at most the close time-out), then close_notify,
+        and close.  Idempotent; a read waiting meanwhile raises SocketClosed."""
+        if self._closing:
+            if self._closed is not None:
+                await asyncio.shield(self._closed)
+            return
+        self._closing = True
+        self._wake()
+        ptr = self._conn._g.ptr
+        if self._end is not None or ptr is None or not lib.ss_conn_queued(ptr):
+            self._finish_close()  # nothing to send first (the usual case)
+            return
+        self._closed = self._engine.loop.create_future()
+        try:
+            deadline = time.monotonic() + self._close_timeout
+            delay = _FIRST_RETRY
+            while self._end is None and time.monotonic() < deadline and self.queued():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY)
+        finally:
+            self._finish_close()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _finish_close(self) -> None:
+        conn = self._conn
+        self._engine.remove(self)
+        ptr = conn._g.ptr
+        if ptr is not None:
+            lib.ss_conn_close(ptr, 0)  # close_notify, without waiting on the peer
+        self._engine.bury(conn)
+        fut = self._closed
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        on_close = getattr(self._engine, "channel_closed", None)
+        if on_close is not None:
+            on_close(self)
+
+    def abort(self) -> None:
+        """Close now, without sending what is queued (close_notify is still tried)."""
+        if not self._closing:
+            self._closing = True
+            self._wake()
+            self._finish_close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    async def __aenter__(self) -> Channel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- information (SocketClientInfo) ------------------------------------------------
+
+    def info(self) -> ConnectionInfo:
+        """Peer and local address and port, protocol, cipher, state, mode, byte counts."""
+        return self._conn.info()
+
+    @property
+    def peer_address(self) -> str:
+        return self.info().peer_address
+
+    @property
+    def peer_port(self) -> int:
+        return self.info().peer_port
+
+    @property
+    def protocol(self) -> str:
+        return self.info().protocol
+
+    @property
+    def cipher(self) -> str:
+        return self.info().cipher
+
+    @property
+    def mode(self) -> Mode:
+        return self._conn.mode
+
+    def peer_certificate(self) -> Any:
+        """The peer's certificate (``cryptography.x509.Certificate``) or None."""
+        return self._conn.peer_certificate()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """asyncio's names: ``peername``, ``sockname``, ``cipher`` (name, protocol),
+        ``peercert`` (a ``cryptography`` certificate), ``sslsock_info``."""
+        if name == "peercert":
+            return self.peer_certificate()
+        i = self.info()
+        return {"peername": (i.peer_address, i.peer_port),
+                "sockname": (i.local_address, i.local_port),
+                "cipher": (i.cipher, i.protocol) if i.protocol else None,
+                "sslsock_info": i}.get(name, default)
+
+    def __repr__(self) -> str:
+        if self._closing:
+            return "<sslsock.aio.Channel closed>"
+        try:
+            i = self.info()
+        except _errors.SocketClosed:
+            return "<sslsock.aio.Channel closed>"
+        return (f"<sslsock.aio.Channel {i.peer_address}:{i.peer_port} "
+                f"{i.protocol or 'TCP'} mode={i.mode.name}>")
+
+
+class Server:
+    """A listening server from :func:`start_server`: a handler task per accepted channel.
+
+    ``close()`` stops accepting (the channels already open go on); ``wait_closed()``
+    waits for their handlers to finish.  ``async with server`` does both on the way out.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, listener: Listener, handle: Handler,
+                 *, thread: bool, max_bytes: int, high_water: int,
+                 close_timeout: float) -> None:
+        self._loop = loop
+        self.listener = listener
+        self.port = listener.port
+        self._handle = handle
+        self._close_timeout = close_timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._serving: Optional[asyncio.Future[None]] = None
+        self._closing = False
+        self._all_done: Optional[asyncio.Future[None]] = None
+        hub = Hub(listener, max_bytes=max_bytes, high_water=high_water)
+        self._engine = _Engine(loop, hub, thread=thread, read_limit=high_water,
+                               on_accept=self._accepted,
+                               on_closed=self._engine_closed)
+
+    def _accepted(self, conn: Connection) -> None:
+        ch = Channel(conn, self._engine, self._close_timeout)
+        self._engine.adopt(ch)
+        if self._closing:
+            ch.abort()
+            return
+        task = self._loop.create_task(self._run(ch))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _run(self, ch: Channel) -> None:
+        try:
+            await self._handle(ch)
+        except _errors.ConnectionFailure as e:
+            log.debug("sslsock.aio: channel %r ended: %s", ch, e)
+        except _errors.SocketClosed:
+            pass
+        except Exception as exc:
+            self._loop.call_exception_handler({
+                "message": "sslsock.aio: unhandled exception in a channel handler",
+                "exception": exc,
+            })
+        finally:
+            await ch.close()  # the handler is done: so is its channel
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._closing and not self._tasks:
+            self._shutdown_engine()
+
+    def _engine_closed(self, e: BaseException) -> None:
+        if not self._closing:
+            self.close()
+
+    def is_serving(self) -> bool:
+        return not self._closing
+
+    async def serve_forever(self) -> None:
+        """Serve until close() (or until cancelled, which closes the server)."""
+        if self._closing:
+            raise _errors.SocketClosed("the server is closed")
+        if self._serving is None:
+            self._serving = self._loop.create_future()
+        try:
+            await asyncio.shield(self._serving)
+        except asyncio.CancelledError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop accepting new clients; the channels already open are served until their
+        handlers return.  Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        eng = self._engine
+        if not eng.closed:
+            # first: a hub that saw the listener closed would stop serving everyone
+            lib.ss_hub_stop_accepting(eng._hub_ptr)
+        self.listener.close()
+        if not eng.closed and eng.hub._g._on_free is not None:
+            # The hub no longer looks at the listener: let it go now (its threads stop
+            # and its socket closes: new clients are refused), not when the hub goes.
+            eng.hub._g._on_free = None
+            self.listener._g.leave()
+        if self._serving is not None and not self._serving.done():
+            self._serving.set_result(None)
+        if not self._tasks:
+            self._shutdown_engine()
+
+    def _shutdown_engine(self) -> None:
+        if not self._engine.closed:
+            self._engine.close()
+        if self._all_done is not None and not self._all_done.done():
+            self._all_done.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Wait until close() was called and every handler has returned."""
+        if self._closing and self._engine.closed:
+            return
+        if self._all_done is None:
+            self._all_done = self._loop.create_future()
+        await asyncio.shield(self._all_done)
+
+    def close_channels(self) -> None:
+        """Cancel every handler (their channels close as they end)."""
+        for t in list(self._tasks):
+            t.cancel()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else "serving"
+        return f"<sslsock.aio.Server port={self.port} {state} channels={len(self._tasks)}>"
+
+
+def _check_size(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _errors.ArgumentError(f"{what} must be a positive number of bytes, got {value!r}")
+    return value
+
+
+async def start_server(
+    handle: Handler,
+    port: int = 0,
+    certificate: Any = None,
+    *,
+    options: Mask = DEFAULT,
+    host: Optional[str] = None,
+    mode: Mode = Mode.SocketSizeAtBeginning,
+    end_tag: bytes = b"<EOF>",
+    max_message: int = DEFAULT_MAX_MESSAGE,
+    max_bytes: int = 65536,
+    high_water: int = DEFAULT_HIGH_WATER,
+    close_timeout: float = 1.0,
+    engine_thread: bool = False,
+    tls: bool = True,
+    **listener_args: Any,
+) -> Server:
+    """Listen on ``port`` (0: the system picks; see ``server.port``) and run
+    ``await handle(channel)`` in a task of its own for each client, once its handshake is
+    done.  The channel is closed when the handler returns.
+
+    ``certificate``, ``options``, ``mode``, ``end_tag``, ``max_message`` and the other
+    keyword arguments (``store``, ``password``, ``threads``, ``handshake_timeout``,
+    ``client_ca_pem``, ``reuse_port``, ...) are :class:`sslsock.Listener`'s.
+    ``max_bytes`` caps one message of SocketNoEndTag mode; ``high_water`` is what a channel
+    may have queued before its writes wait.  ``engine_thread=True`` reads and decrypts on
+    a C thread of the engine's own instead of in a C call from the loop's thread (the GIL
+    is released either way; see docs/asyncio.md for what each costs)."""
+    if not callable(handle):
+        raise TypeError(f"handle must be an async function taking a Channel, not "
+                        f"{type(handle).__name__}")
+    _check_size(max_bytes, "max_bytes")
+    _check_size(high_water, "high_water")
+    close_s = _ms(close_timeout, "close_timeout") / 1000
+    loop = asyncio.get_running_loop()
+    listener = Listener(port, certificate, options=options, host=host or "", tls=tls,
+                        mode=mode, end_tag=end_tag, max_message=max_message, **listener_args)
+    try:
+        return Server(loop, listener, handle, thread=engine_thread, max_bytes=max_bytes,
+                      high_water=high_water, close_timeout=close_s)
+    except BaseException:
+        listener.close()
+        raise
+
+
+class _ClientEngine(_Engine):
+    """The engine serving a loop's client channels; it stops with its last channel."""
+
+    def channel_closed(self, ch: Channel) -> None:
+        if not self.channels and not self.closed:
+            _client_engines.pop(self.loop, None)
+            self.close()
+
+
+_client_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ClientEngine] = \
+    weakref.WeakKeyDictionary()
+
+
+def _client_engine(loop: asyncio.AbstractEventLoop, thread: bool) -> _ClientEngine:
+    eng = _client_engines.get(loop)
+    if eng is None or eng.closed:
+        eng = _ClientEngine(loop, Hub(None), thread=thread)
+        _client_engines[loop] = eng
+    return eng
+
+
+_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+
+def _handshakes() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=8, thread_name_prefix="sslsock-aio-connect")
+    return _executor
+
+
+async def connect(
+    host: str,
+    port: int,
+    *,
+    options: Mask = DEFAULT,
+    timeout: Seconds = 30.0,
+    mode: Mode = Mode.SocketSizeAtBeginning,
+    end_tag: bytes = b"<EOF>",
+    client_cert: Any = None,
+    close_timeout: float = 1.0,
+    engine_thread: bool = False,
+    **connect_args: Any,
+) -> Channel:
+    """Connect to ``host:port`` and complete the TLS handshake (in a worker thread, in C,
+    without the GIL), then serve the channel from this loop's client engine.
+
+    ``options``, ``timeout``, ``mode``, ``end_tag`` and the other keyword arguments
+    (``verify``, ``server_hostname``, ``store``, ``password``, ``cafile_pem``,
+    ``max_message``, ``resume``, ``tls``) are :func:`sslsock.connect`'s; ``client_cert`` is
+    its ``client_certificate`` (a store identifier for mutual TLS).  Cancelled during the
+    handshake, the connection is closed as soon as the handshake ends.  The loop's client
+    engine is made by the first connect (``engine_thread`` then says how it polls) and
+    stops with its last channel."""
+    close_s = _ms(close_timeout, "close_timeout") / 1000
+    loop = asyncio.get_running_loop()
+
+    def work() -> Connection:
+        return _connect(host, port, options=options, timeout=timeout, mode=mode,
+                        end_tag=end_tag, client_certificate=client_cert, **connect_args)
+
+    cf = _handshakes().submit(work)
+    try:
+        conn = await asyncio.wrap_future(cf)
+    except asyncio.CancelledError:
+        def discard(f: concurrent.futures.Future[Connection]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                f.result().close()
+        cf.add_done_callback(discard)
+        raise
+    try:
+        engine = _client_engine(loop, engine_thread)
+        ch = Channel(conn, engine, close_s)
+        engine.add(ch)
+    except BaseException:
+        conn.close()
+        raise
+    return ch
