@@ -176,3 +176,33 @@ def test_errors_from_the_fast_path_name_the_cause(pki: Any) -> None:
     with Connection.adopt(c) as other, pytest.raises(sslsock.ArgumentError, match="max_bytes"):
         other.read(1.0, max_bytes=0)
     d.close()
+
+
+@pytest.mark.parametrize("kind", ["c", "python"])
+def test_on_free_runs_once_whether_taken_early_or_at_free(kind: str) -> None:
+    # sslsock.aio takes a hub's on_free (the listener's release) when its server closes,
+    # before the hub itself goes: it must then not run a second time at free.
+    if kind == "c" and _objects._fastio is None:
+        pytest.skip("the C-API module is built for CPython only")
+    guard_type: Any = _objects._fastio.Guard if kind == "c" else _objects._PyGuard
+    calls: list[str] = []
+
+    def make(tag: str) -> Any:
+        raw = _objects.ffi.new("char[16]")  # released (freed) by the guard, once
+        args: tuple[Any, ...] = (raw, lambda p: None, tag, lambda: calls.append(tag))
+        if kind == "c":
+            args = (raw, int(_objects.ffi.cast("uintptr_t", raw)), *args[1:])
+        return guard_type(*args)
+
+    g1 = make("early")
+    cb = g1.take_on_free()
+    assert cb is not None and g1.take_on_free() is None
+    cb()
+    g1.close()
+    g2 = make("at-free")
+    g2.enter()
+    g2.close()
+    assert calls == ["early"], "on_free ran before the last call left"
+    g2.leave()
+    assert calls == ["early", "at-free"]
+    assert g1.ptr is None and g2.ptr is None

@@ -190,7 +190,17 @@ static PyObject *Guard_get_ptr(Guard *self, void *unused)
     return self->ptr;
 }
 
+static PyObject *Guard_take_on_free(Guard *self, PyObject *unused)
+{
+    PyObject *cb = self->on_free; /* the reference moves to the caller */
+    Py_INCREF(Py_None);
+    self->on_free = Py_None;
+    return cb;
+}
+
 static PyMethodDef Guard_methods[] = {
+    {"take_on_free", (PyCFunction)Guard_take_on_free, METH_NOARGS,
+     "Return the on_free callable (or None) and forget it: the caller runs it now."},
     {"enter", (PyCFunction)Guard_enter, METH_NOARGS,
      "Count a call in flight and return the pointer (SocketClosed once closed)."},
     {"leave", (PyCFunction)Guard_leave, METH_NOARGS,

@@ -145,6 +145,12 @@ class _PyGuard:
     def closed(self) -> bool:
         return self._closing
 
+    def take_on_free(self) -> Optional[Callable[[], None]]:
+        """Return the on_free callable (or None) and forget it: the caller runs it now."""
+        with self._lock:
+            cb, self._on_free = self._on_free, None
+        return cb
+
     def close(self) -> None:
         with self._lock:
             if self._closing:

@@ -602,11 +602,12 @@ class Server:
             # first: a hub that saw the listener closed would stop serving everyone
             lib.ss_hub_stop_accepting(eng._hub_ptr)
         self.listener.close()
-        if not eng.closed and eng.hub._g._on_free is not None:
+        if not eng.closed:
             # The hub no longer looks at the listener: let it go now (its threads stop
             # and its socket closes: new clients are refused), not when the hub goes.
-            eng.hub._g._on_free = None
-            self.listener._g.leave()
+            release = eng.hub._g.take_on_free()
+            if release is not None:
+                release()
         if self._serving is not None and not self._serving.done():
             self._serving.set_result(None)
         if not self._tasks:
