@@ -37,21 +37,22 @@ def watch(listener: Any, interval: float) -> None:
             _wake.set()
 
 
-def check_all() -> None:
-    """Look at every watched listener now."""
+def check_all(quiet: bool = True) -> None:
+    """Look at every watched listener now (``quiet=False``, as after SIGHUP: report a
+    broken replacement at once)."""
     with _lock:
         listeners = list(_watched.keys())
     for listener in listeners:
-        _check(listener)
+        _check(listener, quiet)
 
 
-def _check(listener: Any) -> None:
+def _check(listener: Any, quiet: bool = True) -> None:
     if listener.closed:
         with _lock:
             _watched.pop(listener, None)
         return
     try:
-        listener.reload(quiet_first_failure=True)
+        listener.reload(quiet_first_failure=quiet)
     except Exception as e:  # noqa: BLE001 - a broken file must not stop the watching
         log.error("%s", e)
 
