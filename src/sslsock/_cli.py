@@ -482,6 +482,7 @@ def _reserve_port(host: str) -> socket.socket:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    logging.getLogger("sslsock").setLevel(logging.INFO)  # renewals and reloads are news
     store = store_of(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -995,12 +996,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return code
 
 
+class _LevelFormatter(logging.Formatter):
+    """"sslsock: warning: ...", "sslsock: error: ...", and "sslsock: ..." for news (a
+    renewed certificate, reloaded ticket keys)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else record.levelname.lower() + ": "
+        return f"sslsock: {level}{record.getMessage()}"
+
+
 def _log_warnings() -> None:
     """The library's warnings (versions dropped from a mask, ...) go to stderr."""
     log = logging.getLogger("sslsock")
     if not any(getattr(h, "_sslsock_cli", False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("sslsock: warning: %(message)s"))
+        handler.setFormatter(_LevelFormatter())
         handler._sslsock_cli = True  # type: ignore[attr-defined]
         log.addHandler(handler)
     if log.level == logging.NOTSET or log.level > logging.WARNING:

@@ -259,11 +259,13 @@ def run_workers(
                     spawn(index)
             time.sleep(0.05)
     finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-        _stop_all(children, grace)
-        os.close(r_fd)
-        os.close(w_fd)
+        try:
+            _stop_all(children, grace)  # a second SIGTERM meanwhile changes nothing
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+            os.close(r_fd)
+            os.close(w_fd)
     if status:
         return status
     return 130 if signal.SIGINT in got else 0
