@@ -403,3 +403,29 @@ def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
                            timeout=60)
     assert r.returncode == 1, r.stderr
     assert "already in use" in r.stderr and "before it was ready: stopping" in r.stderr
+
+
+def test_reload_at_once(pki2: Any, tmp_path: Path) -> None:
+    """Listener.reload() (SIGHUP in sslsock serve) takes the renewed certificate at once,
+    and says why when it cannot."""
+    ca, store = pki2
+    leaf(ca, tmp_path / "one.pem")
+    two = leaf(ca, tmp_path / "two.pem")
+    store.import_file(tmp_path / "one.pem", name="svc")
+    ctx = client_ctx(ca, tmp_path)
+    with Listener(0, "svc", host="127.0.0.1", store=store, reload_interval=None,
+                  threads=1) as lst:
+        echo_all(lst)
+        assert not lst.reload()  # nothing changed
+        junk = store.path / ".junk"
+        junk.write_bytes(b"not a certificate\n")
+        os.replace(junk, store.path / "svc.pem")
+        time.sleep(0.06)  # past the store's same-tick guard
+        with pytest.raises(sslsock.CertificateError, match="keeps the one it has"):
+            lst.reload()
+        assert not lst.reload()  # reported once for that version of the store
+        (store.path / "svc.pem").unlink()
+        store.import_file(tmp_path / "two.pem", name="svc")
+        time.sleep(0.06)
+        assert lst.reload()
+        assert hello(lst.port, ctx)[0] == two.certificate.fingerprint(hashes.SHA1()).hex()

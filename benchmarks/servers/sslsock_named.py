@@ -6,6 +6,7 @@ connections (SocketWaitForConnection + SocketAccept); each channel is served by 
 --workers N       N processes on the port (sslsock.run_workers, Socket.Option =
                   SocketReusePort [extension]), each the server above; 1 (default): this
                   process alone
+--proxy-protocol  [extension] connections come through a balancer sending the PROXY header
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def echo(channel: str) -> None:
 
 
 def serve(args: Any, port: int, announce: Any, stopping: Any = lambda: False) -> None:
+    if args.proxy_protocol:
+        ss.Socket.Option = ss.Socket.Option | ss.SocketProxyProtocol
     if not ss.SocketCreateSSL("server", port, args.pem, ss.ProtocolTLS1_2 + ss.ProtocolTLS1_3):
         raise SystemExit(ss.ErrorInfo())
     ss.SocketChangeTransmissionMode("server", ss.SocketNoEndTag)
@@ -49,7 +52,8 @@ def serve(args: Any, port: int, announce: Any, stopping: Any = lambda: False) ->
 def main() -> None:
     args = common.parse_pem_args(
         __doc__ or "", ("--channels", dict(choices=["pool", "thread"], default="pool")),
-        ("--workers", dict(type=int, default=1)))
+        ("--workers", dict(type=int, default=1)),
+        ("--proxy-protocol", dict(action="store_true")))
     if args.workers <= 1:
         serve(args, args.port, common.ready)
         return

@@ -144,9 +144,11 @@ class TicketKeys:
         else:
             self.path = Path(source).expanduser()
         self.seen: Optional[tuple[int, int, int]] = None
+        # names in-memory keys in a context cache key (never the keys themselves)
+        self._token = secrets.token_hex(8)
 
     def describe(self) -> str:
-        return str(self.path) if self.path else "keys shared in memory"
+        return str(self.path) if self.path else f"keys shared in memory ({self._token})"
 
     def changed(self) -> bool:
         if self.path is None:
