@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import sslsock
 from sslsock import Listener
@@ -210,3 +212,43 @@ def test_named_face(pki: Any, client_ctx: ssl.SSLContext) -> None:
     channel = sslsock.SocketAccept("direct")
     assert sslsock.SocketClientInfo(channel, sslsock.SocketProxyAddress) == ""
     assert sslsock.SocketClientInfo(channel, sslsock.SocketProxyPort) == ""
+
+
+VALID = [b"PROXY TCP4 192.0.2.10 10.0.0.1 40001 443\r\n",
+         b"PROXY TCP6 2001:db8::7 2001:db8::1 40002 443\r\n", b"PROXY UNKNOWN\r\n",
+         v2("198.51.100.20", 40003), v2("2001:db8::20", 40004, "2001:db8::1"),
+         v2("192.0.2.1", 1, command=0, tlvs=b"\x05\x00\x02ab")]
+
+
+def _mutated(t: tuple[bytes, int, int, int]) -> bytes:
+    header, pos, value, cut = t
+    b = bytearray(header)
+    b[pos % len(b)] = value
+    return bytes(b[:cut % (len(b) + 1)] if cut % 3 == 0 else b)
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=200),
+                 st.tuples(st.sampled_from(VALID), st.integers(0, 255), st.integers(0, 255),
+                           st.integers(0, 255)).map(_mutated)))
+def test_any_bytes_end_in_one_counted_outcome(listener: Listener, data: bytes) -> None:
+    """Whatever arrives before EOF: exactly one outcome is counted (refused for the header,
+    or, after a valid header, a failed handshake), and nothing hangs."""
+    def outcomes(s: sslsock.ListenerStats) -> int:
+        return s.proxy_refused + s.failed_io + s.failed_tls + s.timed_out + s.handshakes
+
+    before = listener.stats()
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as raw:
+        try:
+            raw.sendall(data)
+            raw.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # already refused on its first bytes
+        deadline = time.monotonic() + 5
+        while outcomes(listener.stats()) == outcomes(before):
+            assert time.monotonic() < deadline, (data, listener.stats())
+            time.sleep(0.005)
+    after = listener.stats()
+    assert outcomes(after) == outcomes(before) + 1, (data, after)
+    assert after.handshakes == before.handshakes
