@@ -16,7 +16,7 @@ CORE = re.compile(
     r"_native[.\w-]*\.so\)"  # valgrind without debug information
     r"|src/_native/"  # LeakSanitizer: the source path
     r"|\bss_[a-z_0-9]+ \(|\bin ss_[a-z_0-9]+ "  # a core function (valgrind, LeakSanitizer)
-    r"|\((conn|listener|hub|ctx|errors)\.c:"  # valgrind: the source file
+    r"|\((conn|listener|hub|ctx|errors|closing|proxy)\.c:"  # valgrind: the source file
 )
 VALGRIND = re.compile(r"^==\d+==( |$)")
 # valgrind leak kinds that count; "possibly lost" and "still reachable" are Python's way
