@@ -288,3 +288,69 @@ def test_haproxy_is_there() -> None:
     assert HAPROXY, "haproxy is missing: run scripts/bootstrap (Debian package haproxy)"
     out = subprocess.run([HAPROXY, "-v"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "HAProxy version" in out.stdout
+
+
+def test_worker_processes_behind_haproxy(pki3: Any, tmp_path: Path) -> None:
+    """`sslsock serve --workers 2 --proxy-protocol` behind HAProxy: the workers share ticket
+    keys (made by the supervisor), so a session made on one resumes on the other; killing a
+    worker loses no connection on the other, and the supervisor starts it again."""
+    _, store, ctx, _ = pki3
+    port = free_port()
+    err_path = tmp_path / "workers.err"
+    with open(err_path, "wb") as err_file:
+        proc = subprocess.Popen(
+            [*SSLSOCK, "serve", "--host", "127.0.0.1", "--port", str(port), "--cert", "svc",
+             "--workers", "2", "--proxy-protocol", "--stats", "0.2", "--grace", "2"],
+            stdout=subprocess.DEVNULL, stderr=err_file,
+            env={**os.environ, "SSLSOCK_CERT_STORE": str(store)})
+    try:
+        wait_port(port, proc, "sslsock serve --workers 2", timeout=60)
+
+        def log() -> str:
+            return err_path.read_text(errors="replace")
+
+        def worker_of(tls: ssl.SSLSocket) -> int:
+            client = tls.getsockname()[1]
+            pattern = rf"\[worker \d+ pid (\d+)\] #\d+ 127\.0\.0\.1:{client} connected"
+            wait_for(lambda: re.search(pattern, log()) is not None,
+                     f"no worker logged the client's own port {client}")
+            m = re.search(pattern, log())
+            assert m
+            return int(m.group(1))
+
+        front = free_port()
+        with haproxy(tmp_path, {front: ("send-proxy-v2", [port])}):
+            def connect(session: Any = None) -> ssl.SSLSocket:
+                return ctx.wrap_socket(
+                    socket.create_connection(("127.0.0.1", front), timeout=10),
+                    server_hostname="localhost", session=session)
+
+            with connect() as a:
+                echo(a, b"one")
+                session, maker = a.session, worker_of(a)
+            for _ in range(30):  # the kernel spreads connections over the two workers
+                with connect(session) as b:
+                    echo(b, b"two")
+                    if worker_of(b) != maker:
+                        assert b.session_reused, "no resumption across the worker processes"
+                        break
+            else:
+                raise AssertionError("every connection went to the same worker")
+
+            with connect() as held:
+                echo(held, b"held")
+                keeper = worker_of(held)
+                pids = {int(p) for p in re.findall(r"\[worker \d+ pid (\d+)\]", log())}
+                victim = next(p for p in pids if p != keeper and p != proc.pid)
+                os.kill(victim, signal.SIGKILL)
+                wait_for(lambda: f"(pid {victim}) killed by SIGKILL; starting it again" in log(),
+                         "the supervisor did not notice the killed worker")
+                for i in range(5):
+                    echo(held, b"still here %d" % i)
+                for _ in range(4):
+                    with connect() as tls:  # new clients are served (by either worker)
+                        echo(tls, b"after")
+        assert stop(proc) == 0, log()
+    finally:
+        if proc.poll() is None:
+            stop(proc, signal.SIGKILL)
