@@ -429,3 +429,20 @@ def test_reload_at_once(pki2: Any, tmp_path: Path) -> None:
         time.sleep(0.06)
         assert lst.reload()
         assert hello(lst.port, ctx)[0] == two.certificate.fingerprint(hashes.SHA1()).hex()
+
+
+def test_serve_refuses_a_missing_or_readable_key_file(tmp_path: Path) -> None:
+    env = {**os.environ, "SSLSOCK_CERT_STORE": str(tmp_path / "store")}
+    cmd = [*SSLSOCK, "serve", "--host", "127.0.0.1", "--port", "0", "--ticket-keys"]
+    for extra in ([], ["--workers", "2"]):
+        r = subprocess.run(cmd + extra, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 3, r.stderr
+        assert "no session-ticket key file; create it with: sslsock cert tickets rotate" \
+            in r.stderr
+    keys = tmp_path / "store" / "session-ticket-keys"
+    _tickets.rotate(keys)
+    os.chmod(keys, 0o644)
+    r = subprocess.run(cmd + ["--workers", "2"], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 3 and "chmod 600" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

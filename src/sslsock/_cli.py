@@ -567,6 +567,9 @@ def _serve_workers(args: argparse.Namespace, store: Any, ident: Any) -> int:
     port = held.getsockname()[1] if held is not None else args.port
     # Without a key file, the workers share keys made here (inherited by the fork): they
     # resume each other's sessions, though not across restarts of the whole server.
+    if args.ticket_keys is not None:  # a missing or unsafe file: said once, before forking
+        checked = _tickets.TicketKeys(args.ticket_keys, store).read()
+        checked[:] = bytes(len(checked))
     keys = args.ticket_keys if args.ticket_keys is not None else bytes(
         b for _ in range(3) for b in _tickets.new_key())
     ready: dict[int, str] = {}
@@ -574,8 +577,12 @@ def _serve_workers(args: argparse.Namespace, store: Any, ident: Any) -> int:
 
     def worker(w: Any) -> int:
         server = _EchoServer(args.verbose, prefix=f"[worker {w.index} pid {os.getpid()}] ")
-        listener = _listener(args, store, certificate, port=port, reuse_port=True,
-                             ticket_keys=keys)
+        try:
+            listener = _listener(args, store, certificate, port=port, reuse_port=True,
+                                 ticket_keys=keys)
+        except _errors.Error as e:  # reported once, by the worker that met it
+            err(f"error: worker {w.index}: {e}")
+            return _exit_code(e, "net")
         try:
             w.ready(f"{','.join(listener.protocols)}")
             _serve_loop(args, listener, server, lambda: w.stopping)

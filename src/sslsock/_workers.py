@@ -46,6 +46,8 @@ import traceback
 from collections.abc import Callable
 from typing import Optional
 
+from ._errors import CertificateError, Error
+
 log = logging.getLogger("sslsock")
 
 #: Seconds a supervisor waits, beyond ``grace``, before killing a worker that does not stop.
@@ -140,6 +142,9 @@ def _child(target: Callable[[Worker], Optional[int]], worker: Worker) -> None:
         code = 0 if rc is None else int(rc)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Error as e:  # network, TLS, certificate: its message says it all
+        sys.stderr.write(f"sslsock: error: worker {worker.index}: {e}\n")
+        code = 3 if isinstance(e, CertificateError) else 1
     except BaseException:  # noqa: BLE001 - reported, then the exit status says it
         traceback.print_exc()
         code = 1
