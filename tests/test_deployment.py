@@ -246,18 +246,29 @@ def test_available_cpus_follows_affinity_and_quota(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr
     assert available_cpus() <= len(os.sched_getaffinity(0))
-    # a cgroup v2 quota of 1.5 CPUs, in a copy of this process's cgroup path
-    own = next((line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines()
-                if line.startswith("0::")), None)
-    if own is None:
-        pytest.skip("no cgroup v2 path for this process")
-    d = tmp_path.joinpath(*[p for p in own.split("/") if p])
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "cpu.max").write_text("150000 100000\n")
-    if d != tmp_path:  # a parent without a limit does not lift the child's
-        (tmp_path / "cpu.max").write_text("max 100000\n")
+    # quotas in a copy of the cgroup tree, at this process's own cgroup paths
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    v2 = next((line[3:] for line in lines if line.startswith("0::")), None)
+    v1 = next((line.split(":", 2) for line in lines
+               if "cpu" in line.split(":", 2)[1].split(",")), None)
+    if v2 is None and v1 is None:
+        pytest.skip("this process is in no cgroup")
+    if v2 is not None:
+        d = tmp_path.joinpath(*[p for p in v2.split("/") if p])
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cpu.max").write_text("150000 100000\n")
+        if d != tmp_path:  # a parent without a limit does not lift the child's
+            (tmp_path / "cpu.max").write_text("max 100000\n")
+    if v1 is not None:
+        d1 = tmp_path.joinpath(v1[1], *[p for p in v1[2].split("/") if p])
+        d1.mkdir(parents=True, exist_ok=True)
+        (d1 / "cpu.cfs_quota_us").write_text("250000\n" if v2 is not None else "150000\n")
+        (d1 / "cpu.cfs_period_us").write_text("100000\n")
     assert _cgroup_cpu_quota(str(tmp_path)) == 1.5
-    (d / "cpu.max").write_text("max 100000\n")
+    if v2 is not None:
+        (d / "cpu.max").write_text("max 100000\n")
+    if v1 is not None:
+        (d1 / "cpu.cfs_quota_us").write_text("-1\n")
     assert _cgroup_cpu_quota(str(tmp_path)) is None
 
 

@@ -57,8 +57,8 @@ _BACKOFF_MAX = 10.0
 
 def available_cpus() -> int:
     """How many CPUs this process may use: its affinity mask (``taskset``, container
-    cpusets), lowered by a cgroup v2 CPU quota (``cpu.max``, as ``docker --cpus`` and
-    systemd's ``CPUQuota=`` set it), rounded up; at least 1."""
+    cpusets), lowered by a cgroup CPU quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``, as
+    ``docker --cpus`` and systemd's ``CPUQuota=`` set them), rounded up; at least 1."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -70,32 +70,58 @@ def available_cpus() -> int:
 
 
 def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> Optional[float]:
-    """The tightest ``cpu.max`` quota (in CPUs) from this process's cgroup up to the root;
-    None without one (cgroup v1, no limit, unreadable)."""
+    """The tightest CPU quota (in CPUs) from this process's cgroup up to the root: cgroup v2
+    ``cpu.max``, else cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; None without
+    one (no limit, unreadable).  Each level is looked at, so that a container's view (its
+    cgroup mounted as the root) is covered too."""
     try:
         with open("/proc/self/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
-    path = next((line[3:] for line in lines if line.startswith("0::")), None)
-    if path is None:
-        return None
     best: Optional[float] = None
-    parts = [p for p in path.split("/") if p and p != ".."]
-    for depth in range(len(parts), -1, -1):
-        name = os.path.join(root, *parts[:depth], "cpu.max")
-        try:
-            with open(name) as f:
-                words = f.read().split()
-        except OSError:
-            continue
-        if len(words) == 2 and words[0] != "max":
-            try:
-                cpus = int(words[0]) / int(words[1])
-            except (ValueError, ZeroDivisionError):
-                continue
-            best = cpus if best is None else min(best, cpus)
+
+    def levels(path: str) -> list[list[str]]:
+        parts = [p for p in path.split("/") if p and p != ".."]
+        return [parts[:depth] for depth in range(len(parts), -1, -1)]
+
+    def take(cpus: float) -> None:
+        nonlocal best
+        best = cpus if best is None else min(best, cpus)
+
+    for line in lines:
+        hier, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hier == "0" and controllers == "":  # cgroup v2
+            for level in levels(path):
+                words = _read_words(os.path.join(root, *level, "cpu.max"))
+                if len(words) == 2 and words[0] != "max":
+                    try:
+                        take(int(words[0]) / int(words[1]))
+                    except (ValueError, ZeroDivisionError):
+                        pass
+        elif "cpu" in controllers.split(","):  # cgroup v1
+            mount = os.path.join(root, controllers)
+            if not os.path.isdir(mount):
+                mount = os.path.join(root, "cpu")
+            for level in levels(path):
+                quota = _read_words(os.path.join(mount, *level, "cpu.cfs_quota_us"))
+                period = _read_words(os.path.join(mount, *level, "cpu.cfs_period_us"))
+                try:
+                    q, per = int(quota[0]), int(period[0])
+                except (IndexError, ValueError):
+                    continue
+                if q > 0 and per > 0:
+                    take(q / per)
     return best
+
+
+def _read_words(name: str) -> list[str]:
+    try:
+        with open(name) as f:
+            return f.read().split()
+    except OSError:
+        return []
 
 
 class Worker:
