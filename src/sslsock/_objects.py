@@ -816,7 +816,10 @@ class Listener:
                               f"served, so the listener on port {self.port} keeps the one it "
                               f"has ({self.certificate.name}, SHA-1 "
                               f"{self.certificate.certmgr_thumbprint}): {e}") from None
-            ptr = self._g.enter()
+            try:
+                ptr = self._g.enter()
+            except _errors.SocketClosed:
+                return changed  # closed meanwhile: nothing left to renew
             try:
                 lib.ss_listener_set_ctx(ptr, ctx.ptr)
             finally:
