@@ -252,3 +252,19 @@ def test_any_bytes_end_in_one_counted_outcome(listener: Listener, data: bytes) -
     after = listener.stats()
     assert outcomes(after) == outcomes(before) + 1, (data, after)
     assert after.handshakes == before.handshakes
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(VALID[:2] + VALID[3:5]), st.integers(1, 60))
+def test_a_valid_header_cut_anywhere_is_read_whole(listener: Listener,
+                                                   client_ctx: ssl.SSLContext,
+                                                   header: bytes, cut: int) -> None:
+    """A header split over two TCP segments (at any byte) waits for its end: it is never
+    refused for being incomplete, and the ClientHello behind it is left for OpenSSL."""
+    cut = min(cut, len(header) - 1)
+    conn, tls = handshake_after(listener, client_ctx, header[:cut], header[cut:], pause=0.01)
+    with conn, tls:
+        assert conn.info().peer_address in ("192.0.2.10", "2001:db8::7", "198.51.100.20",
+                                            "2001:db8::20")
+    assert listener.stats().proxy_refused == 0
