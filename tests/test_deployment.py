@@ -435,6 +435,17 @@ def test_reload_at_once(pki2: Any, tmp_path: Path) -> None:
         with pytest.raises(sslsock.CertificateError, match="keeps the one it has"):
             lst.reload()
         assert not lst.reload()  # reported once for that version of the store
+        # a certificate with someone else's key, copied in by hand
+        other = _certgen.make_leaf(ca, "localhost", hosts=["localhost"])
+        key = (tmp_path / "one.pem").read_bytes().split(b"-----END CERTIFICATE-----\n", 1)[1]
+        junk.write_bytes(other.cert_pem() + key)
+        os.chmod(junk, 0o600)
+        os.replace(junk, store.path / "svc.pem")
+        time.sleep(0.06)
+        with pytest.raises(sslsock.CertificateError, match="does not match the certificate") as e:
+            lst.reload()
+        assert b"PRIVATE KEY" not in str(e.value).encode()
+        assert hello(lst.port, ctx)[0] != two.certificate.fingerprint(hashes.SHA1()).hex()
         (store.path / "svc.pem").unlink()
         store.import_file(tmp_path / "two.pem", name="svc")
         time.sleep(0.06)
