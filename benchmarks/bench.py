@@ -70,8 +70,11 @@ def server_commands(py: str, certs: dict[str, dict[str, Path]]) -> dict[str, lis
         # one thread only: the rt64 scenario's yardstick for servers that use both cores
         "c-ref-1thread": [str(BIN / "ref_server"), "--port", "0", "--cert", "{cert}", "--key",
                           "{key}", "--read-ahead", "--threads", "1"],
-        "sslsock-named-pool": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--workers", "pool"],
-        "sslsock-named-thread": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--workers", "thread"],
+        "sslsock-named-pool": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--channels", "pool"],
+        "sslsock-named-thread": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--channels", "thread"],
+        # [extension] two processes on the port (sslsock.run_workers + SocketReusePort)
+        "sslsock-named-2proc": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--channels", "pool",
+                                "--workers", "2"],
         "sslsock-object": [py, f"{s}/sslsock_object.py", "--pem", "{pem}"],
         "sslsock-onethread": [py, f"{s}/sslsock_onethread.py", "--pem", "{pem}"],
         "sslsock-named-onethread": [py, f"{s}/sslsock_named_onethread.py", "--pem", "{pem}"],
@@ -158,8 +161,20 @@ def draw_chart(results: dict[str, dict[str, list[Result]]], scenarios: list[str]
 
 
 def cpu_ticks(pid: int) -> int:
+    """CPU time of the server: the process and, for a multi-process server, its children
+    (its worker processes, still running, so not yet in the parent's cutime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (whole process)
+    total = int(fields[11]) + int(fields[12])  # utime, stime (whole process)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or entry.name == str(pid):
+            continue
+        try:
+            f = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(f[1]) == pid:  # ppid
+            total += int(f[11]) + int(f[12])
+    return total
 
 
 def rss_bytes(pid: int) -> int:

@@ -1,7 +1,9 @@
 """Run N TLS handshakes against an sslsock listener (one client in ten is sslsock's, the
 others the stdlib's), each with an echo, plus
 the usual failures (refused versions, garbage instead of a ClientHello, an oversized frame,
-a close while a read is blocked), then free everything.  Used for leak checks: under
+a close while a read is blocked), then N/10 (2 to 20) through a listener expecting the
+PROXY header with shared ticket keys, bad headers and a certificate renewed under it, then
+free everything.  Used for leak checks: under
 LeakSanitizer (scripts/sanitize-tests.sh) and under valgrind (tests/test_hostile.py).
 
     python scripts/handshake_loop.py [N]
@@ -65,6 +67,7 @@ def main(n: int) -> None:
             failures(listener, port, store, ca_pem)
             engine(listener, port, stdlib)
         del listener
+        deployment(Path(d), store, ca, stdlib, rounds=max(2, min(20, n // 10)))
     gc.collect()
 
 
@@ -184,6 +187,59 @@ def engine(listener: Listener, port: int, ctx: ssl.SSLContext) -> None:
             break
     for t in threads:
         t.join(10)
+
+
+def deployment(d: Path, store: CertStore, ca: _certgen.Issued, ctx: ssl.SSLContext,
+               rounds: int) -> None:
+    """The PROXY header (good, bad, cut short), shared ticket keys (set, resumed, rotated)
+    and a renewed certificate taken by a running listener (its context replaced)."""
+    import time
+
+    from sslsock import _tickets
+
+    keys = d / "ticket-keys"
+    _tickets.rotate(keys)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    good = [b"PROXY TCP4 192.0.2.1 10.0.0.1 1000 443\r\n",
+            b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes(12)]
+    bad = [b"GET / HTTP/1.0\r\n\r\n", b"PROXY TCP4 1.2.3.4",
+           b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\xff\xff"]
+    with Listener(0, "localhost", store=store, host="127.0.0.1", threads=2,
+                  proxy_protocol=True, proxy_allow=["127.0.0.0/8"], ticket_keys=str(keys),
+                  handshake_timeout=10.0, reload_interval=None) as lst:
+        session = None
+        for i in range(rounds):
+            with socket.create_connection(("127.0.0.1", lst.port), timeout=10) as raw:
+                raw.sendall(good[i % 2])
+                with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as c:
+                    conn = lst.accept(timeout=10)
+                    conn.write(b"x")
+                    assert c.recv(8) == b"1\r\nx"
+                    session = c.session
+                    conn.close()
+            if i == rounds // 2:
+                _tickets.rotate(keys)
+                lst.reload()
+        for data in bad:
+            with socket.create_connection(("127.0.0.1", lst.port), timeout=10) as raw:
+                try:
+                    raw.sendall(data)
+                    raw.shutdown(socket.SHUT_WR)
+                    raw.recv(1)
+                except OSError:
+                    pass  # refused: closed, perhaps reset
+        deadline = time.monotonic() + 10
+        while lst.stats().proxy_refused < len(bad) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # renewal: the store file replaced, the listener's context swapped
+        (d / "localhost.pem").unlink()
+        _certgen.make_leaf(ca, "localhost").write_pem(d / "localhost.pem")
+        time.sleep(0.06)
+        assert lst.reload()
+        with socket.create_connection(("127.0.0.1", lst.port), timeout=10) as raw:
+            raw.sendall(good[0])
+            with ctx.wrap_socket(raw, server_hostname="localhost") as c:
+                lst.accept(timeout=10).close()
 
 
 def _swallow(fn) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ CORE = re.compile(
     r"|src/_native/"  # LeakSanitizer: the source path
     r"|\bss_[a-z_0-9]+ \(|\bin ss_[a-z_0-9]+ "  # a core function (valgrind, LeakSanitizer)
     r"|\b(fast_read|fast_write|guard_[a-z_]+|Guard_[a-z_]+) "  # sslsock._fastio
-    r"|\((conn|listener|hub|ctx|errors|closing|fastio)\.c:"  # valgrind: the source file
+    r"|\((conn|listener|hub|ctx|errors|closing|proxy|fastio)\.c:"  # valgrind: the source file
 )
 VALGRIND = re.compile(r"^==\d+==( |$)")
 # valgrind leak kinds that count; "possibly lost" and "still reachable" are Python's way

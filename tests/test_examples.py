@@ -17,6 +17,7 @@ import datetime
 import os
 import re
 import select
+import signal
 import socket
 import ssl
 import subprocess
@@ -138,6 +139,21 @@ def test_standard_server_serves_clients_in_parallel(env: dict[str, str], store: 
     assert status == 0, err
     assert out.count("connected (TLSv1.3)") == 2, out
     assert out.count(": the peer closed the connection") == 2, out
+
+
+def test_workers_server_serves_and_stops_gracefully(env: dict[str, str]) -> None:
+    with Example(env, "workers_server.py", "--workers", "2", "--grace", "1") as server:
+        for words in (["hello"], ["wörld", "again"]):
+            r = run(env, "client.py", "--port", str(server.port), *words)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout == "connected with TLSv1.3\n" + "".join(w + "\n" for w in words)
+        server.proc.send_signal(signal.SIGTERM)
+        status, out, err = server.finish()
+    assert status == 0, err
+    assert out.count("client ::ffff:127.0.0.1 connected") + out.count(
+        "client 127.0.0.1 connected") == 2, out
+    assert "worker 0: stopped" in out and "worker 1: stopped" in out, out
+    assert out.rstrip().endswith("stopped (0)"), out
 
 
 @pytest.mark.parametrize("script", ["one_thread_server.py", "messages_server.py",

@@ -42,3 +42,7 @@ def ready(port: int) -> None:
 
 def exit_on_term() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
+def restore_term() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

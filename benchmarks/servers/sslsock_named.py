@@ -1,13 +1,19 @@
 """sslsock's named face, as WINDEV programs write a server: one thread waits for
 connections (SocketWaitForConnection + SocketAccept); each channel is served by a worker.
 
---workers pool   channels go to a pool of reused threads (the variant the targets hold on)
---workers thread a new thread per channel (costs ~67 µs of CPU per connection here)
+--channels pool   channels go to a pool of reused threads (the variant the targets hold on)
+--channels thread a new thread per channel (costs ~67 µs of CPU per connection here)
+--workers N       N processes on the port (sslsock.run_workers, Socket.Option =
+                  SocketReusePort [extension]), each the server above; 1 (default): this
+                  process alone
+--proxy-protocol  [extension] connections come through a balancer sending the PROXY header
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import socket
 import threading
+from typing import Any
 
 import common
 
@@ -23,15 +29,17 @@ def echo(channel: str) -> None:
     ss.SocketClose(channel)
 
 
-def main() -> None:
-    args = common.parse_pem_args(__doc__ or "", ("--workers", dict(choices=["pool", "thread"], default="pool")))
-    if not ss.SocketCreateSSL("server", args.port, args.pem,
-                              ss.ProtocolTLS1_2 + ss.ProtocolTLS1_3):
+def serve(args: Any, port: int, announce: Any, stopping: Any = lambda: False) -> None:
+    if args.proxy_protocol:
+        ss.Socket.Option = ss.Socket.Option | ss.SocketProxyProtocol
+    if not ss.SocketCreateSSL("server", port, args.pem, ss.ProtocolTLS1_2 + ss.ProtocolTLS1_3):
         raise SystemExit(ss.ErrorInfo())
     ss.SocketChangeTransmissionMode("server", ss.SocketNoEndTag)
-    common.ready(int(ss.SocketClientInfo("server", ss.SocketPort)))
-    pool = cf.ThreadPoolExecutor(max_workers=512) if args.workers == "pool" else None
-    while ss.SocketWaitForConnection("server"):
+    announce(int(ss.SocketClientInfo("server", ss.SocketPort)))
+    pool = cf.ThreadPoolExecutor(max_workers=512) if args.channels == "pool" else None
+    while not stopping():
+        if not ss.SocketWaitForConnection("server", 500):
+            continue
         channel = ss.SocketAccept("server")
         if not channel:
             continue
@@ -39,6 +47,38 @@ def main() -> None:
             pool.submit(echo, channel)
         else:
             threading.Thread(target=echo, args=(channel,), daemon=True).start()
+
+
+def main() -> None:
+    args = common.parse_pem_args(
+        __doc__ or "", ("--channels", dict(choices=["pool", "thread"], default="pool")),
+        ("--workers", dict(type=int, default=1)),
+        ("--proxy-protocol", dict(action="store_true")))
+    if args.workers <= 1:
+        serve(args, args.port, common.ready)
+        return
+    port = args.port
+    held = None
+    if port == 0:  # one port for every worker: picked here, held until the end
+        held = socket.socket()
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("", 0))
+        port = held.getsockname()[1]
+    ready: set[int] = set()
+
+    def worker(w: ss.Worker) -> int:
+        ss.Socket.Option = ss.SocketReusePort
+        serve(args, port, lambda _port: w.ready(), lambda: w.stopping)
+        return 0
+
+    def on_ready(index: int, _note: str) -> None:
+        ready.add(index)
+        if len(ready) == args.workers:
+            common.ready(port)
+
+    common.restore_term()  # the supervisor stops its workers on SIGTERM itself
+    raise SystemExit(ss.run_workers(worker, args.workers, grace=1.0, on_ready=on_ready))
 
 
 if __name__ == "__main__":

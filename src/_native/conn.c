@@ -1173,6 +1173,9 @@ void ss_conn_get_info(ss_conn *c, ss_conn_info *info)
     info->peer_closed = atomic_load(&c->peer_closed);
     info->bytes_in = atomic_load(&c->bytes_in);
     info->bytes_out = atomic_load(&c->bytes_out);
+    if (c->proxy_len)
+        ss_addr_to_str((struct sockaddr *)&c->proxy, info->proxy_addr, sizeof info->proxy_addr,
+                       &info->proxy_port);
 }
 
 int ss_conn_peer_cert(ss_conn *c, unsigned char *buf, int buf_len)

@@ -34,6 +34,10 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+#include <openssl/core_names.h>
+#include <openssl/rand.h>
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -481,6 +485,88 @@ int ss_conn_tls_resumed(ss_conn *c)
     return reused;
 }
 
+/* ---- shared session-ticket keys ----------------------------------------------------------
+ *
+ * OpenSSL encrypts tickets with keys of its own, random per context: a ticket made by one
+ * process means nothing to another.  With shared keys (a file the processes and hosts of a
+ * service all read), any of them decrypts the tickets of the others.  The first key
+ * encrypts; a ticket under an older one is accepted and replaced by one under the current
+ * key (return 2).  An unknown key name is no error: the handshake is a full one. */
+
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
+                         EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    ss_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    if (!ctx)
+        return -1;
+    int rc = 0;
+    pthread_mutex_lock(&ctx->tickets_lock);
+    const unsigned char *key = NULL;
+    if (enc) {
+        if (ctx->ntickets > 0 && RAND_bytes(iv, 16) == 1) {
+            key = ctx->tickets;
+            memcpy(key_name, key, 16);
+            rc = 1;
+        } else {
+            rc = -1;
+        }
+    } else {
+        for (int i = 0; i < ctx->ntickets; i++) {
+            if (memcmp(ctx->tickets + (size_t)i * SS_TICKET_KEY_LEN, key_name, 16) == 0) {
+                key = ctx->tickets + (size_t)i * SS_TICKET_KEY_LEN;
+                rc = i == 0 ? 1 : 2;
+                break;
+            }
+        }
+    }
+    if (key) {
+        OSSL_PARAM params[3];
+        params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)(key + 48), 32);
+        params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+        params[2] = OSSL_PARAM_construct_end();
+        int ok = enc ? EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key + 16, iv)
+                     : EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key + 16, iv);
+        if (ok != 1 || EVP_MAC_CTX_set_params(hctx, params) != 1)
+            rc = -1;
+    }
+    pthread_mutex_unlock(&ctx->tickets_lock);
+    return rc;
+}
+#endif
+
+int ss_ctx_set_ticket_keys(ss_ctx *ctx, const unsigned char *keys, int count, ss_err *err)
+{
+    if (!ctx->is_server)
+        return ss_fail(err, SS_E_INVALID, "session-ticket keys are for a server's context");
+    if (count < 1 || count > SS_TICKET_KEYS_MAX || !keys)
+        return ss_fail(err, SS_E_INVALID, "give 1 to %d session-ticket keys, not %d",
+                       SS_TICKET_KEYS_MAX, count);
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    size_t len = (size_t)count * SS_TICKET_KEY_LEN;
+    unsigned char *copy = malloc(len);
+    if (!copy)
+        return ss_fail(err, SS_E_NOMEM, "out of memory for the session-ticket keys");
+    memcpy(copy, keys, len);
+    pthread_mutex_lock(&ctx->tickets_lock);
+    unsigned char *old = ctx->tickets;
+    size_t old_len = (size_t)ctx->ntickets * SS_TICKET_KEY_LEN;
+    int first = old == NULL;
+    ctx->tickets = copy;
+    ctx->ntickets = count;
+    pthread_mutex_unlock(&ctx->tickets_lock);
+    if (old) {
+        OPENSSL_cleanse(old, old_len);
+        free(old);
+    }
+    if (first && SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx->ssl_ctx, ticket_key_cb) != 1)
+        return ss_fail_ssl(err, SS_E_CONFIG, "cannot install the session-ticket key callback");
+    return SS_OK;
+#else
+    return ss_fail(err, SS_E_CONFIG, "shared session-ticket keys need OpenSSL 3.0 or later");
+#endif
+}
+
 /* ---- building a context ----------------------------------------------------------------- */
 
 /* Server: the session id context binds sessions and tickets to this configuration (a
@@ -678,6 +764,7 @@ int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err)
         return ss_fail(err, SS_E_NOMEM, "out of memory creating a TLS context");
     atomic_init(&ctx->refs, 1);
     pthread_mutex_init(&ctx->sessions_lock, NULL);
+    pthread_mutex_init(&ctx->tickets_lock, NULL);
     ctx->is_server = cfg->is_server;
     ctx->versions = usable;
     ctx->security_level =
@@ -687,6 +774,7 @@ int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err)
     ctx->ssl_ctx = SSL_CTX_new(cfg->is_server ? TLS_server_method() : TLS_client_method());
     if (!ctx->ssl_ctx) {
         pthread_mutex_destroy(&ctx->sessions_lock);
+        pthread_mutex_destroy(&ctx->tickets_lock);
         free(ctx);
         return ss_fail_ssl(err, SS_E_NOMEM, "cannot create an OpenSSL context");
     }
@@ -717,7 +805,12 @@ void ss_ctx_free(ss_ctx *ctx)
     }
     free(ctx->sessions);
     free(ctx->legacy_cipher_list);
+    if (ctx->tickets) {
+        OPENSSL_cleanse(ctx->tickets, (size_t)ctx->ntickets * SS_TICKET_KEY_LEN);
+        free(ctx->tickets);
+    }
     pthread_mutex_destroy(&ctx->sessions_lock);
+    pthread_mutex_destroy(&ctx->tickets_lock);
     free(ctx);
 }
 

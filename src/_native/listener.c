@@ -57,15 +57,23 @@
 /* After this many handshakes in one go, a worker that runs dry returns free memory to the
  * system (malloc_trim costs about a millisecond; a burst this size freed megabytes). */
 #define TRIM_AFTER 512
+/* A PROXY header: v1 is at most 107 bytes, v2 16 + addresses (up to 216) + TLVs. */
+#define DEFAULT_PROXY_MAX_LEN 1024
+#define PROXY_MAX_LEN_LIMIT 65551 /* 16 + the largest v2 length */
 
 typedef struct hs {
     int fd;
-    SSL *ssl;
+    SSL *ssl;         /* NULL: a plain TCP listener's connection waiting for its PROXY header */
+    ss_ctx *ctx;      /* the context it was accepted with (reference held) */
+    unsigned char *pbuf; /* PROXY header bytes read so far (NULL: header done or none) */
+    int phave;
     long long deadline;
     uint32_t events; /* what epoll is armed for */
     struct hs *prev, *next;
-    struct sockaddr_storage peer;
+    struct sockaddr_storage peer;  /* the client: as the PROXY header names it, if any */
     socklen_t peer_len;
+    struct sockaddr_storage proxy; /* the proxy that sent the header (proxy_len 0: none) */
+    socklen_t proxy_len;
 } hs;
 
 typedef struct worker {
@@ -80,7 +88,12 @@ typedef struct worker {
 struct ss_listener {
     int fd;
     int port;
-    ss_ctx *ctx; /* NULL: plain TCP */
+    ss_ctx *ctx; /* NULL: plain TCP; replaced by ss_listener_set_ctx under ctx_lock */
+    pthread_mutex_t ctx_lock;
+    int proxy_protocol;
+    int proxy_max_len;
+    unsigned char *proxy_allow; /* 17-byte entries (ss_proxy_allowed) */
+    int proxy_allow_count;
     int stop_fd; /* eventfd, readable once stopping */
     int ready_fd; /* eventfd, signalled per ready connection once `notify` is set */
     atomic_int notify;
@@ -119,10 +132,15 @@ static void count_failure(ss_listener *l, uint64_t *field, const ss_err *e)
 }
 
 /* Hand a connection to the ready queue; closes it when the queue is full. */
-static void enqueue(ss_listener *l, int fd, SSL *ssl, const struct sockaddr *peer,
-                    socklen_t peer_len)
+static void enqueue(ss_listener *l, int fd, SSL *ssl, ss_ctx *ctx, const struct sockaddr *peer,
+                    socklen_t peer_len, const struct sockaddr_storage *proxy,
+                    socklen_t proxy_len)
 {
-    ss_conn *c = ss_conn_wrap(fd, ssl, l->ctx, peer, peer_len);
+    ss_conn *c = ss_conn_wrap(fd, ssl, ctx, peer, peer_len);
+    if (c && proxy_len) {
+        memcpy(&c->proxy, proxy, proxy_len);
+        c->proxy_len = proxy_len;
+    }
     pthread_mutex_lock(&l->lock);
     if (c && l->ready_len < l->max_ready && !atomic_load(&l->stopping)) {
         l->ready[(l->ready_head + l->ready_len) % l->max_ready] = c;
@@ -162,6 +180,13 @@ static void unlink_hs(worker *w, hs *h)
     h->prev = h->next = NULL;
 }
 
+static void free_hs(hs *h)
+{
+    ss_ctx_free(h->ctx);
+    free(h->pbuf);
+    free(h);
+}
+
 static void drop_hs(worker *w, hs *h)
 {
     unlink_hs(w, h);
@@ -169,7 +194,7 @@ static void drop_hs(worker *w, hs *h)
     SSL_free(h->ssl);
     close(h->fd);
     atomic_fetch_sub(&w->l->pending, 1);
-    free(h);
+    free_hs(h);
 }
 
 /* As drop_hs, for a handshake that failed with an alert: the alert must reach the client
@@ -181,7 +206,117 @@ static void drop_hs_after_alert(worker *w, hs *h)
     SSL_free(h->ssl);
     ss_close_after_alert(h->fd);
     atomic_fetch_sub(&w->l->pending, 1);
-    free(h);
+    free_hs(h);
+}
+
+/* Watch h's socket for `want` (EPOLLIN / EPOLLOUT); drops h and returns -1 on failure. */
+static int arm(worker *w, hs *h, uint32_t want)
+{
+    if (want == h->events)
+        return 0;
+    struct epoll_event ev = {.events = want, .data.ptr = h};
+    int op = h->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(w->epfd, op, h->fd, &ev) != 0) {
+        ss_err err;
+        ss_fail_errno(&err, SS_E_SYSTEM, errno, "epoll_ctl failed");
+        count_failure(w->l, &w->l->st.failed_io, &err);
+        drop_hs(w, h);
+        return -1;
+    }
+    h->events = want;
+    return 0;
+}
+
+/* Hand a finished connection (handshake done, or plain TCP) to the ready queue. */
+static void finish_hs(worker *w, hs *h)
+{
+    ss_listener *l = w->l;
+    unlink_hs(w, h);
+    if (h->events)
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+    atomic_fetch_sub(&l->pending, 1);
+    enqueue(l, h->fd, h->ssl, h->ctx, (struct sockaddr *)&h->peer, h->peer_len, &h->proxy,
+            h->proxy_len);
+    free_hs(h);
+}
+
+static void refuse_proxy(worker *w, hs *h, const char *why)
+{
+    ss_err err;
+    char host[64];
+    int port;
+    ss_addr_to_str((struct sockaddr *)&h->peer, host, sizeof host, &port);
+    ss_fail(&err, SS_E_TLS, "connection from %s port %d refused: %s", host, port, why);
+    count_failure(w->l, &w->l->st.proxy_refused, &err);
+    drop_hs(w, h);
+}
+
+static void step(worker *w, hs *h);
+
+/* Read the PROXY header, exactly: peek at what has arrived, and take from the socket only
+ * the header's bytes (what follows is the ClientHello).  Bytes of an unfinished header are
+ * taken too (they can only be header), so the socket does not stay readable while the
+ * rest is awaited. */
+static void proxy_step(worker *w, hs *h)
+{
+    ss_listener *l = w->l;
+    int room = l->proxy_max_len - h->phave;
+    ssize_t n = room > 0 ? recv(h->fd, h->pbuf + h->phave, (size_t)room, MSG_PEEK) : 0;
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            arm(w, h, EPOLLIN);
+            return;
+        }
+        ss_err err;
+        ss_fail_errno(&err, SS_E_RESET, errno, "reading the PROXY header: connection lost");
+        count_failure(l, &l->st.failed_io, &err);
+        drop_hs(w, h);
+        return;
+    }
+    if (n == 0 && room > 0) {
+        refuse_proxy(w, h, h->phave ? "the connection ended inside the PROXY header"
+                                    : "the connection ended before any PROXY header");
+        return;
+    }
+    struct sockaddr_storage src;
+    socklen_t src_len = 0;
+    char why[200];
+    int hlen = ss_proxy_parse(h->pbuf, (size_t)h->phave + (size_t)n, (size_t)l->proxy_max_len,
+                              &src, &src_len, why, sizeof why);
+    if (hlen < 0) {
+        refuse_proxy(w, h, why);
+        return;
+    }
+    int take = hlen > 0 ? hlen - h->phave : (int)n;
+    if (take > 0 && recv(h->fd, h->pbuf + h->phave, (size_t)take, 0) != take) {
+        refuse_proxy(w, h, "the PROXY header could not be read whole");
+        return;
+    }
+    h->phave += take;
+    if (hlen == 0) {
+        if (h->phave >= l->proxy_max_len) {
+            snprintf(why, sizeof why, "no complete PROXY header within %d bytes (this "
+                                      "listener's limit)", l->proxy_max_len);
+            refuse_proxy(w, h, why);
+            return;
+        }
+        arm(w, h, EPOLLIN);
+        return;
+    }
+    /* Header done: the real TCP peer is the proxy; the client is the one it names. */
+    memcpy(&h->proxy, &h->peer, h->peer_len);
+    h->proxy_len = h->peer_len;
+    if (src_len) {
+        memcpy(&h->peer, &src, src_len);
+        h->peer_len = src_len;
+    }
+    free(h->pbuf);
+    h->pbuf = NULL;
+    if (!h->ssl) {
+        finish_hs(w, h);
+        return;
+    }
+    step(w, h); /* the ClientHello may be there already */
 }
 
 /* Advance one handshake as far as it goes without waiting. */
@@ -191,11 +326,7 @@ static void step(worker *w, hs *h)
     ERR_clear_error();
     int r = SSL_do_handshake(h->ssl);
     if (r == 1) {
-        unlink_hs(w, h);
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, h->fd, NULL);
-        atomic_fetch_sub(&l->pending, 1);
-        enqueue(l, h->fd, h->ssl, (struct sockaddr *)&h->peer, h->peer_len);
-        free(h);
+        finish_hs(w, h);
         return;
     }
     int e = SSL_get_error(h->ssl, r);
@@ -215,18 +346,7 @@ static void step(worker *w, hs *h)
             drop_hs_after_alert(w, h);
         return;
     }
-    if (want != h->events) {
-        struct epoll_event ev = {.events = want, .data.ptr = h};
-        int op = h->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-        if (epoll_ctl(w->epfd, op, h->fd, &ev) != 0) {
-            ss_err err;
-            ss_fail_errno(&err, SS_E_SYSTEM, errno, "epoll_ctl failed");
-            count_failure(l, &l->st.failed_io, &err);
-            drop_hs(w, h);
-            return;
-        }
-        h->events = want;
-    }
+    arm(w, h, want);
 }
 
 static void accept_burst(worker *w)
@@ -252,8 +372,21 @@ static void accept_burst(worker *w)
         }
         count(l, &l->st.accepted);
         ss_set_nodelay(fd);
-        if (!l->ctx) {
-            enqueue(l, fd, NULL, (struct sockaddr *)&peer, peer_len);
+        if (l->proxy_protocol &&
+            !ss_proxy_allowed(l->proxy_allow, l->proxy_allow_count, (struct sockaddr *)&peer)) {
+            ss_err err;
+            char host[64];
+            int port;
+            ss_addr_to_str((struct sockaddr *)&peer, host, sizeof host, &port);
+            ss_fail(&err, SS_E_TLS, "connection from %s port %d refused: that address is not "
+                                    "one of the proxies allowed to send the PROXY header",
+                    host, port);
+            count_failure(l, &l->st.proxy_refused, &err);
+            close(fd);
+            continue;
+        }
+        if (!l->ctx && !l->proxy_protocol) {
+            enqueue(l, fd, NULL, NULL, (struct sockaddr *)&peer, peer_len, NULL, 0);
             continue;
         }
         if (atomic_load(&l->pending) >= l->max_pending) {
@@ -262,18 +395,31 @@ static void accept_burst(worker *w)
             continue;
         }
         hs *h = calloc(1, sizeof *h);
-        SSL *ssl = h ? SSL_new(l->ctx->ssl_ctx) : NULL;
-        if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+        ss_ctx *ctx = NULL;
+        if (h && l->ctx) {
+            pthread_mutex_lock(&l->ctx_lock);
+            ctx = l->ctx;
+            ss_ctx_ref(ctx);
+            pthread_mutex_unlock(&l->ctx_lock);
+        }
+        SSL *ssl = h && ctx ? SSL_new(ctx->ssl_ctx) : NULL;
+        unsigned char *pbuf = h && l->proxy_protocol ? malloc((size_t)l->proxy_max_len) : NULL;
+        if (!h || (ctx && (!ssl || SSL_set_fd(ssl, fd) != 1)) || (l->proxy_protocol && !pbuf)) {
             ERR_clear_error();
             SSL_free(ssl);
+            ss_ctx_free(ctx);
+            free(pbuf);
             free(h);
             close(fd);
             count(l, &l->st.dropped_pending);
             continue;
         }
-        SSL_set_accept_state(ssl);
+        if (ssl)
+            SSL_set_accept_state(ssl);
         h->fd = fd;
         h->ssl = ssl;
+        h->ctx = ctx;
+        h->pbuf = pbuf;
         h->deadline = ss_now_ms() + l->handshake_timeout_ms;
         memcpy(&h->peer, &peer, peer_len);
         h->peer_len = peer_len;
@@ -285,7 +431,10 @@ static void accept_burst(worker *w)
         w->tail = h;
         atomic_fetch_add(&l->pending, 1);
         w->burst++;
-        step(w, h); /* the ClientHello is often there already */
+        if (h->pbuf)
+            proxy_step(w, h); /* the header is often there already */
+        else
+            step(w, h); /* the ClientHello is often there already */
     }
 }
 
@@ -293,6 +442,13 @@ static void expire(worker *w)
 {
     long long now = ss_now_ms();
     while (w->head && w->head->deadline <= now) {
+        if (w->head->pbuf) {
+            char why[128];
+            snprintf(why, sizeof why, "no complete PROXY header within the handshake "
+                                      "time-out (%d ms)", w->l->handshake_timeout_ms);
+            refuse_proxy(w, w->head, why);
+            continue;
+        }
         count(w->l, &w->l->st.timed_out);
         drop_hs(w, w->head);
     }
@@ -318,6 +474,8 @@ static void *worker_main(void *arg)
                 break;
             if (p == &LISTEN_TAG)
                 accept_burst(w);
+            else if (((hs *)p)->pbuf)
+                proxy_step(w, p);
             else
                 step(w, p);
         }
@@ -474,6 +632,7 @@ int ss_listener_new(ss_ctx *ctx, const ss_listener_config *cfg, ss_listener **ou
         return ss_fail(err, SS_E_NOMEM, "out of memory creating a listener");
     l->fd = l->stop_fd = l->ready_fd = -1;
     pthread_mutex_init(&l->lock, NULL);
+    pthread_mutex_init(&l->ctx_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -488,7 +647,20 @@ int ss_listener_new(ss_ctx *ctx, const ss_listener_config *cfg, ss_listener **ou
     l->nworkers = cfg->threads > 0 ? (cfg->threads > 64 ? 64 : cfg->threads) : online_cpus();
     l->ready = calloc((size_t)l->max_ready, sizeof *l->ready);
     l->workers = calloc((size_t)l->nworkers, sizeof *l->workers);
-    if (!l->ready || !l->workers) {
+    l->proxy_protocol = cfg->proxy_protocol != 0;
+    l->proxy_max_len = cfg->proxy_max_len > 0 ? cfg->proxy_max_len : DEFAULT_PROXY_MAX_LEN;
+    if (l->proxy_max_len < 108)
+        l->proxy_max_len = 108; /* a v1 header always fits */
+    if (l->proxy_max_len > PROXY_MAX_LEN_LIMIT)
+        l->proxy_max_len = PROXY_MAX_LEN_LIMIT;
+    if (cfg->proxy_allow_count > 0 && cfg->proxy_allow) {
+        l->proxy_allow = malloc((size_t)cfg->proxy_allow_count * 17);
+        if (l->proxy_allow) {
+            memcpy(l->proxy_allow, cfg->proxy_allow, (size_t)cfg->proxy_allow_count * 17);
+            l->proxy_allow_count = cfg->proxy_allow_count;
+        }
+    }
+    if (!l->ready || !l->workers || (cfg->proxy_allow_count > 0 && !l->proxy_allow)) {
         ss_listener_free(l);
         return ss_fail(err, SS_E_NOMEM, "out of memory creating a listener");
     }
@@ -610,6 +782,18 @@ void ss_listener_get_stats(ss_listener *l, ss_listener_stats *st)
     st->pending = (uint64_t)atomic_load(&l->pending);
 }
 
+void ss_listener_set_ctx(ss_listener *l, ss_ctx *ctx)
+{
+    if (!ctx || !l->ctx) /* a plain TCP listener stays one */
+        return;
+    ss_ctx_ref(ctx);
+    pthread_mutex_lock(&l->ctx_lock);
+    ss_ctx *old = l->ctx;
+    l->ctx = ctx;
+    pthread_mutex_unlock(&l->ctx_lock);
+    ss_ctx_free(old);
+}
+
 void ss_listener_shutdown(ss_listener *l)
 {
     if (atomic_exchange(&l->stopping, 1))
@@ -649,8 +833,10 @@ void ss_listener_free(ss_listener *l)
     if (l->ready_fd >= 0)
         close(l->ready_fd);
     ss_ctx_free(l->ctx);
+    free(l->proxy_allow);
     free(l->ready);
     free(l->workers);
+    pthread_mutex_destroy(&l->ctx_lock);
     pthread_mutex_destroy(&l->lock);
     pthread_cond_destroy(&l->cond);
     free(l);

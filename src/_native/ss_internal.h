@@ -32,6 +32,10 @@ struct ss_ctx {
     pthread_mutex_t sessions_lock;
     struct ss_session_slot *sessions; /* client: sessions to resume; NULL: none kept */
     unsigned long long sessions_clock;
+    /* server: shared session-ticket keys (ss_ctx_set_ticket_keys); NULL: OpenSSL's own */
+    pthread_mutex_t tickets_lock;
+    unsigned char *tickets; /* ntickets records of SS_TICKET_KEY_LEN bytes, current first */
+    int ntickets;
 };
 
 typedef struct ss_buf {
@@ -75,8 +79,10 @@ struct ss_conn {
     size_t high_water;    /* a queued write waits while more than this is queued */
     long long want;       /* SIZE mode: payload length once the header is read, else -1 */
     size_t scanned;       /* END_TAG modes: bytes of `in` already searched for the tag */
-    struct sockaddr_storage peer;
+    struct sockaddr_storage peer; /* the client (as the PROXY header names it, if any) */
     socklen_t peer_len;
+    struct sockaddr_storage proxy; /* the proxy that sent a PROXY header (proxy_len 0: none) */
+    socklen_t proxy_len;
     atomic_ullong bytes_in, bytes_out;
     /* channel engine membership (hub.c), under the hub's lock */
     struct ss_hub *hub;
@@ -139,6 +145,14 @@ int ss_handshake_error(SSL *ssl, int ret, ss_err *err, const char *what);
 /* Client: offer the session kept for this host, port and name; keep the next one. */
 void ss_client_session_attach(ss_ctx *ctx, SSL *ssl, const char *host, int port,
                               const char *server_name);
+
+/* proxy.c: parse a PROXY v1/v2 header at the start of buf.  Returns the header's length
+ * (> 0; *src_len 0 when it names no address: keep the connection's), 0 when more bytes
+ * are needed, -1 when it is malformed or longer than max_len (why says what). */
+int ss_proxy_parse(const unsigned char *buf, size_t len, size_t max_len,
+                   struct sockaddr_storage *src, socklen_t *src_len, char *why, size_t why_len);
+/* 1 when addr is in the allowed prefixes (17-byte entries; count 0: every address). */
+int ss_proxy_allowed(const unsigned char *allow, int count, const struct sockaddr *addr);
 
 /* closing.c: close a socket after a failed handshake's alert, without a reset. */
 void ss_close_after_alert(int fd);

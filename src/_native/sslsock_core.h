@@ -88,6 +88,14 @@ void ss_ctx_free(ss_ctx *ctx); /* reference counted: listeners and connections k
 unsigned ss_ctx_versions(const ss_ctx *ctx);
 /* Server: bits of security of the certificate chain's weakest key or signature (-1: none). */
 int ss_ctx_cert_security_bits(const ss_ctx *ctx);
+/* Server: encrypt session tickets with shared keys, so that every process holding the same
+ * keys resumes the sessions of the others.  keys: count records of SS_TICKET_KEY_LEN bytes
+ * (16 name, 32 AES-256 key, 32 HMAC-SHA256 key); the first encrypts new tickets, all
+ * decrypt.  May be called again at any time (rotation): handshakes in progress keep what
+ * they started with.  The bytes are copied (and wiped when replaced). */
+#define SS_TICKET_KEY_LEN 80
+#define SS_TICKET_KEYS_MAX 16
+int ss_ctx_set_ticket_keys(ss_ctx *ctx, const unsigned char *keys, int count, ss_err *err);
 
 /* ---- connections ------------------------------------------------------------------- */
 
@@ -114,6 +122,8 @@ typedef struct ss_conn_info {
     int peer_closed;   /* the peer ended the stream (reads return SS_E_PEER_CLOSED) */
     uint64_t bytes_in;
     uint64_t bytes_out;
+    char proxy_addr[64]; /* the proxy that sent a PROXY header ("": none) */
+    int proxy_port;
 } ss_conn_info;
 
 /* Connect to host:port (name or literal), with a TLS handshake when ctx is not NULL.
@@ -188,6 +198,15 @@ typedef struct ss_listener_config {
     int handshake_timeout_ms;  /* <= 0: default */
     int max_pending;           /* handshakes in progress at once; <= 0: default */
     int max_ready;             /* finished connections waiting for accept; <= 0: default */
+    /* [extension] the PROXY protocol: 1: every connection must start with a v1 or v2 header
+     * (read before the handshake, within the handshake time-out, at most proxy_max_len
+     * bytes); the client it names becomes the connection's peer.  0: no header expected. */
+    int proxy_protocol;
+    int proxy_max_len;         /* <= 0: default (1024) */
+    /* addresses allowed to send the header: proxy_allow_count entries of 17 bytes, an IPv6
+     * address (IPv4 as ::ffff:a.b.c.d) and a prefix length in bits; 0 entries: any */
+    const unsigned char *proxy_allow;
+    int proxy_allow_count;
 } ss_listener_config;
 
 typedef struct ss_listener_stats {
@@ -202,6 +221,8 @@ typedef struct ss_listener_stats {
     uint64_t pending;           /* handshakes in progress now */
     uint64_t ready;             /* waiting for accept now */
     char last_failure[256];     /* reason of the latest failed handshake */
+    uint64_t proxy_refused;     /* refused: missing, malformed, oversized or late PROXY
+                                 * header, or a sender not allowed to send one */
 } ss_listener_stats;
 
 typedef struct ss_listener ss_listener;
@@ -214,6 +235,9 @@ int ss_listener_wait(ss_listener *l, int timeout_ms, ss_err *err);
 /* Take the next ready connection, waiting at most timeout_ms (0: do not wait). */
 int ss_listener_accept(ss_listener *l, int timeout_ms, ss_conn **out, ss_err *err);
 void ss_listener_get_stats(ss_listener *l, ss_listener_stats *st);
+/* Serve new handshakes with ctx from now on (certificate renewal); handshakes in progress
+ * and connections already open keep the context they started with. */
+void ss_listener_set_ctx(ss_listener *l, ss_ctx *ctx);
 void ss_listener_shutdown(ss_listener *l);
 void ss_listener_free(ss_listener *l);
 

@@ -42,6 +42,7 @@ from ._errors import (
 )
 from ._objects import Connection, ConnectionInfo, Listener, ListenerStats, Mode, connect
 from ._options import DEFAULT, Recipe, SSLOption, recipe
+from ._workers import Worker, available_cpus, run_workers
 from .wl import *  # noqa: F401,F403 - the named face is the package's main API
 
 __version__ = "0.1.0"
@@ -52,6 +53,7 @@ __all__ = [
     "CertStore", "Identity", "StoredCertificate", "default_store_path",
     "Connection", "ConnectionInfo", "Listener", "ListenerStats", "Mode", "connect",
     "DEFAULT", "Recipe", "SSLOption", "recipe",
+    "Worker", "available_cpus", "run_workers",
     "AddressError", "AddressInUse", "ArgumentError", "CertificateError", "ConnectionFailure",
     "ConnectionRefused", "ConnectionReset", "Error", "ErrorCode", "FrameError", "HostNotFound",
     "NameTakenError", "NoClientWaiting",

@@ -856,8 +856,14 @@ class CertStore:
         src: str | Path,
         password: bytes | str | None = None,
         name: str | None = None,
+        replace: bool = False,
     ) -> StoredCertificate:
         """Check a certificate file and copy it into the store as ``NAME.<suffix>``.
+
+        ``replace=True`` renews the certificate stored as ``NAME``: the new file (and key)
+        take the place of the old ones, each file renamed into place whole, so listeners
+        serving ``NAME`` pick the renewed certificate up (see docs/deployment.md).  A
+        replacement that has no private key while the old one had one is refused.
 
         ``password`` opens ``src`` (default: the store's password).  ``NAME.crt`` brings its
         ``NAME.key`` along.  The file is copied as it is, unless it needed a password other
@@ -880,13 +886,26 @@ class CertStore:
         if not src.is_file():
             raise CertificateError(f"{src}: no such file to import")
         stem = name if name is not None else src.stem
-        self._check_new(stem)
+        old_files: list[Path] = []
+        if replace:
+            old_files = self._existing_files(stem)
+            if not old_files:
+                raise CertificateError(
+                    f'the store has no certificate named "{stem}" to replace: import it '
+                    "without --replace")
+        else:
+            self._check_new(stem)
         source_password = (
             _Password.of(password, "password= argument") if password is not None else self._password
         )
         data = _read(src)
         entry = _load_entry(src, source_password)
         for existing in self.entries():
+            if existing.sha256 == entry.sha256 and replace and existing.path in old_files:
+                raise CertificateError(
+                    f"{src}: this is the certificate already stored as {existing.path.name} "
+                    "(same SHA-1 "
+                    f"{entry.certmgr_thumbprint}): nothing to renew")
             if existing.sha256 == entry.sha256:
                 raise CertificateError(
                     f"{src}: this certificate (SHA-1 {entry.certmgr_thumbprint}) is already in "
@@ -920,8 +939,45 @@ class CertStore:
         else:
             assert key is not None
             files.append((dest, _chain_pem(entry) + self._key_pem(key), True))
-        self._write_files(files)
+        if replace:
+            had_key = any(p.suffix == ".key" or _is_private_file(p) for p in old_files)
+            if had_key and not entry.has_key:
+                raise CertificateError(
+                    f'{src}: no private key with it, and "{stem}" has one: a server could not '
+                    f"use the renewed certificate (import its key too: {src.stem}.key beside "
+                    "it, or a PKCS#12 / PEM file holding both)")
+            self._replace_files(files, old_files)
+        else:
+            self._write_files(files)
         return _load_entry(dest, self._password)
+
+    def _existing_files(self, stem: str) -> list[Path]:
+        self._check_name(stem)
+        return [self._path / f"{stem}{suffix}" for suffix in (*_SUFFIXES, ".key")
+                if (self._path / f"{stem}{suffix}").exists()]
+
+    def _replace_files(self, files: list[tuple[Path, bytes, bool]], old: list[Path]) -> None:
+        """Write the new files beside the old ones (hidden names), then rename each over
+        its final name (the key before the certificate) and remove old files that have no
+        successor: a reader sees whole files only."""
+        temps: list[tuple[Path, Path]] = []
+        try:
+            for path, data, private in files:
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+                tmp.unlink(missing_ok=True)
+                _write_new(tmp, data, private=private)
+                temps.append((tmp, path))
+        except BaseException:
+            for tmp, _ in temps:
+                tmp.unlink(missing_ok=True)
+            raise
+        temps.sort(key=lambda t: t[1].suffix != ".key")
+        for tmp, path in temps:
+            os.replace(tmp, path)
+        finals = {path for _, path in temps}
+        for path in old:
+            if path not in finals:
+                path.unlink(missing_ok=True)
 
     def remove(self, identifier: str, by: Lookup = "name") -> StoredCertificate:
         """Delete a certificate file of the store (and its ``NAME.key``); return what it was."""
@@ -989,6 +1045,19 @@ class CertStore:
     # -- helpers for writing --
 
     def _check_new(self, name: str) -> None:
+        self._check_name(name)
+        if self._path.is_dir():
+            for suffix in (*_SUFFIXES, ".key"):
+                taken = self._path / f"{name}{suffix}"
+                if taken.exists():
+                    raise CertificateError(
+                        f'the store already has a certificate named "{name}" ({taken}): '
+                        f"remove it first (`sslsock cert remove`), renew it (`sslsock cert "
+                        f"import FILE --name {name} --replace`) or choose another name"
+                    )
+
+    @staticmethod
+    def _check_name(name: str) -> None:
         if (
             not name
             or name.startswith(".")
@@ -1001,14 +1070,6 @@ class CertStore:
                 f"certificate name {name!r} cannot be a file name in the store: use letters, "
                 f"digits, '-', '_' and '.', not starting with '.'"
             )
-        if self._path.is_dir():
-            for suffix in (*_SUFFIXES, ".key"):
-                taken = self._path / f"{name}{suffix}"
-                if taken.exists():
-                    raise CertificateError(
-                        f'the store already has a certificate named "{name}" ({taken}): '
-                        f"remove it first (`sslsock cert remove`) or choose another name"
-                    )
 
     def _key_pem(self, key: PrivateKeyTypes) -> bytes:
         """``key`` as PKCS#8 PEM, encrypted with the store password if there is one."""
@@ -1103,6 +1164,16 @@ def _pkcs12_key(key: PrivateKeyTypes | None) -> pkcs12.PKCS12PrivateKeyTypes | N
     if not isinstance(key, _PKCS12_KEYS):
         raise CertificateError(f"a {type(key).__name__} cannot go in a PKCS#12 file")
     return key
+
+
+def _is_private_file(path: Path) -> bool:
+    """Whether a store file holds a private key (PKCS#12 files are taken as holding one)."""
+    if path.suffix.lower() in (".pfx", ".p12"):
+        return True
+    try:
+        return any(_is_key_label(label) for label, _ in _pem_blocks(path.read_bytes()))
+    except OSError:
+        return False
 
 
 def _write_new(path: Path, data: bytes, *, private: bool) -> None:

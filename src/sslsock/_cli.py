@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import logging
+import os
 import signal
 import socket
 import sys
@@ -178,6 +179,17 @@ def client_port(text: str) -> int:
     return port_number(text, allow_zero=False)
 
 
+def worker_count(text: str) -> int:
+    """argparse type: a number of worker processes (0: one per usable CPU)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}") from None
+    if not 0 <= n <= 1024:
+        raise argparse.ArgumentTypeError(f"{n} workers? 1 to 1024 (0: one per usable CPU)")
+    return n
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
@@ -249,7 +261,14 @@ class _Stopper:
     def __enter__(self) -> _Stopper:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
+        self._old[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._reload)
         return self
+
+    @staticmethod
+    def _reload(signum: int, frame: Any) -> None:
+        from ._workers import _reload_now
+
+        _reload_now()
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signal is not None and signum == signal.SIGINT:
@@ -264,8 +283,9 @@ class _Stopper:
 class _EchoServer:
     """One thread per connection, each echoing messages until the peer leaves."""
 
-    def __init__(self, verbose: bool) -> None:
+    def __init__(self, verbose: bool, prefix: str = "") -> None:
         self.verbose = verbose
+        self.prefix = prefix
         self._lock = threading.Lock()
         self._conns: dict[int, Any] = {}
         self._threads: list[threading.Thread] = []
@@ -275,7 +295,9 @@ class _EchoServer:
     def log(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
         with self._lock:
-            print(f"{stamp} {text}", file=sys.stderr, flush=True)
+            # one write per line: worker processes share stderr
+            sys.stderr.write(f"{stamp} {self.prefix}{text}\n")
+            sys.stderr.flush()
 
     def start(self, conn: Any) -> None:
         with self._lock:
@@ -327,6 +349,17 @@ class _EchoServer:
         with self._lock:
             self._conns.pop(n, None)
         conn.close()
+
+    def open_channels(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    def drain(self, grace: float) -> None:
+        """Graceful stop: let the channels open now finish, for at most `grace` seconds
+        (stop() then closes what is left, each with close_notify)."""
+        deadline = time.monotonic() + grace
+        while self.open_channels() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def stop(self, grace: float = 3.0) -> None:
         with self._lock:
@@ -391,19 +424,98 @@ def _server_identity(args: argparse.Namespace, store: Any) -> Any:
     return store.load_identity(str(entry.path), "name")
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from ._errors import SocketClosed, SocketTimeout
-    from ._objects import Listener
+def _listener_args(args: argparse.Namespace, store: Any, ident: Any, *,
+                   reuse_port: bool = False, ticket_keys: Any = None) -> dict[str, Any]:
+    return dict(options=args.options, host=args.host, store=store, mode=args.mode,
+                end_tag=args.end_tag, handshake_timeout=args.handshake_timeout,
+                reuse_port=reuse_port, proxy_protocol=args.proxy_protocol,
+                proxy_allow=args.proxy_allow or (),
+                ticket_keys=ticket_keys if ticket_keys is not None else args.ticket_keys)
 
+
+def _stats_line(stats: Any, server: _EchoServer) -> str:
+    return (f"{stats.taken} connection{'s' if stats.taken != 1 else ''} served, "
+            f"{server.messages} message{'s' if server.messages != 1 else ''} echoed, "
+            f"{stats.accepted} accepted, {stats.handshakes} handshakes, "
+            f"{stats.failed_tls} failed TLS, {stats.failed_io} failed I/O, "
+            f"{stats.timed_out} timed out, "
+            f"{stats.dropped_pending + stats.dropped_ready} dropped"
+            + (f", {stats.proxy_refused} refused for their PROXY header"
+               if stats.proxy_refused else ""))
+
+
+def _serve_loop(args: argparse.Namespace, listener: Any, server: _EchoServer,
+                stopping: Callable[[], bool]) -> None:
+    """Accept until `stopping()`; a status line every --stats seconds."""
+    from ._errors import SocketClosed, SocketTimeout
+
+    next_stats = time.monotonic() + args.stats if args.stats else None
+    while not stopping():
+        try:
+            conn = listener.accept(timeout=0.25)
+        except SocketTimeout:
+            conn = None
+        except SocketClosed:
+            break
+        if conn is not None:
+            server.start(conn)
+        if next_stats is not None and time.monotonic() >= next_stats:
+            next_stats += args.stats
+            server.log(f"stats: {_stats_line(listener.stats(), server)}, "
+                       f"{server.open_channels()} open now")
+
+
+def _reserve_port(host: str) -> socket.socket:
+    """For --workers with --port 0: a port picked now, held (bound, not listening, with
+    SO_REUSEPORT) so that every worker binds the same one."""
+    if host:
+        family = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0][0]
+    else:
+        family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6 and not host:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind((host or ("::" if family == socket.AF_INET6 else ""), 0))
+    return s
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logging.getLogger("sslsock").setLevel(logging.INFO)  # renewals and reloads are news
     store = store_of(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ident = _server_identity(args, store)
     show_warnings(caught)
+    if args.workers is not None and args.workers != 1:
+        return _serve_workers(args, store, ident)
+    return _serve_single(args, store, ident)
+
+
+def _served_certificate(args: argparse.Namespace, store: Any, ident: Any) -> Any:
+    """What the listener is given: the certificate's name (or file), so that it notices a
+    renewed file; the loaded identity itself when it was chosen by thumbprint (a renewed
+    certificate has another one)."""
+    if args.cert and _lookup_for(args) == "hash":
+        return ident
+    name = args.cert if args.cert else _store_name(store, ident.certificate)
+    ident.wipe()
+    return name
+
+
+def _listener(args: argparse.Namespace, store: Any, certificate: Any, **kw: Any) -> Any:
+    from ._objects import Listener
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shown once already, when the identity was loaded
+        return Listener(args.port if "port" not in kw else kw.pop("port"), certificate,
+                        **_listener_args(args, store, None, **kw))
+
+
+def _serve_single(args: argparse.Namespace, store: Any, ident: Any) -> int:
     entry = ident.certificate
-    listener = Listener(args.port, ident, options=args.options, host=args.host, store=store,
-                        mode=args.mode, end_tag=args.end_tag,
-                        handshake_timeout=args.handshake_timeout)
+    listener = _listener(args, store, _served_certificate(args, store, ident))
     server = _EchoServer(args.verbose)
     started = time.monotonic()
     stopper = _Stopper()
@@ -413,17 +525,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   f"({','.join(listener.protocols)}) certificate {entry.name} "
                   f"thumbprint {entry.certmgr_thumbprint}", flush=True)
             server.log(f"mode {_mode_name(args.mode)}, SHA-256 "
-                       f"{entry.sha256.lower()}, file {entry.path}; Ctrl-C stops")
-            while stopper.signal is None:
-                try:
-                    conn = listener.accept(timeout=0.5)
-                except SocketTimeout:
-                    continue
-                except SocketClosed:
-                    break
-                server.start(conn)
+                       f"{entry.sha256.lower()}, file {entry.path}; Ctrl-C stops"
+                       + (", PROXY protocol expected" if args.proxy_protocol else ""))
+            _serve_loop(args, listener, server, lambda: stopper.signal is not None)
             stats = listener.stats()
             listener.close()
+            if stopper.signal == signal.SIGTERM:
+                server.drain(args.grace)
             server.stop()
     finally:
         if not listener.closed:
@@ -431,15 +539,89 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sig = stopper.signal
     signame = signal.Signals(sig).name if sig else "closed"
     print(f"stopped ({signame}) after {time.monotonic() - started:.1f}s: "
-          f"{stats.taken} connection{'s' if stats.taken != 1 else ''} served, "
-          f"{server.messages} message{'s' if server.messages != 1 else ''} echoed, "
-          f"{stats.accepted} accepted, {stats.handshakes} handshakes, "
-          f"{stats.failed_tls} failed TLS, {stats.failed_io} failed I/O, "
-          f"{stats.timed_out} timed out, "
-          f"{stats.dropped_pending + stats.dropped_ready} dropped"
+          f"{_stats_line(stats, server)}"
           + (f"; last failure: {stats.last_failure}" if stats.last_failure else ""),
           flush=True)
     return EXIT_INTERRUPTED if sig == signal.SIGINT else EXIT_OK
+
+
+def _store_name(store: Any, entry: Any) -> str:
+    """How a worker finds the served certificate again: its name in the store (so that a
+    renewed file under that name is picked up), else its file."""
+    try:
+        if entry.path.parent.resolve() == store.path.resolve():
+            return str(entry.path.stem)
+    except OSError:
+        pass
+    return str(entry.path)
+
+
+def _serve_workers(args: argparse.Namespace, store: Any, ident: Any) -> int:
+    from . import _tickets
+    from ._workers import available_cpus, run_workers
+
+    n = args.workers or available_cpus()
+    entry = ident.certificate
+    certificate = _served_certificate(args, store, ident)
+    held = _reserve_port(args.host) if args.port == 0 else None
+    port = held.getsockname()[1] if held is not None else args.port
+    # Without a key file, the workers share keys made here (inherited by the fork): they
+    # resume each other's sessions, though not across restarts of the whole server.
+    if args.ticket_keys is not None:  # a missing or unsafe file: said once, before forking
+        checked = _tickets.TicketKeys(args.ticket_keys, store).read()
+        checked[:] = bytes(len(checked))
+    keys = args.ticket_keys if args.ticket_keys is not None else bytes(
+        b for _ in range(3) for b in _tickets.new_key())
+    ready: dict[int, str] = {}
+    started = time.monotonic()
+
+    def worker(w: Any) -> int:
+        server = _EchoServer(args.verbose, prefix=f"[worker {w.index} pid {os.getpid()}] ")
+        try:
+            listener = _listener(args, store, certificate, port=port, reuse_port=True,
+                                 ticket_keys=keys)
+        except _errors.Error as e:  # reported once, by the worker that met it
+            err(f"error: worker {w.index}: {e}")
+            return _exit_code(e, "net")
+        try:
+            w.ready(f"{','.join(listener.protocols)}")
+            _serve_loop(args, listener, server, lambda: w.stopping)
+            stats = listener.stats()
+            listener.close()
+            server.drain(w.grace)
+            server.stop()
+        finally:
+            if not listener.closed:
+                listener.close()
+        server.log(f"stopped: {_stats_line(stats, server)}"
+                   + (f"; last failure: {stats.last_failure}" if stats.last_failure else ""))
+        return EXIT_OK
+
+    def on_ready(index: int, note: str) -> None:
+        if len(ready) == n:
+            return  # a restarted worker
+        ready[index] = note
+        if len(ready) == n:
+            print(f"listening on {_host_port(args.host, port)} ({note}) certificate "
+                  f"{entry.name} thumbprint {entry.certmgr_thumbprint}, {n} workers",
+                  flush=True)
+            err(f"{n} worker processes, mode {_mode_name(args.mode)}, SHA-256 "
+                f"{entry.sha256.lower()}, file {entry.path}; session-ticket keys: "
+                f"{'shared in memory' if args.ticket_keys is None else args.ticket_keys}"
+                + (", PROXY protocol expected" if args.proxy_protocol else "")
+                + "; SIGTERM stops gracefully, SIGHUP reloads")
+
+    def on_event(text: str) -> None:
+        err(text)
+
+    try:
+        code = run_workers(worker, n, grace=args.grace, on_ready=on_ready, on_event=on_event)
+    finally:
+        if held is not None:
+            held.close()
+    why = {0: "SIGTERM", EXIT_INTERRUPTED: "SIGINT"}.get(code, f"status {code}")
+    print(f"stopped ({why}) after {time.monotonic() - started:.1f}s: {n} workers", flush=True)
+    return code
 
 
 def _mode_name(mode: Any) -> str:
@@ -686,7 +868,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "version, cipher) is logged on stderr.  When it is ready it prints, on "
                     "stdout: listening on HOST:PORT (VERSIONS) certificate NAME thumbprint "
                     "SHA-1.  Ctrl-C or SIGTERM stops it cleanly and prints a summary line "
-                    "(exit 130 after Ctrl-C, 0 after SIGTERM).  Without --cert it serves the "
+                    "(exit 130 after Ctrl-C, 0 after SIGTERM; SIGTERM lets open connections "
+                    "finish for --grace seconds first).  SIGHUP takes a renewed certificate "
+                    "(sslsock cert import --replace) and rewritten ticket keys at once; "
+                    "without it they are taken within about 2 s.  Without --cert it serves the "
                     f"store's \"{DEV_CERT_NAME}\" certificate, or its only certificate with a "
                     f"key; in a store without any, it creates \"{DEV_CERT_NAME}\" (self-signed "
                     "for localhost, 127.0.0.1, ::1 and this machine's name) and says so on "
@@ -705,6 +890,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--handshake-timeout", type=seconds, default=10.0, metavar="SECONDS",
                    help="drop clients that do not finish the handshake in time (default 10)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every message echoed")
+    p.add_argument("--workers", type=worker_count, nargs="?", const=0, default=None,
+                   metavar="N",
+                   help="run N processes on the port (SO_REUSEPORT), restarting any that "
+                        "dies; without N: one per CPU this process may use (affinity and "
+                        "cgroup quota).  Default: one process")
+    p.add_argument("--grace", type=seconds, default=10.0, metavar="SECONDS",
+                   help="on SIGTERM, stop accepting and give open connections this long to "
+                        "finish before closing them (default 10)")
+    p.add_argument("--proxy-protocol", action="store_true",
+                   help="[extension] every connection starts with a PROXY v1/v2 header (from "
+                        "HAProxy send-proxy(-v2), nginx proxy_protocol): the client it names "
+                        "is logged; connections without a valid one are refused")
+    p.add_argument("--proxy-allow", action="append", metavar="ADDR[/BITS]",
+                   help="only these proxies may send the PROXY header (repeatable)")
+    p.add_argument("--ticket-keys", metavar="FILE", nargs="?", const="store", default=None,
+                   help="encrypt session tickets with the keys of FILE (without FILE: the "
+                        "store's, made by `sslsock cert tickets rotate`), so that processes "
+                        "and hosts sharing it resume each other's sessions; re-read when it "
+                        "changes")
+    p.add_argument("--stats", type=seconds, default=0.0, metavar="SECONDS",
+                   help="log the listener's counters on stderr every SECONDS")
     p.set_defaults(func=cmd_serve, kind="net")
 
     p = sub.add_parser(
@@ -800,12 +1006,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return code
 
 
+class _LevelFormatter(logging.Formatter):
+    """"sslsock: warning: ...", "sslsock: error: ...", and "sslsock: ..." for news (a
+    renewed certificate, reloaded ticket keys)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else record.levelname.lower() + ": "
+        return f"sslsock: {level}{record.getMessage()}"
+
+
 def _log_warnings() -> None:
     """The library's warnings (versions dropped from a mask, ...) go to stderr."""
     log = logging.getLogger("sslsock")
     if not any(getattr(h, "_sslsock_cli", False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("sslsock: warning: %(message)s"))
+        handler.setFormatter(_LevelFormatter())
         handler._sslsock_cli = True  # type: ignore[attr-defined]
         log.addHandler(handler)
     if log.level == logging.NOTSET or log.level > logging.WARNING:

@@ -242,18 +242,20 @@ def cmd_import(args: argparse.Namespace) -> int:
         for attempt in range(3):
             password = getpass.getpass(f"password for {path}: ")
             try:
-                entry = store.import_file(path, password=password, name=args.name)
+                entry = store.import_file(path, password=password, name=args.name,
+                                          replace=args.replace)
                 break
             except _errors.CertificateError as e:
                 if "password" not in str(e) or attempt == 2:
                     raise
                 err("that password does not open it; try again")
     else:
-        entry = store.import_file(path, password=password, name=args.name)
+        entry = store.import_file(path, password=password, name=args.name,
+                                  replace=args.replace)
     kind = ("with its private key" if entry.has_key else
             "as a trust anchor (no private key: clients verify servers against it; it "
             "cannot identify a server)")
-    print(f'imported "{entry.name}" {kind}: {entry.path}')
+    print(f'{"renewed" if args.replace else "imported"} "{entry.name}" {kind}: {entry.path}')
     print(f"  subject: {entry.subject}")
     print(f"  valid: {_utc(entry.not_before)} to {_utc(entry.not_after)}"
           + (f"  {_validity_flag(entry)}" if _validity_flag(entry) else ""))
@@ -453,6 +455,20 @@ def _add_password(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"read the password {what} from the first line of stdin")
 
 
+def cmd_tickets_rotate(args: argparse.Namespace) -> int:
+    from . import _tickets
+
+    path = Path(args.file).expanduser() if args.file else _tickets.default_path(store_of(args))
+    existed = path.exists()
+    count = _tickets.rotate(path, keep=args.keep)
+    print(f"{'rotated' if existed else 'created'} the session-ticket keys {path} (mode 0600): "
+          f"a new key encrypts from now on; {count - 1} previous key"
+          f"{'s' if count != 2 else ''} still decrypt{'s' if count == 2 else ''}")
+    print("  running listeners reading this file take the new key within a few seconds; "
+          "copy the file to the other hosts of the service (keep it 0600)")
+    return EXIT_OK
+
+
 def add_parser(sub: Any, store: argparse.ArgumentParser, formatter: Any, epilog: str) -> None:
     from ._certgen import KEY_TYPES
 
@@ -505,6 +521,10 @@ def add_parser(sub: Any, store: argparse.ArgumentParser, formatter: Any, epilog:
     p.add_argument("file", metavar="FILE", help="the file to import")
     p.add_argument("--name", metavar="NAME", help="name in the store (default: the file name "
                                                  "without its suffix)")
+    p.add_argument("--replace", action="store_true",
+                   help="renew the certificate stored under NAME: the checked file takes its "
+                        "place, and running listeners serving NAME switch to it within a few "
+                        "seconds (connections already open keep the old one)")
     _add_password(p, "of FILE")
 
     p = add("export", cmd_export, "write a certificate (and its key) to a file",
@@ -538,3 +558,26 @@ def add_parser(sub: Any, store: argparse.ArgumentParser, formatter: Any, epilog:
             "Delete the certificate's file from the store (and its NAME.key), at once, "
             "without asking.  Export it first to keep a copy.")
     _add_id(p)
+
+    tickets = csub.add_parser(
+        "tickets", parents=[store], formatter_class=formatter, epilog=epilog,
+        help="session-ticket keys shared by processes and hosts (rotate)",
+        description="Session-ticket keys: processes and hosts serving with the same key file "
+                    "(sslsock serve --ticket-keys, Listener(ticket_keys=...)) resume each "
+                    "other's TLS sessions.")
+    tickets.set_defaults(func=None, parser=tickets)
+    tsub = tickets.add_subparsers(dest="tickets_command", metavar="COMMAND")
+    p = tsub.add_parser(
+        "rotate", parents=[store], formatter_class=formatter, epilog=epilog,
+        help="put a new key first, keep the previous ones",
+        description="Create the store's session-ticket key file (session-ticket-keys, mode "
+                    "0600), or rotate it: a new random key encrypts new tickets, the "
+                    "previous ones (--keep, default 2) still decrypt tickets already given "
+                    "out.  The file is replaced whole (written aside, then renamed).  No key "
+                    "is ever printed.  Rotate daily, say, from a timer, then copy the file to "
+                    "the other hosts.")
+    p.add_argument("--file", metavar="FILE",
+                   help="the key file (default: session-ticket-keys in the store)")
+    p.add_argument("--keep", type=int, default=2, metavar="N",
+                   help="previous keys kept for decryption (default 2)")
+    p.set_defaults(func=_translated(cmd_tickets_rotate), kind="cert")

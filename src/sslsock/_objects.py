@@ -252,6 +252,10 @@ class ConnectionInfo:
     peer_closed: bool  # the peer ended the stream: reads return PeerClosed
     bytes_in: int
     bytes_out: int
+    #: [extension] the proxy that sent a PROXY header (then peer_* is the client it named);
+    #: "" and 0 for a connection made directly
+    proxy_address: str = ""
+    proxy_port: int = 0
 
 
 _STATES = {0: "open", 1: "broken", 2: "closed"}
@@ -445,7 +449,8 @@ class Connection:
             self._g.leave()
         return ConnectionInfo(text(i.peer_addr), i.peer_port, text(i.local_addr), i.local_port,
                               text(i.protocol), text(i.cipher), _STATES.get(i.state, "?"),
-                              Mode(i.mode), bool(i.peer_closed), i.bytes_in, i.bytes_out)
+                              Mode(i.mode), bool(i.peer_closed), i.bytes_in, i.bytes_out,
+                              text(i.proxy_addr), i.proxy_port)
 
     @property
     def protocol(self) -> str:
@@ -606,6 +611,18 @@ def _check_port(port: Any, *, client: bool = False) -> None:
 # Listeners
 
 
+def _set_ticket_keys(ctx_ptr: Any, keys: bytearray) -> None:
+    err = new_err()
+    buf = ffi.from_buffer(keys)
+    try:
+        rc = lib.ss_ctx_set_ticket_keys(ctx_ptr, buf, len(keys) // lib.SS_TICKET_KEY_LEN, err)
+    finally:
+        del buf
+        keys[:] = bytes(len(keys))  # wipe our copy: the C core holds its own
+    if rc != 0:
+        raise_err(rc, err)
+
+
 @dataclass(frozen=True)
 class ListenerStats:
     accepted: int
@@ -619,6 +636,34 @@ class ListenerStats:
     pending: int
     ready: int
     last_failure: str
+    #: [extension] connections refused for their PROXY header: missing, malformed, too
+    #: long, late, or from an address not allowed to send one
+    proxy_refused: int = 0
+
+
+def _proxy_allow(allow: Any) -> bytes:
+    """Addresses / networks ("10.0.0.0/8", "::1", "192.0.2.7") as the C core's 17-byte
+    entries: the IPv6 address (IPv4 mapped) and the prefix length."""
+    if isinstance(allow, str):
+        allow = [allow]
+    out = bytearray()
+    for item in allow:
+        if not isinstance(item, str):
+            raise TypeError(f"proxy_allow takes addresses or networks as str, not "
+                            f"{type(item).__name__}")
+        try:
+            net = ipaddress.ip_network(unbracket(item.strip()), strict=False)
+        except ValueError:
+            raise _errors.ArgumentError(
+                f"proxy_allow: {item!r} is not an IP address or network (\"10.0.0.0/8\", "
+                "\"192.0.2.7\", \"2001:db8::/32\")") from None
+        if isinstance(net, ipaddress.IPv4Network):
+            out += ipaddress.IPv6Address(f"::ffff:{net.network_address}").packed
+            out.append(96 + net.prefixlen)
+        else:
+            out += net.network_address.packed
+            out.append(net.prefixlen)
+    return bytes(out)
 
 
 class Listener:
@@ -631,6 +676,25 @@ class Listener:
     Under mutual TLS (the SSLClientCertificate option) clients must present a certificate
     that the store's certificates or ``client_ca_pem`` vouch for; the system's authorities
     only with ``client_system_ca=True`` (or the SSLClientSystemCA option).
+
+    Extensions for a server behind a load balancer, or made of several processes (see
+    docs/deployment.md):
+
+    * ``proxy_protocol=True``: every connection starts with a PROXY header (v1 or v2, as
+      HAProxy's ``send-proxy`` / ``send-proxy-v2`` and nginx's ``proxy_protocol on`` send
+      it), read before the handshake within ``handshake_timeout`` and at most
+      ``proxy_max_len`` bytes; a connection without a valid one is refused and counted
+      (:attr:`ListenerStats.proxy_refused`).  The client it names is the connection's
+      ``peer_address``; the proxy stays readable as ``proxy_address``.  ``proxy_allow``
+      (addresses or networks) limits who may send the header.
+    * ``ticket_keys``: a session-ticket key file (``"store"``: the store's own, made by
+      ``sslsock cert tickets rotate``), or the keys as bytes; processes sharing them resume
+      each other's sessions.  A rewritten file is picked up by running listeners.
+    * certificate renewal: a certificate named in the store (not by thumbprint) is watched
+      every ``reload_interval`` seconds (``None``: not watched); when the store's file is
+      replaced, new handshakes use the new certificate, connections already open keep
+      theirs; a replacement that cannot be served is refused with a logged error and the
+      old certificate stays.  :meth:`reload` does the same at once.
     """
 
     def __init__(
@@ -655,12 +719,31 @@ class Listener:
         mode: Mode = Mode.SocketSizeAtBeginning,
         end_tag: bytes = b"<EOF>",
         max_message: int = DEFAULT_MAX_MESSAGE,
+        proxy_protocol: bool = False,
+        proxy_allow: Any = (),
+        proxy_max_len: int = 0,
+        ticket_keys: Any = None,
+        reload_interval: Optional[float] = 2.0,
     ) -> None:
+        from ._tickets import TicketKeys
+
         _check_port(port)
         host = unbracket(host)
+        allow = _proxy_allow(proxy_allow) if proxy_allow else b""
+        if allow and not proxy_protocol:
+            raise _errors.ArgumentError("proxy_allow lists who may send the PROXY header: "
+                                        "it needs proxy_protocol=True")
         self.tls = tls
         self.recipe: Optional[Recipe] = None
         self.certificate: Any = None
+        self._tickets = None
+        self._renew: Optional[dict[str, Any]] = None
+        self._reload_lock = threading.Lock()
+        if ticket_keys is not None and ticket_keys is not False:
+            if not tls:
+                raise _errors.ArgumentError("ticket_keys are for a TLS listener")
+            self._tickets = TicketKeys("store" if ticket_keys is True else ticket_keys,
+                                       _store(store, password))
         ctx = None
         if tls:
             if certificate is None or certificate == "":
@@ -672,14 +755,20 @@ class Listener:
                 rec = recipe(int(rec.mask) | SSLOption.SSLClientSystemCA)
             _warn_dropped(rec, f"listener on port {port}")
             st = _store(store, password)
+            watched = isinstance(certificate, str) and not rec.by_hash
+            generation = self._generation(st, certificate) if watched else None
             ident = _identity(certificate, rec.by_hash, st, password)
             try:
-                ctx = _tlsconfig.server_context(rec, identity=ident, store=st,
-                                                client_ca_pem=client_ca_pem)
+                ctx = self._context(rec, ident, st, client_ca_pem)
+                digest = _tlsconfig._digest(ident.cert_chain_pem)
             finally:
                 ident.wipe()
             self.recipe = ctx.recipe
             self.certificate = ident.certificate
+            if watched:
+                self._renew = dict(rec=rec, certificate=certificate, store=st,
+                                   password=password, client_ca_pem=client_ca_pem,
+                                   generation=generation, digest=digest, failed=None)
         self._tls = ctx  # shared with listeners of the same configuration while open
         cfg = ffi.new("ss_listener_config *")
         host_c = ffi.new("char[]", host.encode()) if host else ffi.NULL
@@ -693,6 +782,12 @@ class Listener:
         cfg.handshake_timeout_ms = hs_ms if hs_ms > 0 else 0
         cfg.max_pending = max_pending
         cfg.max_ready = max_ready
+        cfg.proxy_protocol = int(bool(proxy_protocol))
+        cfg.proxy_max_len = int(proxy_max_len)
+        allow_c = ffi.from_buffer(allow) if allow else ffi.NULL
+        cfg.proxy_allow = allow_c
+        cfg.proxy_allow_count = len(allow) // 17
+        self.proxy_protocol = bool(proxy_protocol)
         out = ffi.new("ss_listener **")
         err = new_err()
         rc = lib.ss_listener_new(ctx.ptr if ctx else ffi.NULL, cfg, out, err)
@@ -703,6 +798,88 @@ class Listener:
         self.port: int = int(lib.ss_listener_port(out[0]))
         self.host = host
         self._conn_args = dict(mode=Mode(mode), end_tag=end_tag, max_message=max_message)
+        if reload_interval is not None and (self._renew or (self._tickets and
+                                                            self._tickets.path)):
+            from . import _reload
+
+            _reload.watch(self, float(reload_interval))
+
+    # -- the TLS context, renewal and ticket keys --------------------------------------
+
+    def _context(self, rec: Recipe, ident: Any, st: Any, client_ca_pem: Optional[bytes]) -> Any:
+        ctx = _tlsconfig.server_context(rec, identity=ident, store=st,
+                                        client_ca_pem=client_ca_pem, tickets=self._tickets)
+        if self._tickets is not None:
+            _set_ticket_keys(ctx.ptr, self._tickets.read())
+        return ctx
+
+    @staticmethod
+    def _generation(st: Any, certificate: str) -> Any:
+        try:
+            own = os.stat(certificate)
+            extra: Any = (own.st_ino, own.st_size, own.st_mtime_ns)
+        except OSError:
+            extra = None
+        return (st.generation(), extra)
+
+    def reload(self, *, quiet_first_failure: bool = False) -> bool:
+        """Take a renewed certificate and rewritten ticket keys now (SIGHUP in ``sslsock
+        serve``).  Returns whether anything changed.  A certificate or key file that cannot
+        be served raises :class:`~sslsock.CertificateError` (or a TLS error) and changes
+        nothing: the listener keeps serving what it served."""
+        with self._reload_lock:
+            if self.closed:
+                return False
+            changed = False
+            r = self._renew
+            if self._tickets is not None and self._tickets.changed():
+                keys = self._tickets.read()
+                assert self._tls is not None
+                _set_ticket_keys(self._tls.ptr, keys)
+                log.info("listener on port %d: session-ticket keys reloaded from %s",
+                         self.port, self._tickets.describe())
+                changed = True
+            if r is None:
+                return changed
+            generation = self._generation(r["store"], r["certificate"])
+            if generation == r["generation"]:
+                return changed
+            try:
+                ident = _identity(r["certificate"], False, r["store"], r["password"])
+                try:
+                    digest = _tlsconfig._digest(ident.cert_chain_pem)
+                    if digest == r["digest"]:
+                        r["generation"] = generation
+                        return changed
+                    ctx = self._context(r["rec"], ident, r["store"], r["client_ca_pem"])
+                finally:
+                    ident.wipe()
+            except _errors.Error as e:
+                if quiet_first_failure and r["failed"] != generation:
+                    r["failed"] = generation  # maybe half-written: look again next time
+                    return changed
+                r["generation"] = generation  # logged once per version of the store
+                raise type(e)(f"the renewed certificate \"{r['certificate']}\" cannot be "
+                              f"served, so the listener on port {self.port} keeps the one it "
+                              f"has ({self.certificate.name}, SHA-1 "
+                              f"{self.certificate.certmgr_thumbprint}): {e}") from None
+            try:
+                ptr = self._g.enter()
+            except _errors.SocketClosed:
+                return changed  # closed meanwhile: nothing left to renew
+            try:
+                lib.ss_listener_set_ctx(ptr, ctx.ptr)
+            finally:
+                self._g.leave()
+            self._tls = ctx
+            self.recipe = ctx.recipe
+            self.certificate = ident.certificate
+            r.update(generation=generation, digest=digest, failed=None)
+            log.info("listener on port %d: now serving the renewed certificate %s (SHA-1 %s, "
+                     "valid until %s)", self.port, ident.certificate.name,
+                     ident.certificate.certmgr_thumbprint,
+                     ident.certificate.not_after.strftime("%Y-%m-%d"))
+            return True
 
     def messages(self, timeout: Seconds = None, *, max_bytes: int = 65536,
                  high_water: int = 1 << 20) -> Iterator[tuple[Connection, bytes]]:
@@ -765,7 +942,7 @@ class Listener:
             self._g.leave()
         return ListenerStats(st.accepted, st.handshakes, st.failed_tls, st.failed_io,
                              st.timed_out, st.dropped_pending, st.dropped_ready, st.taken,
-                             st.pending, st.ready, text(st.last_failure))
+                             st.pending, st.ready, text(st.last_failure), st.proxy_refused)
 
     @property
     def closed(self) -> bool:

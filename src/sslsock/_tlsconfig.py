@@ -212,6 +212,7 @@ def server_context(
     identity: Any,
     store: Any,
     client_ca_pem: Optional[bytes],
+    tickets: Any = None,
 ) -> TLSContext:
     """The context for a server presenting ``identity`` (already loaded: a server always
     checks its certificate afresh).  Under mutual TLS, clients are verified against the
@@ -220,8 +221,10 @@ def server_context(
     with the same configuration, and only while one is open: the caller keeps it."""
     generation = store.generation() if rec.client_certificate else ()
     # The key pair is checked against the certificate, so the certificate names it.
+    # Listeners with shared ticket keys (``tickets``: a :class:`_tickets.TicketKeys`, set on
+    # the context by the caller) do not share a context with listeners without them.
     key = ("server", rec.mask, _digest(identity.cert_chain_pem), str(store.path),
-           _digest(client_ca_pem))
+           _digest(client_ca_pem), tickets.describe() if tickets is not None else None)
 
     def build() -> TLSContext:
         ca = b""

@@ -58,6 +58,8 @@ class ClientInfo(enum.IntEnum):
     SocketProtocol = 4     # [extension]
     SocketCipher = 5       # [extension]
     SocketResumed = 6      # [extension] "1" when the TLS handshake resumed a session, else "0"
+    SocketProxyAddress = 7  # [extension] the proxy that sent the PROXY header ("" if none)
+    SocketProxyPort = 8     # [extension] its port ("" if none)
 
 
 SocketAddress = ClientInfo.SocketAddress
@@ -66,6 +68,8 @@ SocketCertificate = ClientInfo.SocketCertificate
 SocketProtocol = ClientInfo.SocketProtocol
 SocketCipher = ClientInfo.SocketCipher
 SocketResumed = ClientInfo.SocketResumed
+SocketProxyAddress = ClientInfo.SocketProxyAddress
+SocketProxyPort = ClientInfo.SocketProxyPort
 
 
 class ErrInfo(enum.IntEnum):
@@ -92,10 +96,15 @@ class SocketOption(enum.IntFlag):
     SocketReuseAddress = 0  # the default
     SocketNoReuseAddress = 1
     SocketReusePort = 2  # [extension] share a port among processes on purpose (SO_REUSEPORT)
+    #: [extension] servers created afterwards expect a PROXY v1/v2 header (from a load
+    #: balancer) before the handshake; SocketClientInfo reports the client it names
+    SocketProxyProtocol = 4
 
 
 SocketNoReuseAddress = SocketOption.SocketNoReuseAddress
 SocketReusePort = SocketOption.SocketReusePort
+SocketProxyProtocol = SocketOption.SocketProxyProtocol
+_KNOWN_OPTIONS = int(SocketNoReuseAddress | SocketReusePort | SocketProxyProtocol)
 
 
 class _SocketSettings:
@@ -113,11 +122,12 @@ class _SocketSettings:
     @Option.setter
     def Option(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"Socket.Option takes SocketNoReuseAddress / SocketReusePort, "
-                            f"not {type(value).__name__}")
-        if value & ~int(SocketOption.SocketNoReuseAddress | SocketOption.SocketReusePort):
+            raise TypeError(f"Socket.Option takes SocketNoReuseAddress / SocketReusePort / "
+                            f"SocketProxyProtocol, not {type(value).__name__}")
+        if value & ~_KNOWN_OPTIONS:
             raise _errors.UnknownConstantError(
-                f"Socket.Option = {value:#x}: only SocketNoReuseAddress and SocketReusePort exist")
+                f"Socket.Option = {value:#x}: only SocketNoReuseAddress, SocketReusePort and "
+                "SocketProxyProtocol exist")
         with self._lock:
             self._option = SocketOption(value)
 
@@ -256,6 +266,10 @@ def _reuse() -> tuple[bool, bool]:
             bool(opt & SocketOption.SocketReusePort))
 
 
+def _proxy() -> bool:
+    return bool(Socket.Option & SocketOption.SocketProxyProtocol)
+
+
 def _conn_of(entry: Entry, name: str, wait_s: Optional[float]) -> Connection:
     """The connection a read/write on `name` talks to; for a listener (the simplified
     server) the client accepted at the first use, waiting at most wait_s for one."""
@@ -286,7 +300,8 @@ def SocketCreateSSL(name: str, port: int, cert_id: str, options: int = DEFAULT,
         raise TypeError(f"the certificate identifier must be a str, not {type(cert_id).__name__}")
     reuse_address, reuse_port = _reuse()
     listener = Listener(_server_port(port), cert_id, options=options, host=address or "",
-                        reuse_address=reuse_address, reuse_port=reuse_port)
+                        reuse_address=reuse_address, reuse_port=reuse_port,
+                        proxy_protocol=_proxy())
     _register(name, Entry(listener, "listener"))
     return True
 
@@ -298,7 +313,8 @@ def SocketCreate(name: str, port: int, address: str = "") -> bool:
     REGISTRY.reserve(name)
     reuse_address, reuse_port = _reuse()
     listener = Listener(_server_port(port), tls=False, host=address or "",
-                        reuse_address=reuse_address, reuse_port=reuse_port)
+                        reuse_address=reuse_address, reuse_port=reuse_port,
+                        proxy_protocol=_proxy())
     _register(name, Entry(listener, "listener"))
     return True
 
@@ -652,7 +668,8 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
     except ValueError:
         raise _errors.UnknownConstantError(
             f"SocketClientInfo({name!r}, {what!r}): use SocketAddress, SocketPort, "
-            "SocketCertificate, SocketProtocol, SocketCipher or SocketResumed") from None
+            "SocketCertificate, SocketProtocol, SocketCipher, SocketResumed, "
+            "SocketProxyAddress or SocketProxyPort") from None
     conn: Optional[Connection]
     if isinstance(entry.obj, Listener):
         conn = entry.simple
@@ -681,6 +698,8 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
         ClientInfo.SocketPort: str(info.peer_port),
         ClientInfo.SocketProtocol: info.protocol,
         ClientInfo.SocketCipher: info.cipher,
+        ClientInfo.SocketProxyAddress: info.proxy_address,
+        ClientInfo.SocketProxyPort: str(info.proxy_port) if info.proxy_address else "",
     }[what]
 
 
@@ -775,6 +794,7 @@ __all__ = [
     "SocketNoEndTag", "SocketAddress", "SocketPort", "SocketCertificate", "SocketProtocol",
     "SocketCipher", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
     "SocketResumed", "SSLClientSystemCA", "errSystemCode", "errSystemMessage", "errFullDetails",
+    "SocketProxyProtocol", "SocketProxyAddress", "SocketProxyPort",
 ]
 __all__ += [  # French
     "SocketCréeSSL", "SocketCrée", "SocketConnecteSSL", "SocketConnecte",
