@@ -19,6 +19,8 @@ CORE = re.compile(
     r"|\b(fast_read|fast_write|guard_[a-z_]+|Guard_[a-z_]+) "  # sslsock._fastio
     r"|\((conn|listener|hub|ctx|errors|closing|proxy|fastio)\.c:"  # valgrind: the source file
 )
+# The interpreter running Python code (valgrind and LeakSanitizer name it alike).
+PY_EVAL = re.compile(r"\b_PyEval_EvalFrameDefault\b")
 VALGRIND = re.compile(r"^==\d+==( |$)")
 # valgrind leak kinds that count; "possibly lost" and "still reachable" are Python's way
 COUNTED = re.compile(r"definitely lost|indirectly lost")
@@ -56,7 +58,11 @@ def findings(text: str) -> tuple[list[list[str]], int]:
             seen += 1
             continue
         seen += 1
-        in_core = any(CORE.search(line) for line in stack)
+        # Only the frames between the allocation (or error) and the first Python frame
+        # count: memory Python code allocated in a callback the core (or _fastio) called
+        # is Python's -- cffi's one-time cache of a looked-up function, say.
+        cut = next((i for i, line in enumerate(stack) if PY_EVAL.search(line)), len(stack))
+        in_core = any(CORE.search(line) for line in stack[:cut])
         if in_core and (lsan or vg_leak or not head.startswith(" ")):
             ours.append(block)
     return ours, seen

@@ -21,6 +21,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import textwrap
 import sys
 import time
 from collections.abc import Iterator
@@ -274,7 +275,8 @@ def test_functions_md_names_and_values_are_real() -> None:
 def test_python_blocks_compile(path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.DOTALL)
     for i, block in enumerate(blocks, 1):
-        compile(block, f"{path.name}, python block {i}", "exec")
+        # a block inside a list item is indented as a whole: its code starts at the left
+        compile(textwrap.dedent(block), f"{path.name}, python block {i}", "exec")
 
 
 def test_readme_side_by_side_prints_what_it_shows(tmp_path: Path) -> None:
