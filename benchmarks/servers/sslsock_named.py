@@ -1,7 +1,10 @@
 """sslsock's named face, as WINDEV programs write a server: one thread waits for
 connections (SocketWaitForConnection + SocketAccept); each channel is served by a worker.
 
---channels pool   channels go to a pool of reused threads (the variant the targets hold on)
+--channels pool   channels go to a pool of reused threads (the variant the targets hold on):
+                  up to 512, started as channels wait, each taking the next channel's name
+                  from a queue (a name waiting costs a few dozen bytes: no Future per
+                  channel, unlike concurrent.futures)
 --channels thread a new thread per channel (costs ~67 µs of CPU per connection here)
 --workers N       N processes on the port (sslsock.run_workers, Socket.Option =
                   SocketReusePort [extension]), each the server above; 1 (default): this
@@ -10,7 +13,7 @@ connections (SocketWaitForConnection + SocketAccept); each channel is served by 
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
+import queue
 import socket
 import threading
 from typing import Any
@@ -29,6 +32,28 @@ def echo(channel: str) -> None:
     ss.SocketClose(channel)
 
 
+class ChannelPool:
+    """Threads that serve channels one after another; a thread is started only when a
+    channel arrives and none is idle (ThreadPoolExecutor's policy, without its Futures)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.names: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.idle = threading.Semaphore(0)
+        self.threads = 0
+
+    def submit(self, channel: str) -> None:
+        self.names.put(channel)
+        if not self.idle.acquire(blocking=False) and self.threads < self.limit:
+            self.threads += 1  # only the accepting thread submits: no lock needed
+            threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            echo(self.names.get())
+            self.idle.release()
+
+
 def serve(args: Any, port: int, announce: Any, stopping: Any = lambda: False) -> None:
     if args.proxy_protocol:
         ss.Socket.Option = ss.Socket.Option | ss.SocketProxyProtocol
@@ -36,7 +61,7 @@ def serve(args: Any, port: int, announce: Any, stopping: Any = lambda: False) ->
         raise SystemExit(ss.ErrorInfo())
     ss.SocketChangeTransmissionMode("server", ss.SocketNoEndTag)
     announce(int(ss.SocketClientInfo("server", ss.SocketPort)))
-    pool = cf.ThreadPoolExecutor(max_workers=512) if args.channels == "pool" else None
+    pool = ChannelPool(512) if args.channels == "pool" else None
     while not stopping():
         if not ss.SocketWaitForConnection("server", 500):
             continue
@@ -44,7 +69,7 @@ def serve(args: Any, port: int, announce: Any, stopping: Any = lambda: False) ->
         if not channel:
             continue
         if pool is not None:
-            pool.submit(echo, channel)
+            pool.submit(channel)
         else:
             threading.Thread(target=echo, args=(channel,), daemon=True).start()
 
