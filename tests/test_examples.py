@@ -21,8 +21,8 @@ import signal
 import socket
 import ssl
 import subprocess
-import textwrap
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
