@@ -468,3 +468,46 @@ def test_serve_refuses_a_missing_or_readable_key_file(tmp_path: Path) -> None:
                        timeout=60)
     assert r.returncode == 3 and "chmod 600" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-process", "workers"])
+def test_sighup_takes_the_renewed_certificate_in_sslsock_serve(pki2: Any, tmp_path: Path,
+                                                              workers: list[str]) -> None:
+    # --reload-interval 0: nothing looks at the store but SIGHUP, so only SIGHUP can
+    # explain the new certificate (with the default 2 s, the watcher might).
+    ca, store = pki2
+    one = leaf(ca, tmp_path / "one.pem")
+    two = leaf(ca, tmp_path / "two.pem")
+    store.import_file(tmp_path / "one.pem", name="svc")
+    ctx = client_ctx(ca, tmp_path)
+    old_sha1 = one.certificate.fingerprint(hashes.SHA1()).hex()
+    new_sha1 = two.certificate.fingerprint(hashes.SHA1()).hex()
+    serve = Serve(tmp_path, "--cert", "svc", "--reload-interval", "0", *workers)
+    try:
+        assert hello(serve.port, ctx)[0] == old_sha1
+        r = subprocess.run([*SSLSOCK, "cert", "import", str(tmp_path / "two.pem"), "--name",
+                            "svc", "--replace"], env=serve.env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        time.sleep(3.0)  # longer than the default interval: no watcher runs
+        for _ in range(4):  # every worker, whichever the client lands on
+            assert hello(serve.port, ctx)[0] == old_sha1, "renewed without SIGHUP"
+        serve.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        seen: list[str] = []
+        while len(seen) < 6:  # six handshakes in a row with the new one: every worker has it
+            sha1 = hello(serve.port, ctx)[0]
+            seen = seen + [sha1] if sha1 == new_sha1 else []
+            assert time.monotonic() < deadline, "SIGHUP did not renew: " + serve.stderr()
+        assert serve.proc.poll() is None, serve.stderr()
+        assert serve.stop() == 0, serve.stderr()
+    finally:
+        serve.kill()
+
+
+def test_reload_interval_is_checked(tmp_path: Path) -> None:
+    env = {**os.environ, "SSLSOCK_CERT_STORE": str(tmp_path / "store")}
+    for bad in ("-1", "soon", "inf"):
+        r = subprocess.run([*SSLSOCK, "serve", "--port", "0", "--reload-interval", bad],
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "--reload-interval" in r.stderr, r.stderr

@@ -200,6 +200,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"an interval is 0 (never) or a number of seconds > 0, got {text}")
+    return value
+
+
 # ---------------------------------------------------------------------------------------
 # Helpers shared with _cli_cert
 
@@ -430,7 +441,8 @@ def _listener_args(args: argparse.Namespace, store: Any, ident: Any, *,
                 end_tag=args.end_tag, handshake_timeout=args.handshake_timeout,
                 reuse_port=reuse_port, proxy_protocol=args.proxy_protocol,
                 proxy_allow=args.proxy_allow or (),
-                ticket_keys=ticket_keys if ticket_keys is not None else args.ticket_keys)
+                ticket_keys=ticket_keys if ticket_keys is not None else args.ticket_keys,
+                reload_interval=args.reload_interval or None)
 
 
 def _stats_line(stats: Any, server: _EchoServer) -> str:
@@ -871,7 +883,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(exit 130 after Ctrl-C, 0 after SIGTERM; SIGTERM lets open connections "
                     "finish for --grace seconds first).  SIGHUP takes a renewed certificate "
                     "(sslsock cert import --replace) and rewritten ticket keys at once; "
-                    "without it they are taken within about 2 s.  Without --cert it serves the "
+                    "without it they are taken within --reload-interval (2 s).  "
+                    "Without --cert it serves the "
                     f"store's \"{DEV_CERT_NAME}\" certificate, or its only certificate with a "
                     f"key; in a store without any, it creates \"{DEV_CERT_NAME}\" (self-signed "
                     "for localhost, 127.0.0.1, ::1 and this machine's name) and says so on "
@@ -911,6 +924,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "changes")
     p.add_argument("--stats", type=seconds, default=0.0, metavar="SECONDS",
                    help="log the listener's counters on stderr every SECONDS")
+    p.add_argument("--reload-interval", type=interval, default=2.0, metavar="SECONDS",
+                   help="look for a renewed certificate and rewritten ticket keys every "
+                        "SECONDS (default 2); 0: only on SIGHUP")
     p.set_defaults(func=cmd_serve, kind="net")
 
     p = sub.add_parser(

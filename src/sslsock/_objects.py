@@ -691,7 +691,8 @@ class Listener:
       ``sslsock cert tickets rotate``), or the keys as bytes; processes sharing them resume
       each other's sessions.  A rewritten file is picked up by running listeners.
     * certificate renewal: a certificate named in the store (not by thumbprint) is watched
-      every ``reload_interval`` seconds (``None``: not watched); when the store's file is
+      every ``reload_interval`` seconds (``None``: only by :meth:`reload`, or SIGHUP in
+      ``sslsock serve`` and :func:`run_workers`' workers); when the store's file is
       replaced, new handshakes use the new certificate, connections already open keep
       theirs; a replacement that cannot be served is refused with a logged error and the
       old certificate stays.  :meth:`reload` does the same at once.
@@ -798,11 +799,13 @@ class Listener:
         self.port: int = int(lib.ss_listener_port(out[0]))
         self.host = host
         self._conn_args = dict(mode=Mode(mode), end_tag=end_tag, max_message=max_message)
-        if reload_interval is not None and (self._renew or (self._tickets and
-                                                            self._tickets.path)):
+        if self._renew or (self._tickets and self._tickets.path):
             from . import _reload
 
-            _reload.watch(self, float(reload_interval))
+            if reload_interval is not None:
+                _reload.watch(self, float(reload_interval))
+            else:
+                _reload.register(self)  # SIGHUP in sslsock serve and run_workers
 
     # -- the TLS context, renewal and ticket keys --------------------------------------
 

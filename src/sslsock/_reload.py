@@ -20,15 +20,25 @@ from typing import Any
 log = logging.getLogger("sslsock")
 
 _lock = threading.Lock()
+# every open listener with something to renew (what SIGHUP looks at) ...
+_known: weakref.WeakSet[Any] = weakref.WeakSet()
+# ... and those looked at every few seconds, with their interval
 _watched: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 _thread: threading.Thread | None = None
 _wake = threading.Event()
+
+
+def register(listener: Any) -> None:
+    """Make ``listener`` one that SIGHUP (:func:`check_all` with ``every=True``) reloads."""
+    with _lock:
+        _known.add(listener)
 
 
 def watch(listener: Any, interval: float) -> None:
     """Look at ``listener``'s certificate and ticket keys every ``interval`` seconds."""
     global _thread
     with _lock:
+        _known.add(listener)
         _watched[listener] = max(0.2, interval)
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_run, name="sslsock-reload", daemon=True)
@@ -37,11 +47,12 @@ def watch(listener: Any, interval: float) -> None:
             _wake.set()
 
 
-def check_all(quiet: bool = True) -> None:
+def check_all(quiet: bool = True, every: bool = False) -> None:
     """Look at every watched listener now (``quiet=False``, as after SIGHUP: report a
-    broken replacement at once)."""
+    broken replacement at once; ``every=True``, as after SIGHUP too: the listeners that
+    are not looked at periodically as well)."""
     with _lock:
-        listeners = list(_watched.keys())
+        listeners = list(_known) if every else list(_watched.keys())
     for listener in listeners:
         _check(listener, quiet)
 
@@ -50,6 +61,7 @@ def _check(listener: Any, quiet: bool = True) -> None:
     if listener.closed:
         with _lock:
             _watched.pop(listener, None)
+            _known.discard(listener)
         return
     try:
         listener.reload(quiet_first_failure=quiet)

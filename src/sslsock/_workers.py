@@ -153,7 +153,7 @@ class Worker:
 def _reload_now() -> None:
     from . import _reload
 
-    threading.Thread(target=_reload.check_all, kwargs={"quiet": False},
+    threading.Thread(target=_reload.check_all, kwargs={"quiet": False, "every": True},
                      name="sslsock-sighup", daemon=True).start()
 
 
