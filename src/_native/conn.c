@@ -171,6 +171,59 @@ static void escape(char *dst, size_t dst_len, const char *src, size_t n)
     dst[o] = '\0';
 }
 
+/* ---- the socket BIO ------------------------------------------------------------------ */
+
+/* OpenSSL writes each TLS record (16 KiB at most) with its own write(): a 64 KiB message
+ * is four TCP pushes, four wake-ups of the peer, four trips through the loopback or the
+ * NIC's queue.  sslsock's BIO is OpenSSL's socket BIO but for its write, which passes
+ * MSG_MORE while the writing thread says more of the same message follows (io_write_all
+ * sets it around each record but the last), so the kernel sends them together. */
+static __thread int write_more;
+static BIO_METHOD *sock_method;
+static pthread_once_t sock_method_once = PTHREAD_ONCE_INIT;
+
+static int sock_write_more(BIO *b, const char *buf, int len)
+{
+    int fd = -1;
+    BIO_get_fd(b, &fd);
+    BIO_clear_retry_flags(b);
+    ssize_t n = send(fd, buf, (size_t)len, MSG_NOSIGNAL | (write_more ? MSG_MORE : 0));
+    if (n < 0 && BIO_sock_should_retry(-1))
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static void make_sock_method(void)
+{
+    const BIO_METHOD *base = BIO_s_socket();
+    BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOCKET, "sslsock socket");
+    if (!m)
+        return;
+    if (!BIO_meth_set_write(m, sock_write_more) ||
+        !BIO_meth_set_read(m, BIO_meth_get_read(base)) ||
+        !BIO_meth_set_puts(m, BIO_meth_get_puts(base)) ||
+        !BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(base)) ||
+        !BIO_meth_set_create(m, BIO_meth_get_create(base)) ||
+        !BIO_meth_set_destroy(m, BIO_meth_get_destroy(base))) {
+        BIO_meth_free(m);
+        return;
+    }
+    sock_method = m; /* kept for the life of the process */
+}
+
+int ss_ssl_set_fd(SSL *ssl, int fd)
+{
+    pthread_once(&sock_method_once, make_sock_method);
+    if (!sock_method)
+        return SSL_set_fd(ssl, fd); /* OpenSSL's own: correct, one push per record */
+    BIO *b = BIO_new(sock_method);
+    if (!b)
+        return 0;
+    BIO_set_fd(b, fd, BIO_NOCLOSE);
+    SSL_set_bio(ssl, b, b);
+    return 1;
+}
+
 /* ---- state ----------------------------------------------------------------------- */
 
 static int closed_error(ss_err *err)
@@ -398,9 +451,14 @@ static int io_write_all(ss_conn *c, const char *buf, size_t len, long long deadl
                 return rc;
             continue;
         }
+        /* One record at a time, each but the last sent with MSG_MORE (the socket BIO) */
+        if (chunk > SS_RECORD)
+            chunk = SS_RECORD;
         pthread_mutex_lock(&c->ssl_lock);
         ERR_clear_error();
+        write_more = len > chunk;
         int n = SSL_write(c->ssl, buf, (int)chunk);
+        write_more = 0;
         int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
         int errnum = errno;
         pthread_mutex_unlock(&c->ssl_lock);
@@ -1035,7 +1093,7 @@ int ss_connect(ss_ctx *ctx, const char *host, int port, const char *server_name,
     SSL *ssl = NULL;
     if (ctx) {
         ssl = SSL_new(ctx->ssl_ctx);
-        if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+        if (!ssl || ss_ssl_set_fd(ssl, fd) != 1) {
             rc = ss_fail_ssl(err, SS_E_NOMEM, "cannot create a TLS connection");
             goto fail;
         }

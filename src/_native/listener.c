@@ -404,7 +404,7 @@ static void accept_burst(worker *w)
         }
         SSL *ssl = h && ctx ? SSL_new(ctx->ssl_ctx) : NULL;
         unsigned char *pbuf = h && l->proxy_protocol ? malloc((size_t)l->proxy_max_len) : NULL;
-        if (!h || (ctx && (!ssl || SSL_set_fd(ssl, fd) != 1)) || (l->proxy_protocol && !pbuf)) {
+        if (!h || (ctx && (!ssl || ss_ssl_set_fd(ssl, fd) != 1)) || (l->proxy_protocol && !pbuf)) {
             ERR_clear_error();
             SSL_free(ssl);
             ss_ctx_free(ctx);

@@ -113,6 +113,10 @@ int ss_remaining(long long deadline);        /* ms to wait in poll(): -1 for no 
 ss_conn *ss_conn_wrap(int fd, SSL *ssl, ss_ctx *ctx, const struct sockaddr *peer,
                       socklen_t peer_len);
 int ss_set_nodelay(int fd);
+/* SSL_set_fd with sslsock's socket BIO: records written while a message has more to come
+ * are sent with MSG_MORE, so the kernel sends the message's records together (one TCP push,
+ * one wake-up of the peer) instead of one per 16 KiB record.  1 on success, as SSL_set_fd. */
+int ss_ssl_set_fd(SSL *ssl, int fd);
 void ss_addr_to_str(const struct sockaddr *sa, char *host, size_t host_len, int *port);
 
 /* Non-blocking: read what is there now into dst (at most room bytes).  Returns the bytes
