@@ -190,21 +190,22 @@ def worker_count(text: str) -> int:
     return n
 
 
-def seconds(text: str) -> float:
+def _number_of_seconds(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+
+
+def seconds(text: str) -> float:
+    value = _number_of_seconds(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"time-out must be > 0 seconds, got {text}")
     return value
 
 
 def interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    value = _number_of_seconds(text)
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(
             f"an interval is 0 (never) or a number of seconds > 0, got {text}")
