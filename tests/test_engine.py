@@ -90,14 +90,14 @@ def test_messages_serves_many_stdlib_clients_from_one_thread(pki: Any,
         for i in range(clients):
             peers.start(client, i)
         got = ended = 0
-        seen: set[int] = set()
+        seen: set[sslsock.Connection] = set()  # the objects: an id is reused once freed
         for conn, message in listener.messages(timeout=5.0):
             if message:
                 assert conn.protocol == ("TLSv1.3" if version == ssl.TLSVersion.TLSv1_3
                                          else "TLSv1.2")
                 conn.write(message)
                 got += 1
-                seen.add(id(conn))
+                seen.add(conn)
             else:
                 ended += 1
                 assert not conn.closed  # closed after the loop body, not before
@@ -595,3 +595,16 @@ def test_over_the_high_water_mark_a_write_waits_then_times_out_cleanly(pki: Any)
                 break
         finally:
             s.close()
+
+
+def test_default_handshake_threads_leave_one_cpu_to_python() -> None:
+    # One handshake thread per CPU this process may use, less one (Python's, which uses one
+    # CPU at most), at least one; threads= still sets the number.
+    def threads_of(**kwargs: Any) -> int:
+        before = len(os.listdir("/proc/self/task"))
+        with sslsock.Listener(0, tls=False, host="127.0.0.1", **kwargs):
+            return len(os.listdir("/proc/self/task")) - before
+
+    cpus = len(os.sched_getaffinity(0))
+    assert threads_of() == max(1, cpus - 1)
+    assert threads_of(threads=3) == 3

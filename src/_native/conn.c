@@ -724,22 +724,6 @@ static int deframe(ss_conn *c, long long deadline, size_t max_bytes, const char 
     return rc;
 }
 
-int ss_conn_read(ss_conn *c, int timeout_ms, size_t max_bytes, const char **out,
-                 size_t *out_len, ss_err *err)
-{
-    *out = NULL;
-    *out_len = 0;
-    long long deadline = ss_deadline(timeout_ms);
-    pthread_mutex_lock(&c->read_lock);
-    if (take_mode(c, &c->mode, c->tag, &c->tag_len, &c->read_gen))
-        c->scanned = 0;
-    int rc = check_usable(c, err);
-    if (rc == SS_OK)
-        rc = deframe(c, deadline, max_bytes, out, out_len, err);
-    pthread_mutex_unlock(&c->read_lock);
-    return rc;
-}
-
 int ss_conn_take(ss_conn *c, size_t max_bytes, const char **out, size_t *out_len,
                  ss_err *err)
 {
@@ -800,6 +784,17 @@ void ss_conn_read_done(ss_conn *c, size_t len)
     if (len > SS_KEEP_BUFFER)
         trim_locked(c);
     pthread_mutex_unlock(&c->read_lock);
+}
+
+/* One read with the read lock taken and given back: the message stays valid until the
+ * next read of this connection. */
+int ss_conn_read(ss_conn *c, int timeout_ms, size_t max_bytes, const char **out,
+                 size_t *out_len, ss_err *err)
+{
+    int rc = ss_conn_read_hold(c, timeout_ms, max_bytes, out, out_len, err);
+    if (rc == SS_OK)
+        pthread_mutex_unlock(&c->read_lock);
+    return rc;
 }
 
 /* ---- framing: writing -------------------------------------------------------------- */

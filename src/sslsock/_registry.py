@@ -4,26 +4,34 @@ from __future__ import annotations
 
 import collections
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from ._errors import NameTakenError, SocketNameError
 from ._objects import Connection, Listener
 
+# the simple_lock of every channel and client entry: only listeners' are ever taken
+_UNUSED_LOCK = threading.Lock()
 
-@dataclass
+
 class Entry:
-    obj: Union[Listener, Connection]
-    kind: str  # "listener", "channel" or "client"
-    # simplified server: the client talked to through the listener's own name
-    simple: Optional[Connection] = None
-    simple_lock: threading.Lock = field(default_factory=threading.Lock)
-    channels: int = 0  # how many channel names this listener has handed out
-    # SocketWaitForMessage: the listener's channel engine and what it found (wl.py)
-    engine: Any = None
-    # clients SocketWaitForConnection took off the listener, for SocketAccept / SocketDeny
-    # (a listener's only: made at the first such call, so a channel's entry stays small)
-    waiting: Optional[collections.deque[Any]] = None
+    """What a name stands for.  A channel's entry is the smallest (ten thousand idle
+    channels hold ten thousand of them): slots, and no lock of its own."""
+
+    __slots__ = ("obj", "kind", "simple", "simple_lock", "channels", "engine", "waiting")
+
+    def __init__(self, obj: Union[Listener, Connection], kind: str) -> None:
+        self.obj = obj
+        self.kind = kind  # "listener", "channel" or "client"
+        # simplified server: the client talked to through the listener's own name, under
+        # simple_lock (a listener's only)
+        self.simple: Optional[Connection] = None
+        self.simple_lock = threading.Lock() if kind == "listener" else _UNUSED_LOCK
+        self.channels = 0  # how many channel names this listener has handed out
+        # SocketWaitForMessage: the listener's channel engine and what it found (wl.py)
+        self.engine: Any = None
+        # clients SocketWaitForConnection took off the listener, for SocketAccept /
+        # SocketDeny (a listener's only: made at its first such call)
+        self.waiting: Optional[collections.deque[Any]] = None
 
 
 class Registry:
