@@ -96,7 +96,8 @@ struct ss_listener {
     unsigned char *proxy_allow; /* 17-byte entries (ss_proxy_allowed) */
     int proxy_allow_count;
     int stop_fd; /* eventfd, readable once stopping */
-    int ready_fd; /* eventfd, signalled per ready connection once `notify` is set */
+    int ready_fd; /* eventfd, signalled when the ready queue stops being empty, once
+                   * `notify` is set */
     atomic_int notify;
     atomic_int stopping;
     int handshake_timeout_ms;
@@ -142,17 +143,14 @@ static void enqueue(ss_listener *l, int fd, SSL *ssl, ss_ctx *ctx, const struct 
         memcpy(&c->proxy, proxy, proxy_len);
         c->proxy_len = proxy_len;
     }
+    int was_empty = 0;
     pthread_mutex_lock(&l->lock);
     if (c && l->ready_len < l->max_ready && !atomic_load(&l->stopping)) {
+        was_empty = l->ready_len == 0;
         l->ready[(l->ready_head + l->ready_len) % l->max_ready] = c;
         l->ready_len++;
         l->st.handshakes++;
         pthread_cond_signal(&l->cond);
-        if (atomic_load(&l->notify)) {
-            uint64_t one = 1;
-            ssize_t wr = write(l->ready_fd, &one, sizeof one);
-            (void)wr;
-        }
         c = NULL;
         fd = -1;
         ssl = NULL;
@@ -160,6 +158,15 @@ static void enqueue(ss_listener *l, int fd, SSL *ssl, ss_ctx *ctx, const struct 
         l->st.dropped_ready++;
     }
     pthread_mutex_unlock(&l->lock);
+    /* A hub's eventfd is signalled when the queue stops being empty, outside the lock (a
+     * system call there would hold up the hub taking connections).  The hub reads the
+     * eventfd before it empties the queue, and signals it again itself when it stops with
+     * connections left, so a queue with connections never sits behind a quiet eventfd. */
+    if (was_empty && atomic_load(&l->notify)) {
+        uint64_t one = 1;
+        ssize_t wr = write(l->ready_fd, &one, sizeof one);
+        (void)wr;
+    }
     if (c) {
         ss_conn_free(c);
     } else if (fd >= 0) {

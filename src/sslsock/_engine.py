@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from . import _errors
 from ._binding import ffi, lib, new_err, raise_err
-
-if TYPE_CHECKING:
-    from ._objects import Connection, Listener
+from ._objects import Connection, Listener, Mode, _Guard, _sliced
 
 #: Events per batch: a poll returns at most this many (messages, new and ended channels).
 DEFAULT_BATCH = 256
@@ -41,8 +39,6 @@ class Hub:
 
     def __init__(self, listener: Optional[Listener] = None, *, max_bytes: int = 65536,
                  batch: int = DEFAULT_BATCH, high_water: int = DEFAULT_HIGH_WATER) -> None:
-        from ._objects import Mode, _Guard
-
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
             raise _errors.ArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         if isinstance(high_water, bool) or not isinstance(high_water, int) or high_water < 1:
@@ -126,8 +122,6 @@ class Hub:
         ``(kind, connection, message)``: MESSAGE with its bytes, ACCEPTED (a new channel,
         already served) and ENDED (``b""``; the connection is out of the hub, its next read
         tells why).  An empty list means the time-out passed."""
-        from ._objects import _sliced
-
         ptr = self._g.enter()
         try:
             with self._poll_lock:
@@ -144,8 +138,6 @@ class Hub:
     def _dispatch(self, n: int) -> list[tuple[int, Connection, bytes]]:
         # Every message is copied out before the caller runs any code: the bytes in C are
         # only valid until the next poll or read.
-        from ._objects import Connection
-
         channels = self.channels
         unpack = ffi.unpack
         out: list[tuple[int, Connection, bytes]] = []

@@ -280,6 +280,7 @@ _scratch = _Scratch()
 # a closed connection would wait for the next GC pass instead of going with its last
 # reference).  Few distinct time-outs exist in a program; past 64 they are not kept.
 _closers: dict[int, Callable[[Any], None]] = {}
+_DEFAULT_CLOSE_MS = 1000  # close_notify: how long close() may wait to send it
 
 
 def _closer(close_ms: int) -> Callable[[Any], None]:
@@ -306,7 +307,7 @@ class Connection:
 
     def __init__(self, ptr: Any, *, tls: bool, mode: Mode = Mode.SocketSizeAtBeginning,
                  end_tag: bytes = b"<EOF>", max_message: int = DEFAULT_MAX_MESSAGE,
-                 close_timeout: float = 1.0) -> None:
+                 close_timeout: float = _DEFAULT_CLOSE_MS / 1000) -> None:
         self._close_ms = close_ms = _ms(close_timeout, "close_timeout")
         self._g = _Guard(ffi.gc(ptr, lib.ss_conn_free), _closer(close_ms), "the connection")
         self.tls = tls
@@ -324,8 +325,15 @@ class Connection:
     @classmethod
     def _from_engine(cls, ptr: Any, *, tls: bool, mode: Mode, end_tag: bytes,
                      max_message: int) -> Connection:
-        """A channel the engine accepted: its mode is already set in C."""
-        conn = cls(ptr, tls=tls)
+        """A channel the engine accepted: its mode is already set in C, and nothing needs
+        checking (this runs once per client of a one-thread server: no __init__)."""
+        conn = cls.__new__(cls)
+        conn._close_ms = _DEFAULT_CLOSE_MS
+        conn._g = _Guard(ffi.gc(ptr, lib.ss_conn_free), _closer(_DEFAULT_CLOSE_MS),
+                         "the connection")
+        conn.tls = tls
+        conn._hub = conn._inbox = None
+        conn._hub_id = 0
         conn._mode, conn._end_tag, conn._max_message = mode, end_tag, max_message
         return conn
 
@@ -686,8 +694,9 @@ class Listener:
 
     C threads accept and complete handshakes in the background; :meth:`wait` and
     :meth:`accept` take finished connections.  ``threads``: how many (default: one per CPU
-    this process may use, less one left to Python, at least one).  ``certificate`` is a store identifier (name,
-    thumbprint or file path, as the options say) or a :class:`~sslsock.Identity`.
+    this process may use, less one left to Python, at least one).  ``certificate`` is a
+    store identifier (name, thumbprint or file path, as the options say) or a
+    :class:`~sslsock.Identity`.
 
     Under mutual TLS (the SSLClientCertificate option) clients must present a certificate
     that the store's certificates or ``client_ca_pem`` vouch for; the system's authorities
