@@ -598,13 +598,13 @@ def test_over_the_high_water_mark_a_write_waits_then_times_out_cleanly(pki: Any)
 
 
 def test_default_handshake_threads_leave_one_cpu_to_python() -> None:
-    # One handshake thread per CPU this process may use, less one (Python's, which uses one
-    # CPU at most), at least one; threads= still sets the number.
+    # One handshake thread per CPU this process may use (affinity, cgroup quota), less one
+    # (Python's, which uses one CPU at most), at least one; threads= still sets the number.
     def threads_of(**kwargs: Any) -> int:
         before = len(os.listdir("/proc/self/task"))
         with sslsock.Listener(0, tls=False, host="127.0.0.1", **kwargs):
             return len(os.listdir("/proc/self/task")) - before
 
-    cpus = len(os.sched_getaffinity(0))
-    assert threads_of() == max(1, cpus - 1)
+    assert threads_of() == max(1, sslsock.available_cpus() - 1)
     assert threads_of(threads=3) == 3
+    assert threads_of(threads=1) == 1

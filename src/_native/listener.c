@@ -2,8 +2,9 @@
  * Listeners and the accept engine.
  *
  * Theory of operation
- *  - A listener owns one listening socket (non-blocking) and N worker threads (default one
- *    per CPU less one: see default_workers).  Each worker has its own epoll set holding the listening socket
+ *  - A listener owns one listening socket (non-blocking) and N worker threads (the caller
+ *    says how many: sslsock passes one per CPU it may use, less one, available_cpus() in
+ *    _workers.py).  Each worker has its own epoll set holding the listening socket
  *    (EPOLLEXCLUSIVE: one worker wakes per new connection), a shared stop eventfd, and the
  *    handshakes it is running.
  *  - A worker accepts, then drives SSL_do_handshake non-blocking, re-arming epoll for
@@ -30,7 +31,6 @@
 #include <errno.h>
 #ifdef __GLIBC__
 #include <malloc.h>
-#include <sched.h>
 #endif
 #include <netdb.h>
 #include <netinet/in.h>
@@ -625,24 +625,6 @@ static int bind_listen(const ss_listener_config *cfg, int *fd_out, int *port_out
     return rc;
 }
 
-/* The default number of handshake threads: one per CPU this process may run on (its
- * affinity mask, as taskset and container CPU sets leave it), less one, at least one.
- * The CPU left over is the Python side's: with the GIL, Python uses one CPU at most, and
- * a handshake thread more than the CPUs costs context switches and lock hand-offs (on 2
- * CPUs, one handshake thread beside the consumer thread spent about 7 % less CPU per
- * connection than two; docs/decisions.md). */
-static int default_workers(void)
-{
-    cpu_set_t set;
-    long n = 0;
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        n = CPU_COUNT(&set);
-    if (n < 1)
-        n = sysconf(_SC_NPROCESSORS_ONLN);
-    n -= 1;
-    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
-}
-
 int ss_listener_new(ss_ctx *ctx, const ss_listener_config *cfg, ss_listener **out, ss_err *err)
 {
     *out = NULL;
@@ -664,7 +646,7 @@ int ss_listener_new(ss_ctx *ctx, const ss_listener_config *cfg, ss_listener **ou
                                                             : DEFAULT_HANDSHAKE_TIMEOUT_MS;
     l->max_pending = cfg->max_pending > 0 ? cfg->max_pending : DEFAULT_MAX_PENDING;
     l->max_ready = cfg->max_ready > 0 ? cfg->max_ready : DEFAULT_MAX_READY;
-    l->nworkers = cfg->threads > 0 ? (cfg->threads > 64 ? 64 : cfg->threads) : default_workers();
+    l->nworkers = cfg->threads > 0 ? (cfg->threads > 64 ? 64 : cfg->threads) : 1;
     l->ready = calloc((size_t)l->max_ready, sizeof *l->ready);
     l->workers = calloc((size_t)l->nworkers, sizeof *l->workers);
     l->proxy_protocol = cfg->proxy_protocol != 0;

@@ -194,7 +194,7 @@ typedef struct ss_listener_config {
     int reuse_addr;            /* SO_REUSEADDR */
     int reuse_port;            /* SO_REUSEPORT: share the port among processes on purpose */
     int backlog;               /* <= 0: default */
-    int threads;               /* handshake threads; <= 0: one per CPU less one (>= 1) */
+    int threads;               /* handshake threads (at most 64); <= 0: one */
     int handshake_timeout_ms;  /* <= 0: default */
     int max_pending;           /* handshakes in progress at once; <= 0: default */
     int max_ready;             /* finished connections waiting for accept; <= 0: default */

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import functools
 import ipaddress
 import logging
 import os
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Union
 
-from . import _errors, _tlsconfig
+from . import _errors, _tlsconfig, _workers
 from ._binding import check, ffi, lib, new_err, raise_err, text
 from ._options import DEFAULT, Mask, Recipe, SSLOption, recipe
 
@@ -274,23 +275,18 @@ class _Scratch(threading.local):
 _scratch = _Scratch()
 
 
-# close_ms -> the shutdown function of connections with that close time-out.  A function
-# shared by every connection with the same time-out, not a closure per connection (160
-# bytes each, 1.6 MB for 10,000 idle channels), and not a bound method (a reference cycle:
-# a closed connection would wait for the next GC pass instead of going with its last
-# reference).  Few distinct time-outs exist in a program; past 64 they are not kept.
-_closers: dict[int, Callable[[Any], None]] = {}
 _DEFAULT_CLOSE_MS = 1000  # close_notify: how long close() may wait to send it
 
 
+@functools.lru_cache(maxsize=64)
 def _closer(close_ms: int) -> Callable[[Any], None]:
-    fn = _closers.get(close_ms)
-    if fn is None:
-        def fn(p: Any) -> None:
-            lib.ss_conn_close(p, close_ms)
-        if len(_closers) < 64:
-            _closers[close_ms] = fn
-    return fn
+    """The shutdown function of connections with this close time-out: one function shared
+    by them all, not a closure per connection (160 bytes each, 1.6 MB for 10,000 idle
+    channels), and not a bound method (a reference cycle: a closed connection would wait
+    for the next GC pass instead of going with its last reference)."""
+    def close(p: Any) -> None:
+        lib.ss_conn_close(p, close_ms)
+    return close
 
 
 class Connection:
@@ -308,15 +304,8 @@ class Connection:
     def __init__(self, ptr: Any, *, tls: bool, mode: Mode = Mode.SocketSizeAtBeginning,
                  end_tag: bytes = b"<EOF>", max_message: int = DEFAULT_MAX_MESSAGE,
                  close_timeout: float = _DEFAULT_CLOSE_MS / 1000) -> None:
-        self._close_ms = close_ms = _ms(close_timeout, "close_timeout")
-        self._g = _Guard(ffi.gc(ptr, lib.ss_conn_free), _closer(close_ms), "the connection")
-        self.tls = tls
-        self._hub: Any = None  # the channel engine serving it (sslsock._engine.Hub)
-        self._hub_id = 0
-        self._inbox: Any = None  # messages the engine read before a SocketRead asked
-        self._mode = Mode.SocketSizeAtBeginning
-        self._end_tag = b"<EOF>"
-        self._max_message = DEFAULT_MAX_MESSAGE
+        self._attach(ptr, tls, _ms(close_timeout, "close_timeout"), Mode.SocketSizeAtBeginning,
+                     b"<EOF>", DEFAULT_MAX_MESSAGE)
         if mode != Mode.SocketSizeAtBeginning or end_tag != b"<EOF>":
             self.set_mode(mode, end_tag)
         if max_message != DEFAULT_MAX_MESSAGE:
@@ -328,14 +317,19 @@ class Connection:
         """A channel the engine accepted: its mode is already set in C, and nothing needs
         checking (this runs once per client of a one-thread server: no __init__)."""
         conn = cls.__new__(cls)
-        conn._close_ms = _DEFAULT_CLOSE_MS
-        conn._g = _Guard(ffi.gc(ptr, lib.ss_conn_free), _closer(_DEFAULT_CLOSE_MS),
-                         "the connection")
-        conn.tls = tls
-        conn._hub = conn._inbox = None
-        conn._hub_id = 0
-        conn._mode, conn._end_tag, conn._max_message = mode, end_tag, max_message
+        conn._attach(ptr, tls, _DEFAULT_CLOSE_MS, mode, end_tag, max_message)
         return conn
+
+    def _attach(self, ptr: Any, tls: bool, close_ms: int, mode: Mode, end_tag: bytes,
+                max_message: int) -> None:
+        """Every slot, as the C connection already is (no checks, no C calls)."""
+        self._close_ms = close_ms
+        self._g = _Guard(ffi.gc(ptr, lib.ss_conn_free), _closer(close_ms), "the connection")
+        self.tls = tls
+        self._hub: Any = None  # the channel engine serving it (sslsock._engine.Hub)
+        self._hub_id = 0
+        self._inbox: Any = None  # messages the engine read before a SocketRead asked
+        self._mode, self._end_tag, self._max_message = mode, end_tag, max_message
 
     @classmethod
     def adopt(cls, sock: Any, **kwargs: Any) -> Connection:
@@ -694,7 +688,8 @@ class Listener:
 
     C threads accept and complete handshakes in the background; :meth:`wait` and
     :meth:`accept` take finished connections.  ``threads``: how many (default: one per CPU
-    this process may use, less one left to Python, at least one).  ``certificate`` is a
+    this process may use, :func:`~sslsock.available_cpus`, less one left to Python, at
+    least one).  ``certificate`` is a
     store identifier (name, thumbprint or file path, as the options say) or a
     :class:`~sslsock.Identity`.
 
@@ -803,7 +798,7 @@ class Listener:
         cfg.reuse_addr = int(reuse_address)
         cfg.reuse_port = int(reuse_port)
         cfg.backlog = backlog
-        cfg.threads = threads
+        cfg.threads = threads if threads > 0 else _workers.default_handshake_threads()
         hs_ms = _ms(handshake_timeout, "handshake_timeout")
         cfg.handshake_timeout_ms = hs_ms if hs_ms > 0 else 0
         cfg.max_pending = max_pending

@@ -69,6 +69,13 @@ def available_cpus() -> int:
     return max(1, n)
 
 
+def default_handshake_threads() -> int:
+    """A listener's handshake threads when it is not told how many: one per CPU this
+    process may use (:func:`available_cpus`), less one left to Python, which under the GIL
+    uses one CPU at most; at least one (docs/decisions.md has the measurement)."""
+    return max(1, available_cpus() - 1)
+
+
 def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> Optional[float]:
     """The tightest CPU quota (in CPUs) from this process's cgroup up to the root: cgroup v2
     ``cpu.max``, else cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; None without
