@@ -206,3 +206,21 @@ def test_on_free_runs_once_whether_taken_early_or_at_free(kind: str) -> None:
     g2.leave()
     assert calls == ["early", "at-free"]
     assert g1.ptr is None and g2.ptr is None
+
+
+def test_a_bridge_built_against_another_core_is_refused() -> None:
+    """sslsock._fastio and the cffi core are compiled separately: one of another interface
+    version is refused at import, with what to do, instead of calling through stale
+    prototypes."""
+    import subprocess
+    import sys
+
+    code = ("import sslsock._fastio as f\n"
+            "f.ABI_VERSION = -1\n"
+            "import sslsock\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "ImportError" in proc.stderr
+    assert "built against another version of the core" in proc.stderr
+    assert "rebuild sslsock" in proc.stderr

@@ -37,13 +37,8 @@
 #include <string.h>
 #include <unistd.h>
 
-/* 64 MiB: the default largest message (SPEC §5); a size header above it breaks the
- * connection before anything of that size is allocated. */
-#define SS_DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
 /* A size header is at most 20 digits (2^64 has 20) plus CR LF. */
 #define SS_MAX_SIZE_DIGITS 20
-/* 1 MiB: what a channel served by the engine may have queued before a writer waits. */
-#define SS_DEFAULT_HIGH_WATER ((size_t)1 << 20)
 /* A stream read (SS_MODE_NO_END_TAG) gathers up to this much of what OpenSSL has read
  * ahead: four records, one call. */
 #define SS_TOP_UP (64u << 10)

@@ -22,9 +22,12 @@
 
 #include "sslsock_core.h"
 
-typedef int (*read_hold_fn)(ss_conn *, int, size_t, const char **, size_t *, ss_err *);
-typedef void (*read_done_fn)(ss_conn *, size_t);
-typedef int (*write_fn)(ss_conn *, const char *, size_t, int, ss_err *);
+/* The core's prototypes, from its header (never re-typed here). */
+typedef __typeof__(&ss_conn_read_hold) read_hold_fn;
+typedef __typeof__(&ss_conn_read_done) read_done_fn;
+typedef __typeof__(&ss_conn_write) write_fn;
+_Static_assert(__builtin_types_compatible_p(__typeof__(&ss_conn_queue_write), write_fn),
+               "ss_conn_queue_write and ss_conn_write are called through one pointer type");
 
 static read_hold_fn core_read_hold;
 static read_done_fn core_read_done;
@@ -402,6 +405,10 @@ PyMODINIT_FUNC PyInit__fastio(void)
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL)
         return NULL;
+    if (PyModule_AddIntConstant(m, "ABI_VERSION", SS_ABI_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&GuardType);
     if (PyModule_AddObject(m, "Guard", (PyObject *)&GuardType) < 0) {
         Py_DECREF(&GuardType);

@@ -8,10 +8,32 @@
  *    generation, so an event about a channel removed meanwhile is recognised and ignored.
  *  - ss_hub_poll runs on the consumer's thread with the GIL released: epoll_wait, then for
  *    each readable channel one pass of "read everything there is, then deframe every whole
- *    message".  Reading goes into one scratch buffer per hub; the messages handed out
- *    point into it (or into the channel's own buffers), so an active channel holds no
- *    input buffer of its own between messages and a batch costs no copy in C.  What is
- *    left of an incomplete frame is copied into the channel's buffer.
+ *    message".  Reading goes into one scratch buffer per hub.  Every message of a batch
+ *    lies in memory the hub owns until its next poll: the scratch buffer, where most are
+ *    read, or (a message assembled in its channel's buffers over several passes) a copy in
+ *    what is left of the scratch buffer or in a block of its own.  So no reader, writer or
+ *    close of a channel can overwrite a batch the consumer is still copying.  What is left
+ *    of an incomplete frame is copied into the channel's own buffer before the pass gives
+ *    the channel's read lock back.
+ *
+ *  Ownership of a channel (an ss_conn), and who may do what:
+ *
+ *    state                  | reads              | writes             | close / free
+ *    -----------------------+--------------------+--------------------+--------------------
+ *    own (no hub)           | its owner, directly| its owner          | its owner
+ *    served (c->hub set)    | the hub's passes   | any thread: queued | its owner: leave
+ *                           | only; a direct     | (ss_conn_queue_    | the hub first
+ *                           | read is refused    | write), sent by the| (ss_hub_remove), or
+ *                           | (SS_E_INVALID)     | writer or the hub  | free (which leaves)
+ *    ended (HUB_ENDED)      | nobody until it    | as served          | as served
+ *                           | leaves the hub     |                    |
+ *
+ *    Transitions: own -> served by ss_hub_add or a hub's accept; served -> ended when a
+ *    pass sees the stream end (reported once, ENDED); served or ended -> own by
+ *    ss_hub_remove (the consumer, on ENDED or to discard it), by ss_conn_free, or by
+ *    ss_hub_free for every channel left.  c->hub changes only under the hub's lock and the
+ *    attach lock's order (below); a pass holds the channel's read lock from before it
+ *    points c->in into the scratch buffer until after it points it back.
  *  - New connections from the listener's ready queue are added and reported (ACCEPTED),
  *    then read at once: their first message may be buffered in OpenSSL already.
  *  - A channel whose pass stopped early (the batch or the scratch buffer was full, or a
@@ -21,9 +43,11 @@
  *  - A channel that ends (peer closed, reset, TLS or framing error) is reported once
  *    (ENDED) and leaves the epoll set; it keeps its slot until ss_hub_remove.
  *  - Locking: the hub lock is held while channels are served and while they are added or
- *    removed, never during epoll_wait.  A channel's read lock is only tried: a channel that
- *    a thread is reading itself is left to that thread.  Lock order: hub, then the
- *    connection's read lock, then its ssl lock.
+ *    removed, never during epoll_wait.  A channel's read lock is only tried (its owner may
+ *    hold it for a moment while handing it over).  A writer reaches the hub through the
+ *    channel under the attach lock, which ss_hub_free takes too, so a hub is never locked
+ *    after it is gone.  Lock order: (write lock,) attach, hub, the connection's read lock,
+ *    its ssl lock.
  *  - Why each loop ends: poll on events, its deadline, or shutdown; a channel's pass when
  *    its reads would block, its share of the scratch buffer is used, or the batch is full.
  */

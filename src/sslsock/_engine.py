@@ -19,15 +19,21 @@ from typing import Any, Callable, Optional
 
 from . import _errors
 from ._binding import ffi, lib, new_err, raise_err
-from ._objects import ENDED_MARK, Connection, Listener, Mode, _Guard, _sliced
+from ._objects import (
+    DEFAULT_HIGH_WATER,
+    DEFAULT_MAX_MESSAGE,
+    ENDED_MARK,
+    Connection,
+    Listener,
+    Mode,
+    _Guard,
+    _sliced,
+)
 
 #: Events per batch: a poll returns at most this many (messages, new and ended channels).
 DEFAULT_BATCH = 256
-#: What a channel may have queued (replies the socket did not take yet) before a write on
-#: it waits: 1 MiB.
-DEFAULT_HIGH_WATER = 1 << 20
 
-MESSAGE, ACCEPTED, ENDED = 0, 1, 2
+MESSAGE, ACCEPTED, ENDED = lib.SS_EV_MESSAGE, lib.SS_EV_ACCEPTED, lib.SS_EV_ENDED
 
 
 class Hub:
@@ -54,7 +60,7 @@ class Hub:
         args: dict[str, Any] = dict(listener._conn_args) if listener is not None else {}
         self._mode = Mode(args.get("mode", Mode.SocketSizeAtBeginning))
         self._end_tag: bytes = args.get("end_tag", b"<EOF>")
-        self._max_message: int = args.get("max_message", 64 << 20)
+        self._max_message: int = args.get("max_message", DEFAULT_MAX_MESSAGE)
         self._tls = listener.tls if listener is not None else True
         out = ffi.new("ss_hub **")
         err = new_err()

@@ -35,7 +35,8 @@ log = logging.getLogger("sslsock")
 
 Seconds = Optional[Union[float, int, _dt.timedelta]]
 
-DEFAULT_MAX_MESSAGE = 64 << 20
+DEFAULT_MAX_MESSAGE: int = lib.SS_DEFAULT_MAX_MESSAGE
+DEFAULT_HIGH_WATER: int = lib.SS_DEFAULT_HIGH_WATER
 #: A blocking call on the main thread waits in slices of this many milliseconds, so that
 #: Ctrl-C (KeyboardInterrupt) is seen while it waits; other threads wait in one C call.
 _SLICE_MS = 250
@@ -187,6 +188,13 @@ def _Guard(ptr: Any, shutdown: Callable[[Any], None], what: str,
         return _fastio.Guard(ptr, int(ffi.cast("uintptr_t", ptr)), shutdown, what, on_free)
     return _PyGuard(ptr, shutdown, what, on_free)
 
+
+if _fastio is not None and getattr(_fastio, "ABI_VERSION", None) != lib.SS_ABI_VERSION:
+    raise ImportError(
+        f"sslsock._fastio was built against another version of the core (interface "
+        f"{getattr(_fastio, 'ABI_VERSION', 'unknown')}, the core's is {lib.SS_ABI_VERSION}): "
+        f"rebuild sslsock (pip install --force-reinstall --no-cache-dir, or remove build/ "
+        f"and src/sslsock/*.so in a checkout)")
 
 if _fastio is not None:
     _fastio.setup(int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_read_hold"))),
@@ -935,7 +943,7 @@ class Listener:
             return True
 
     def messages(self, timeout: Seconds = None, *, max_bytes: int = 65536,
-                 high_water: int = 1 << 20) -> Iterator[tuple[Connection, bytes]]:
+                 high_water: int = DEFAULT_HIGH_WATER) -> Iterator[tuple[Connection, bytes]]:
         """One thread serving every client: yields ``(connection, message)`` as messages
         arrive, accepting new clients on the way.  ``message == b""`` means that connection
         has ended (it is closed once the loop body is done with it).  Reply with

@@ -39,8 +39,9 @@ from typing import Any, Callable, Optional, Union
 
 from . import _errors
 from ._binding import ffi, lib, new_err, raise_err
-from ._engine import Hub
+from ._engine import ACCEPTED, MESSAGE, Hub
 from ._objects import (
+    DEFAULT_HIGH_WATER,
     DEFAULT_MAX_MESSAGE,
     Connection,
     ConnectionInfo,
@@ -57,9 +58,6 @@ __all__ = ["Channel", "Server", "start_server", "connect", "DEFAULT_HIGH_WATER"]
 
 log = logging.getLogger("sslsock")
 
-#: What a channel may have queued (bytes its peer has not taken yet) before a write on it
-#: waits: 1 MiB.
-DEFAULT_HIGH_WATER = 1 << 20
 _BATCH = 256
 #: A write over the high-water mark, or a close waiting for its queue to drain, looks
 #: again after this many seconds, doubling up to _MAX_RETRY.
@@ -143,12 +141,12 @@ class _Engine:
         for i in range(n):
             e = ev[i]
             kind = e.kind
-            if kind == 0:  # SS_EV_MESSAGE
+            if kind == MESSAGE:
                 ch = channels.get(e.id)
                 if ch is not None:
                     size = e.len
                     ch._feed(unpack(e.data, size) if size else b"")
-            elif kind == 1:  # SS_EV_ACCEPTED
+            elif kind == ACCEPTED:
                 hub = self.hub
                 conn = Connection._from_engine(e.conn, tls=hub._tls, mode=hub._mode,
                                                end_tag=hub._end_tag,
@@ -158,7 +156,7 @@ class _Engine:
                     conn.close()
                 else:
                     self._on_accept(conn)
-            else:  # SS_EV_ENDED
+            else:  # ENDED
                 ch = channels.pop(e.id, None)
                 if ch is not None:
                     ch._ended(e.code)
