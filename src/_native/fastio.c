@@ -153,6 +153,13 @@ static PyObject *Guard_leave(Guard *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *Guard_exit(Guard *self, PyObject *args)
+{
+    if (guard_leave(self) < 0)
+        return NULL;
+    Py_RETURN_FALSE; /* an exception from the block goes on */
+}
+
 static PyObject *Guard_close(Guard *self, PyObject *unused)
 {
     if (self->closing)
@@ -205,6 +212,9 @@ static PyMethodDef Guard_methods[] = {
      "Count a call in flight and return the pointer (SocketClosed once closed)."},
     {"leave", (PyCFunction)Guard_leave, METH_NOARGS,
      "End a call; the last one out after close() frees the object."},
+    {"__enter__", (PyCFunction)Guard_enter, METH_NOARGS,
+     "with guard as ptr: enter() on the way in, leave() on the way out."},
+    {"__exit__", (PyCFunction)Guard_exit, METH_VARARGS, "leave()"},
     {"close", (PyCFunction)Guard_close, METH_NOARGS,
      "Wake blocked calls (the shutdown function) and free the object once none is left."},
     {NULL},

@@ -10,13 +10,16 @@ two ways in; both accept new clients on the way.
 """
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Iterator
-from typing import Any, Optional
+from threading import get_ident as _get_ident
+from time import monotonic as _monotonic
+from typing import Any, Callable, Optional
 
 from . import _errors
 from ._binding import ffi, lib, new_err, raise_err
-from ._objects import Connection, Listener, Mode, _Guard, _sliced
+from ._objects import ENDED_MARK, Connection, Listener, Mode, _Guard, _sliced
 
 #: Events per batch: a poll returns at most this many (messages, new and ended channels).
 DEFAULT_BATCH = 256
@@ -38,7 +41,8 @@ class Hub:
     """
 
     def __init__(self, listener: Optional[Listener] = None, *, max_bytes: int = 65536,
-                 batch: int = DEFAULT_BATCH, high_water: int = DEFAULT_HIGH_WATER) -> None:
+                 batch: int = DEFAULT_BATCH, high_water: int = DEFAULT_HIGH_WATER,
+                 on_accept: Optional[Callable[[Connection], None]] = None) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
             raise _errors.ArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         if isinstance(high_water, bool) or not isinstance(high_water, int) or high_water < 1:
@@ -72,6 +76,13 @@ class Hub:
         self._err = new_err()
         self._poll_lock = threading.Lock()
         self.channels: dict[int, Connection] = {}
+        self._on_accept = on_accept  # a new channel, before any of its messages
+        self._cv = threading.Condition(threading.RLock())  # (a close from on_accept)
+        self._polling = False
+        self._ready: collections.deque[Connection] = collections.deque()
+        self._busy: set[Connection] = set()
+        self._serving: dict[int, Connection] = {}  # thread ident -> its channel
+        self._reading: set[Connection] = set()  # channels a thread waits to read
 
     def fileno(self) -> int:
         """A descriptor that is readable whenever :meth:`poll` would return events."""
@@ -97,31 +108,34 @@ class Hub:
             self._g.leave()
         conn._hub = self
         conn._hub_id = int(idp[0])
+        if conn._inbox is None:
+            conn._inbox = collections.deque()
         self.channels[conn._hub_id] = conn
 
     def discard(self, conn: Connection) -> None:
-        """Stop serving ``conn`` (it stays open)."""
+        """Stop serving ``conn`` (it stays open, and is read directly again once the
+        messages the engine had read for it are taken)."""
         if conn._hub is not self:
             return
         self.channels.pop(conn._hub_id, None)
         conn._hub = None
-        ptr = self._g.enter()
         try:
-            cptr = conn._g.enter()
-            try:
+            with self._g as ptr, conn._g as cptr:
                 lib.ss_hub_remove(ptr, cptr)
-            finally:
-                conn._g.leave()
         except _errors.SocketClosed:
             pass  # closed already: freeing it left the hub
-        finally:
-            self._g.leave()
+        with self._cv:
+            self._cv.notify_all()  # a thread reading it through the hub reads it itself
 
     def poll(self, timeout_ms: int) -> list[tuple[int, Connection, bytes]]:
         """Wait at most ``timeout_ms`` (-1: no limit) and return a batch of
         ``(kind, connection, message)``: MESSAGE with its bytes, ACCEPTED (a new channel,
         already served) and ENDED (``b""``; the connection is out of the hub, its next read
-        tells why).  An empty list means the time-out passed."""
+        tells why).  An empty list means the time-out passed.
+
+        The raw batch, for one consumer that dispatches it itself; threads sharing the hub
+        use :meth:`wait_ready` and :meth:`read`, which deliver batches into the channels'
+        inboxes."""
         ptr = self._g.enter()
         try:
             with self._poll_lock:
@@ -136,8 +150,8 @@ class Hub:
             self._g.leave()
 
     def _dispatch(self, n: int) -> list[tuple[int, Connection, bytes]]:
-        # Every message is copied out before the caller runs any code: the bytes in C are
-        # only valid until the next poll or read.
+        # Every message is copied into bytes here, before the caller runs any code (the
+        # batch's memory is the hub's, reused by its next poll).
         channels = self.channels
         unpack = ffi.unpack
         out: list[tuple[int, Connection, bytes]] = []
@@ -146,23 +160,146 @@ class Hub:
             e = self._events[i]
             kind = e.kind
             if kind == MESSAGE:
-                append((MESSAGE, channels[e.id], unpack(e.data, e.len) if e.len else b""))
+                conn = channels.get(e.id)
+                if conn is not None:  # (None: closed or discarded during the poll)
+                    append((MESSAGE, conn, unpack(e.data, e.len) if e.len else b""))
             elif kind == ACCEPTED:
                 conn = Connection._from_engine(e.conn, tls=self._tls, mode=self._mode,
                                                end_tag=self._end_tag,
                                                max_message=self._max_message)
                 conn._hub = self
                 conn._hub_id = int(e.id)
+                conn._inbox = collections.deque()
                 channels[conn._hub_id] = conn
                 append((ACCEPTED, conn, b""))
             else:
-                conn = channels.pop(e.id)
+                conn = channels.pop(e.id, None)
+                if conn is None:
+                    continue
                 conn._hub = None
-                cptr = conn._g.ptr
-                if cptr is not None:  # give its slot back now
-                    lib.ss_hub_remove(self._g.ptr, cptr)
+                try:  # give its slot back now (a closed one left when it was freed)
+                    with conn._g as cptr:
+                        lib.ss_hub_remove(self._g.ptr, cptr)
+                except _errors.SocketClosed:
+                    pass
                 append((ENDED, conn, b""))
         return out
+
+    # -- the driver: threads sharing the hub ----------------------------------------------
+    #
+    # One thread at a time polls (``_polling``); the others wait on ``_cv`` for its batch.
+    # A batch is delivered into the channels' inboxes (an end as ENDED_MARK behind the
+    # messages); a channel with something in its inbox is on ``_ready`` once.  A channel
+    # handed out by wait_ready is its thread's until that thread asks again (``_busy``), so
+    # a pool never splits one channel's messages between two threads.
+
+    def _deliver(self, batch: list[tuple[int, Connection, bytes]]) -> None:
+        """Batch -> inboxes (cv held)."""
+        ready = self._ready
+        for kind, conn, data in batch:
+            if kind == ACCEPTED:
+                if self._on_accept is not None:
+                    self._on_accept(conn)
+                continue
+            conn._inbox.append(data if kind == MESSAGE else ENDED_MARK)
+            if not conn._queued:
+                conn._queued = True
+                ready.append(conn)
+        # wake the threads waiting for a channel (one per ready channel, one more to poll
+        # next), or all of them when one waits to read a channel of this batch
+        if self._reading and any(conn in self._reading for _k, conn, _d in batch):
+            self._cv.notify_all()
+        else:
+            self._cv.notify(len(ready) + 1)
+
+    def _advance(self, left_ms: int) -> None:
+        """Poll once (or, while another thread polls, wait for its batch) for at most
+        ``left_ms`` (-1: no limit).  cv held on entry and on return."""
+        if self._polling:
+            self._cv.wait(None if left_ms < 0 else left_ms / 1000)
+            return
+        self._polling = True
+        self._cv.release()
+        try:
+            batch = self.poll(left_ms)
+        finally:
+            self._cv.acquire()
+            self._polling = False
+        self._deliver(batch)
+        if not batch:
+            self._cv.notify()  # a thread waiting without a poll of its own polls next
+
+    def _take(self, me: int) -> Optional[Connection]:
+        """A ready channel no other thread is serving, or None (cv held)."""
+        ready, busy = self._ready, self._busy
+        for _ in range(len(ready)):
+            conn = ready.popleft()
+            if not conn._inbox or conn.closed:  # read by its thread meanwhile, or closed
+                conn._queued = False
+            elif conn in busy:
+                ready.append(conn)  # its thread takes it when it comes back
+            else:
+                conn._queued = False
+                busy.add(conn)
+                self._serving[me] = conn
+                return conn
+        return None
+
+    def wait_ready(self, timeout_ms: int) -> Optional[Connection]:
+        """Wait at most ``timeout_ms`` (-1: no limit) for a channel with a message (or its
+        end) in its inbox, and return it; None on time-out.  The channel this thread was
+        given last is released (see above).  SocketClosed once the hub is closed."""
+        deadline = None if timeout_ms < 0 else _monotonic() + timeout_ms / 1000
+        me = _get_ident()
+        with self._cv:
+            done = self._serving.pop(me, None)  # this thread is through with its last one
+            if done is not None:
+                self._busy.discard(done)
+                if done._inbox and not done._queued:  # what it left unread: ready again
+                    done._queued = True
+                    self._ready.append(done)
+            tried = False
+            while True:
+                conn = self._take(me)
+                if conn is not None:
+                    return conn
+                if deadline is None:
+                    self._advance(-1)
+                    continue
+                left = deadline - _monotonic()
+                if left <= 0 and tried:
+                    return None  # (after one look at least, even with no time at all)
+                tried = left <= 0
+                self._advance(max(0, int(left * 1000)))
+
+    def read(self, conn: Connection, timeout_ms: int) -> Optional[bytes]:
+        """The next message of ``conn``, a channel of this hub: from its inbox, or the
+        engine's next batches (this thread polls, or waits for the thread that does).
+        None once the channel has left the hub (its end was reached, or the hub closed):
+        read it directly then.  SocketTimeout after ``timeout_ms`` (-1: no limit)."""
+        inbox = conn._inbox
+        if not inbox:
+            deadline = None if timeout_ms < 0 else _monotonic() + timeout_ms / 1000
+            with self._cv:
+                self._reading.add(conn)
+                try:
+                    polled = False
+                    while not inbox and conn._hub is self:
+                        left = -1 if deadline is None else \
+                            max(0, int((deadline - _monotonic()) * 1000))
+                        if left == 0 and polled:
+                            raise _errors.SocketTimeout("no message within the time-out")
+                        try:
+                            self._advance(left)
+                        except _errors.SocketClosed:
+                            break  # the hub was closed: the channel is its own again
+                        polled = True
+                finally:
+                    self._reading.discard(conn)
+            if not inbox:
+                return None
+        data = inbox.popleft()
+        return None if data is ENDED_MARK else data
 
     @property
     def closed(self) -> bool:
@@ -188,25 +325,26 @@ def messages(listener: Listener, timeout_ms: int, max_bytes: int, high_water: in
     has ended, which is then closed.  Ends after ``timeout_ms`` without any event, or when
     the listener is closed."""
     hub = Hub(listener, max_bytes=max_bytes, high_water=high_water)
-    live: dict[int, Connection] = hub.channels
     try:
         while True:
             try:
-                batch = hub.poll(timeout_ms)
+                conn = hub.wait_ready(timeout_ms)
             except _errors.SocketClosed:
                 return
-            if not batch:
+            if conn is None:
                 return
-            for kind, conn, data in batch:
-                if kind == MESSAGE:
+            inbox = conn._inbox
+            while inbox:  # (the loop body may read the connection itself: fine)
+                data = inbox.popleft()
+                if data is not ENDED_MARK:
                     yield conn, data
-                elif kind == ENDED and not conn.closed:
+                elif not conn.closed:
                     try:
                         yield conn, b""
                     finally:
                         conn.close()
     finally:
         # the caller's loop is over: its channels go with it (close_notify to each)
-        for conn in list(live.values()):
+        for conn in list(hub.channels.values()):
             conn.close()
         hub.close()

@@ -142,6 +142,11 @@ class _PyGuard:
         if free:
             self._free()
 
+    __enter__ = enter  # with guard as ptr: the call's block
+
+    def __exit__(self, *exc: object) -> None:
+        self.leave()
+
     @property
     def closed(self) -> bool:
         return self._closing
@@ -261,6 +266,10 @@ class ConnectionInfo:
 
 _STATES = {0: "open", 1: "broken", 2: "closed"}
 
+#: In a channel's inbox, behind its last message: the channel engine saw its end (the
+#: connection has left the engine; reading it directly tells how it ended).
+ENDED_MARK: Any = type("EndedMark", (), {"__repr__": lambda self: "<ended>"})()
+
 
 class _Scratch(threading.local):
     """Per thread: where C calls put their results and error records.  Per thread rather
@@ -299,7 +308,7 @@ class Connection:
     """
 
     __slots__ = ("_g", "tls", "_close_ms", "_mode", "_end_tag",
-                 "_max_message", "_hub", "_hub_id", "_inbox", "__weakref__")
+                 "_max_message", "_hub", "_hub_id", "_inbox", "_queued", "__weakref__")
 
     def __init__(self, ptr: Any, *, tls: bool, mode: Mode = Mode.SocketSizeAtBeginning,
                  end_tag: bytes = b"<EOF>", max_message: int = DEFAULT_MAX_MESSAGE,
@@ -328,7 +337,8 @@ class Connection:
         self.tls = tls
         self._hub: Any = None  # the channel engine serving it (sslsock._engine.Hub)
         self._hub_id = 0
-        self._inbox: Any = None  # messages the engine read before a SocketRead asked
+        self._inbox: Any = None  # messages the engine read before a read asked (a deque)
+        self._queued = False  # on the engine's list of channels with messages
         self._mode, self._end_tag, self._max_message = mode, end_tag, max_message
 
     @classmethod
@@ -401,10 +411,16 @@ class Connection:
 
     def read(self, timeout: Seconds = None, max_bytes: int = 4096) -> bytes:
         """The next message (framed by the mode).  Raises SocketTimeout (nothing lost: a
-        partial frame is kept for the next read), PeerClosed, or another ConnectionFailure."""
-        if self._inbox:
-            return self._inbox.popleft()  # type: ignore[no-any-return]
+        partial frame is kept for the next read), PeerClosed, or another ConnectionFailure.
+
+        A channel that a channel engine serves (SocketWaitForMessage, messages()) is read
+        through the engine: its inbox first, then the engine's next batches; never its
+        socket, which is the engine's."""
         ms = -1 if timeout is None else _ms(timeout)
+        if self._inbox is not None:
+            data = self._engine_read(ms)
+            if data is not None:
+                return data
         if max_bytes.__class__ is not int or max_bytes < 1:
             raise _errors.ArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")
         if _fastio is not None and (0 <= ms <= _SLICE_MS or not _on_main_thread()):
@@ -429,6 +445,16 @@ class Connection:
             if held:
                 lib.ss_conn_read_done(ptr, out_len[0])
             self._g.leave()
+
+    def _engine_read(self, ms: int) -> Optional[bytes]:
+        """A message from the inbox, or through the hub serving this channel; None once
+        the channel is its own (it left the engine, every message before that taken)."""
+        inbox = self._inbox
+        if inbox:
+            data = inbox.popleft()
+            return None if data is ENDED_MARK else data
+        hub = self._hub
+        return hub.read(self, ms) if hub is not None else None
 
     def write(self, data: Union[bytes, bytearray, memoryview, str],
               timeout: Seconds = None) -> None:
@@ -519,7 +545,11 @@ class Connection:
             self._g.leave()
 
     def close(self) -> None:
-        """Send close_notify (bounded wait), close, and wake calls blocked on it."""
+        """Send close_notify (bounded wait), close, and wake calls blocked on it.  A
+        channel of an engine leaves it first."""
+        hub = self._hub
+        if hub is not None:
+            hub.discard(self)
         self._g.close()
 
     def __enter__(self) -> Connection:

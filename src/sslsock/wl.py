@@ -17,7 +17,7 @@ import enum
 import functools
 import socket as _socket
 import threading
-from time import monotonic as _monotonic
+import weakref
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _engine, _errors
@@ -402,46 +402,17 @@ def SocketAccept(name: str) -> str:
 
 
 class _Waiting:
-    """A listener's SocketWaitForMessage state: its channel engine, the channel names of
-    messages (or ends) found but not returned yet (one entry per message), and which thread
-    serves which channel: a channel is given to one thread at a time, the one that got it
-    last, until that thread asks for another (so a pool of threads never splits one
-    channel's messages between two threads, and replies leave in order)."""
+    """A listener's SocketWaitForMessage state: its channel engine (which hands a channel
+    to one thread at a time, see ``Hub.wait_ready``) and the names of its channels."""
 
-    def __init__(self, listener: Listener) -> None:
-        self.hub = _engine.Hub(listener)
-        self.lock = threading.Condition(threading.Lock())
-        self.ready: collections.deque[str] = collections.deque()
-        self.names: dict[int, str] = {}
-        self.serving: dict[int, str] = {}  # thread ident -> the channel it was given last
-        self.busy: set[str] = set()  # channels given to a thread that has not come back
-        self.polling = False  # one thread polls the engine; the others wait for its batch
+    def __init__(self, name: str, entry: Entry) -> None:
+        # (weak: a channel closed with SocketClose goes with its registry entry)
+        self.names: weakref.WeakKeyDictionary[Connection, str] = weakref.WeakKeyDictionary()
 
-    def take(self, me: int) -> str:
-        """A ready channel no other thread is serving, or "" (lock held)."""
-        ready, busy = self.ready, self.busy
-        for _ in range(len(ready)):
-            channel = ready.popleft()
-            if channel in busy:
-                ready.append(channel)  # its thread will take it when it comes back
-            elif REGISTRY.lookup(channel) is not None:  # (not closed meanwhile)
-                busy.add(channel)
-                self.serving[me] = channel
-                return channel
-        return ""
+        def named(conn: Connection) -> None:  # a new client, named as SocketAccept names
+            self.names[conn] = REGISTRY.add_channel(name, entry, conn)
 
-    def dispatch(self, listener_name: str, entry: Entry, batch: list[Any]) -> None:
-        for kind, conn, data in batch:
-            if kind == _engine.MESSAGE:
-                conn._inbox.append(data)
-                self.ready.append(self.names[conn._hub_id])
-            elif kind == _engine.ACCEPTED:
-                conn._inbox = collections.deque()
-                self.names[conn._hub_id] = REGISTRY.add_channel(listener_name, entry, conn)
-            else:  # ended: its next SocketRead, once the inbox is empty, says why
-                channel = self.names.pop(conn._hub_id, "")
-                if channel and not conn.closed:
-                    self.ready.append(channel)
+        self.hub = _engine.Hub(entry.obj, on_accept=named)  # type: ignore[arg-type]
 
 
 @_named("")
@@ -452,7 +423,8 @@ def SocketWaitForMessage(name: str, timeout: Any = None) -> str:
     are accepted and named on the way, as SocketAccept names them.  On time-out: "" and
     no error.  No timeout: waits without limit.  Several threads may call it on one
     listener (a pool): a channel goes to one thread at a time, the one it was given to last,
-    until that thread calls SocketWaitForMessage again."""
+    until that thread calls SocketWaitForMessage again.  The channel's SocketRead, with or
+    without a time-out, reads through the engine (never its socket)."""
     entry = REGISTRY.get(name)
     st: Optional[_Waiting] = entry.engine
     if st is None:
@@ -460,38 +432,11 @@ def SocketWaitForMessage(name: str, timeout: Any = None) -> str:
             raise _errors.ArgumentError(f'"{name}" is not a server socket (SocketCreateSSL)')
         with entry.simple_lock:
             if entry.engine is None:
-                entry.engine = _Waiting(entry.obj)
+                entry.engine = _Waiting(name, entry)
         st = entry.engine
-    limit = None if timeout is None else _seconds(timeout, "timeout")
-    deadline = None if limit is None else _monotonic() + limit
-    me = _get_ident()
-    with st.lock:
-        done = st.serving.pop(me, None)  # this thread is through with its last channel
-        if done is not None:
-            st.busy.discard(done)
-        while True:
-            channel = st.take(me)
-            if channel:
-                return channel
-            left = -1 if deadline is None else max(0, int((deadline - _monotonic()) * 1000))
-            if st.polling:  # another thread is polling: its batch will wake us
-                waited_out = left == 0 or not st.lock.wait(None if left < 0 else left / 1000)
-                if waited_out and deadline is not None and _monotonic() >= deadline:
-                    return st.take(me)  # a time-out is not an error
-                continue
-            st.polling = True
-            st.lock.release()
-            try:
-                batch = st.hub.poll(left)
-            finally:
-                st.lock.acquire()
-                st.polling = False
-            st.dispatch(name, entry, batch)
-            # wake as many waiting threads as there are messages for them, and one more to
-            # poll next (not all of them: the rest would only go back to sleep)
-            st.lock.notify(len(st.ready) + 1)
-            if not batch:
-                return st.take(me)  # a time-out is not an error
+    limit = _seconds(timeout, "timeout")
+    conn = st.hub.wait_ready(-1 if limit is None else int(limit * 1000))
+    return "" if conn is None else st.names.get(conn, "")  # (a time-out is not an error)
 
 
 @_named(False)
@@ -555,7 +500,7 @@ def SocketRead(name: str, wait: bool = True, timeout: Any = 1000, max_bytes: int
     if (wait is True and entry is not None and entry.kind != "listener"
             and max_bytes.__class__ is int):
         conn: Connection = entry.obj  # type: ignore[assignment]  # (kind says so)
-        if _fast_read is not None and max_bytes > 0 and not conn._inbox \
+        if _fast_read is not None and max_bytes > 0 and conn._inbox is None \
                 and not _on_main_thread():  # (the main thread waits in slices: Ctrl-C)
             data = _fast_read(conn._g, -1, max_bytes)
             if data.__class__ is bytes:
