@@ -17,6 +17,7 @@ import datetime
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -272,6 +273,19 @@ def test_line_service(env: dict[str, str], store: Path, flags: tuple[str, ...]) 
     assert out.count("QUIT, 8 commands served") == 1, out
     assert out.count("QUIT, 3 commands served") == 1, out
     assert "server#3: dropped after 800 ms of silence" in out, out
+
+
+def test_porting_md_shows_what_the_line_client_prints(env: dict[str, str]) -> None:
+    """The guide's "Run it": the client's command line and the lines it prints."""
+    guide = (DOCS / "porting.md").read_text(encoding="utf-8")
+    m = re.search(r"python examples/line_client\.py (.*?)\n```\s*```text\n(.*?)```", guide,
+                  re.DOTALL)
+    assert m, "docs/porting.md: no line_client.py run followed by its output"
+    with Example(env, "line_server.py", "--max-clients", "1", "--timeout", "10") as server:
+        r = run(env, "line_client.py", "--port", str(server.port), *shlex.split(m.group(1)))
+        assert r.returncode == 0, r.stderr
+        server.finish()
+    assert r.stdout == m.group(2)
 
 
 def test_line_client_says_how_to_trust_the_server(env: dict[str, str], tmp_path: Path) -> None:
