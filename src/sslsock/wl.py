@@ -48,6 +48,12 @@ SocketSizeAtBeginning = Mode.SocketSizeAtBeginning
 SocketEndTagBuffer = Mode.SocketEndTagBuffer
 SocketNoEndTag = Mode.SocketNoEndTag
 
+# WLanguage's character constants that socket code passes as end tags and line ends.  They
+# are bytes, like the default end tag (b"<EOF>") and everything SocketRead returns, so a
+# comparison with what was read is bytes against bytes (docs/porting.md).
+CR = b"\r\n"  # WLanguage CR (French RC): carriage return + line feed, not a lone CR
+TAB = b"\t"    # WLanguage TAB: the tab character
+
 
 class ClientInfo(enum.IntEnum):
     """What SocketClientInfo returns."""
@@ -701,6 +707,7 @@ SocketMarqueurFin = SocketEndTag
 SocketTailleAuDébut = SocketSizeAtBeginning
 SocketMarqueurFinBuffer = SocketEndTagBuffer
 SocketSansMarqueurFin = SocketNoEndTag
+RC = CR
 SocketAdresse = SocketAddress
 SocketCertificat = SocketCertificate
 SocketProtocole = SocketProtocol
@@ -739,7 +746,7 @@ __all__ = [
     "SocketNoEndTag", "SocketAddress", "SocketPort", "SocketCertificate", "SocketProtocol",
     "SocketCipher", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
     "SocketResumed", "SSLClientSystemCA", "errSystemCode", "errSystemMessage", "errFullDetails",
-    "SocketProxyProtocol", "SocketProxyAddress", "SocketProxyPort",
+    "SocketProxyProtocol", "SocketProxyAddress", "SocketProxyPort", "CR", "TAB",
 ]
 __all__ += [  # French
     "SocketCréeSSL", "SocketCrée", "SocketConnecteSSL", "SocketConnecte",
@@ -750,7 +757,7 @@ __all__ += [  # French
     "ProtocoleTLS1_1", "ProtocoleTLS1_2", "ProtocoleTLS1_3", "HashCertificat",
     "NomCertificat", "SocketMarqueurFin", "SocketTailleAuDébut", "SocketMarqueurFinBuffer",
     "SocketSansMarqueurFin", "SocketAdresse", "SocketCertificat", "SocketProtocole",
-    "SocketSansRéutilisationAdresse", "errComplet",
+    "SocketSansRéutilisationAdresse", "errComplet", "RC",
 ]
 __all__ += [  # snake_case
     "socket_create_ssl", "socket_create", "socket_connect_ssl", "socket_connect",
