@@ -22,14 +22,15 @@ from . import _errors, _tlsconfig, _workers
 from ._binding import check, ffi, lib, new_err, raise_err, text
 from ._options import DEFAULT, Mask, Recipe, SSLOption, recipe
 
-# The C-API path of a channel thread's reads and writes (src/_native/fastio.c); without it
-# (PyPy, or SSLSOCK_NO_FASTIO=1 to compare or to rule it out) the same steps go through cffi.
-_fastio: Any = None
-if os.environ.get("SSLSOCK_NO_FASTIO", "") in ("", "0"):
-    try:
-        from . import _fastio
-    except ImportError:
-        pass
+# The per-message path (src/_native/fastio.c, the CPython C API): every read and write of a
+# connection is one call into it, and every C object's guard is its Guard.  One path: there
+# is no cffi fallback to keep in step (sslsock needs CPython).
+try:
+    from . import _fastio
+except ImportError as _e:  # pragma: no cover - a broken build
+    raise ImportError(
+        "sslsock's compiled module sslsock._fastio is missing (sslsock needs CPython, and a "
+        "complete build: reinstall it, or in a checkout run scripts/bootstrap)") from _e
 
 log = logging.getLogger("sslsock")
 
@@ -97,118 +98,48 @@ def _sliced(call: Callable[[int], int], timeout_ms: int) -> int:
             return rc
 
 
+def _sliced_read(guard: Any, timeout_ms: int, max_bytes: int) -> Union[bytes, int]:
+    """_fast_read on the main thread, in slices (signals are handled between them)."""
+    deadline = None if timeout_ms < 0 else _monotonic_ms() + timeout_ms
+    while True:
+        left = _SLICE_MS if deadline is None else deadline - _monotonic_ms()
+        data = _fast_read(guard, max(0, min(_SLICE_MS, left)), max_bytes)
+        if data != lib.SS_E_TIMEOUT or (deadline is not None and _monotonic_ms() >= deadline):
+            return data
+
+
 def _monotonic_ms() -> int:
     import time
 
     return int(time.monotonic() * 1000)
 
 
-class _PyGuard:
-    """Keeps a C object alive while calls use it, and frees it exactly once (the Python
-    version of ``sslsock._fastio.Guard``, for builds without that module).
-
-    close() wakes blocked calls (via the C shutdown function) and frees the object when the
-    last call in flight leaves; calls started after close() raise SocketClosed.
-    """
-
-    __slots__ = ("ptr", "_lock", "_busy", "_closing", "_shutdown", "_what", "_on_free")
-
-    def __init__(self, ptr: Any, shutdown: Callable[[Any], None], what: str,
-                 on_free: Optional[Callable[[], None]] = None) -> None:
-        self.ptr = ptr  # an ffi.gc pointer: the finaliser is only a backstop
-        self._lock = threading.Lock()
-        self._busy = 0
-        self._closing = False
-        self._shutdown = shutdown
-        self._what = what
-        self._on_free = on_free  # runs once the object is freed
-
-    def enter(self) -> Any:
-        # acquire/release rather than `with`: this runs twice per read and per write
-        lock = self._lock
-        lock.acquire()
-        if self._closing:
-            lock.release()
-            raise _errors.SocketClosed(f"{self._what} is closed")
-        self._busy += 1
-        lock.release()
-        return self.ptr
-
-    def leave(self) -> None:
-        lock = self._lock
-        lock.acquire()
-        self._busy -= 1
-        free = self._closing and self._busy == 0
-        lock.release()
-        if free:
-            self._free()
-
-    __enter__ = enter  # with guard as ptr: the call's block
-
-    def __exit__(self, *exc: object) -> None:
-        self.leave()
-
-    @property
-    def closed(self) -> bool:
-        return self._closing
-
-    def take_on_free(self) -> Optional[Callable[[], None]]:
-        """Return the on_free callable (or None) and forget it: the caller runs it now."""
-        with self._lock:
-            cb, self._on_free = self._on_free, None
-        return cb
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closing:
-                return
-            self._closing = True
-            # The shutdown call uses the object too: a call leaving meanwhile must not free
-            # it under our feet (found by LeakSanitizer: SSL_free racing SSL_shutdown).
-            self._busy += 1
-        try:
-            self._shutdown(self.ptr)  # wakes calls blocked on it; they leave promptly
-        finally:
-            self.leave()  # the last one out frees it
-
-    def _free(self) -> None:
-        ptr, self.ptr = self.ptr, None
-        if ptr is not None:
-            ffi.release(ptr)  # runs the C free function now
-            if self._on_free is not None:
-                self._on_free()
-
-
-
 def _Guard(ptr: Any, shutdown: Callable[[Any], None], what: str,
-           on_free: Optional[Callable[[], None]] = None) -> Union[_fastio.Guard, _PyGuard]:
-    """The guard of a C object: ``_fastio.Guard`` (in C, its counters need no lock and the
-    fast reads and writes take it themselves) or, without that module, :class:`_PyGuard`."""
-    if _fastio is not None:
-        return _fastio.Guard(ptr, int(ffi.cast("uintptr_t", ptr)), shutdown, what, on_free)
-    return _PyGuard(ptr, shutdown, what, on_free)
+           on_free: Optional[Callable[[], None]] = None) -> _fastio.Guard:
+    """The guard of a C object (``sslsock._fastio.Guard``): keeps it alive while calls use
+    it (``with guard as ptr:``), frees it exactly once, after close() and the last call;
+    calls started after close() raise SocketClosed."""
+    return _fastio.Guard(ptr, int(ffi.cast("uintptr_t", ptr)), shutdown, what, on_free)
 
 
-if _fastio is not None and getattr(_fastio, "ABI_VERSION", None) != lib.SS_ABI_VERSION:
+if getattr(_fastio, "ABI_VERSION", None) != lib.SS_ABI_VERSION:
     raise ImportError(
         f"sslsock._fastio was built against another version of the core (interface "
         f"{getattr(_fastio, 'ABI_VERSION', 'unknown')}, the core's is {lib.SS_ABI_VERSION}): "
         f"rebuild sslsock (pip install --force-reinstall --no-cache-dir, or remove build/ "
         f"and src/sslsock/*.so in a checkout)")
 
-if _fastio is not None:
-    _fastio.setup(int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_read_hold"))),
-                  int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_read_done"))),
-                  int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_write"))),
-                  int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_queue_write"))),
-                  _errors.SocketClosed, ffi.release)
-    _fast_read = _fastio.read
-    _fast_write = _fastio.write
+_fastio.setup(int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_read_hold"))),
+              int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_read_done"))),
+              int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_write"))),
+              int(ffi.cast("uintptr_t", ffi.addressof(lib, "ss_conn_queue_write"))),
+              _errors.SocketClosed, ffi.release)
+_fast_read = _fastio.read
+_fast_write = _fastio.write
 
 
 def _fast_error(rc: int) -> NoReturn:
     """Raise the error of a failed fast call (its record is this thread's)."""
-    assert _fastio is not None
     raise_err(rc, ffi.cast("ss_err *", _fastio.error_address()))
 
 
@@ -280,12 +211,10 @@ ENDED_MARK: Any = type("EndedMark", (), {"__repr__": lambda self: "<ended>"})()
 
 
 class _Scratch(threading.local):
-    """Per thread: where C calls put their results and error records.  Per thread rather
-    than per connection: an idle connection then costs no Python-side buffers."""
+    """Per thread: the error record of the C calls made through cffi here (per thread
+    rather than per connection: an idle connection then costs no Python-side buffers)."""
 
     def __init__(self) -> None:
-        self.out = ffi.new("const char **")
-        self.out_len = ffi.new("size_t *")
         self.err = new_err()
 
 
@@ -426,33 +355,20 @@ class Connection:
         socket, which is the engine's."""
         ms = -1 if timeout is None else _ms(timeout)
         if self._inbox is not None:
-            data = self._engine_read(ms)
-            if data is not None:
-                return data
+            message = self._engine_read(ms)
+            if message is not None:
+                return message
         if max_bytes.__class__ is not int or max_bytes < 1:
             raise _errors.ArgumentError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-        if _fastio is not None and (0 <= ms <= _SLICE_MS or not _on_main_thread()):
-            # one C call: guard, wait, read, deframe and copy, the GIL dropped once
+        # one C call: guard, wait, read, deframe and copy, the GIL dropped once (the main
+        # thread waits in slices, so that Ctrl-C is seen)
+        if 0 <= ms <= _SLICE_MS or not _on_main_thread():
             data = _fast_read(self._g, ms, max_bytes)
-            if isinstance(data, bytes):
-                return data
-            _fast_error(data)
-        ptr = self._g.enter()
-        held = False
-        try:
-            sc = _scratch
-            out, out_len, err = sc.out, sc.out_len, sc.err
-            hold = lib.ss_conn_read_hold  # returns holding the read lock: *out stays valid
-            rc = _sliced(lambda t: hold(ptr, t, max_bytes, out, out_len, err), ms)
-            held = rc == 0  # (set at once: the finally below must release the lock)
-            if rc != 0:
-                raise_err(rc, err)
-            n = out_len[0]
-            return ffi.unpack(out[0], n) if n else b""  # type: ignore[no-any-return,unused-ignore]
-        finally:
-            if held:
-                lib.ss_conn_read_done(ptr, out_len[0])
-            self._g.leave()
+        else:
+            data = _sliced_read(self._g, ms, max_bytes)
+        if isinstance(data, bytes):
+            return data
+        _fast_error(data)
 
     def _engine_read(self, ms: int) -> Optional[bytes]:
         """A message from the inbox, or through the hub serving this channel; None once
@@ -470,24 +386,11 @@ class Connection:
         if data.__class__ is not bytes:
             data = _as_bytes(data, "message")
         ms = -1 if timeout is None else _ms(timeout)
-        if _fastio is not None:  # (a channel of the engine queues its messages)
-            rc = _fast_write(self._g, data, ms, self._hub is not None)
-            if rc is not None:
-                _fast_error(rc)
-            return
-        ptr = self._g.enter()
-        try:
-            err = _scratch.err
-            if self._hub is not None:
-                # served by the channel engine: queued, and the engine sends what the
-                # socket does not take now; waits only over the high-water mark
-                rc = lib.ss_conn_queue_write(ptr, data, len(data), ms, err)
-            else:
-                rc = lib.ss_conn_write(ptr, data, len(data), ms, err)  # passed, not copied
-            if rc != 0:
-                raise_err(rc, err)
-        finally:
-            self._g.leave()
+        # one C call; a channel of an engine queues its message (sent by the engine as the
+        # socket takes it), any other connection sends it before returning
+        rc = _fast_write(self._g, data, ms, self._hub is not None)
+        if rc is not None:
+            _fast_error(rc)
 
     # -- state and information ----------------------------------------------------------
 

@@ -22,8 +22,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _engine, _errors
 from ._errors import Error, ErrorCode, ProgrammingError
-from ._objects import Connection, Listener, Mode, _fast_error, _on_main_thread, connect, unbracket
-from ._objects import _fastio as _fastio_module
+from ._objects import Connection, Listener, Mode, connect, unbracket
 from ._options import ALL_BITS, DEFAULT, SSLOption
 from ._registry import REGISTRY, Entry
 
@@ -142,8 +141,6 @@ Socket = _SocketSettings()
 
 _get_ident = threading.get_ident
 _lookup = REGISTRY.fast_lookup  # (the dict is never replaced)
-_fast_read = _fastio_module.read if _fastio_module is not None else None
-_fast_write = _fastio_module.write if _fastio_module is not None else None
 
 #: Ports an application may create sockets on (the reference's rule); 0 asks the system.
 PORT_MIN, PORT_MAX = 5000, 65000
@@ -495,26 +492,13 @@ def SocketRead(name: str, wait: bool = True, timeout: Any = 1000, max_bytes: int
     b"" on a time-out with no error (as in WLanguage: ErrorOccurred() stays False, so a
     polling loop goes on), b"" with PEER_CLOSED when the peer has closed."""
     # A channel thread's loop calls this once per message: a channel waiting without limit
-    # goes straight to the one C call of sslsock._fastio (same rules as _socket_read).
+    # goes straight to Connection.read, without the decorator and checks of _socket_read
+    # (same rules: ProgrammingError raised, other errors into ErrorInfo).
     entry = _lookup(name) if name.__class__ is str else None
     if (wait is True and entry is not None and entry.kind != "listener"
             and max_bytes.__class__ is int):
-        conn: Connection = entry.obj  # type: ignore[assignment]  # (kind says so)
-        if _fast_read is not None and max_bytes > 0 and conn._inbox is None \
-                and not _on_main_thread():  # (the main thread waits in slices: Ctrl-C)
-            data = _fast_read(conn._g, -1, max_bytes)
-            if data.__class__ is bytes:
-                _state.error = None
-                return data
-            try:
-                _fast_error(data)
-            except ProgrammingError:
-                raise
-            except Error as e:
-                _state.error = e
-                return b""
         try:
-            data = conn.read(None, max_bytes)
+            data = entry.obj.read(None, max_bytes)  # type: ignore[union-attr]
         except ProgrammingError:
             raise
         except Error as e:
@@ -529,21 +513,8 @@ def SocketWrite(name: str, message: Union[bytes, bytearray, memoryview, str]) ->
     """Send `message` (str as UTF-8), framed by the socket's transmission mode."""
     entry = _lookup(name) if name.__class__ is str else None
     if message.__class__ is bytes and entry is not None and entry.kind != "listener":
-        conn: Connection = entry.obj  # type: ignore[assignment]  # (kind says so)
-        if _fast_write is not None:  # one C call (queued if the engine serves the channel)
-            rc = _fast_write(conn._g, message, -1, conn._hub is not None)
-            if rc is None:
-                _state.error = None
-                return True
-            try:
-                _fast_error(rc)
-            except ProgrammingError:
-                raise
-            except Error as e:
-                _state.error = e
-                return False
-        try:
-            conn.write(message)
+        try:  # (as SocketRead: straight to Connection.write)
+            entry.obj.write(message)  # type: ignore[union-attr]
         except ProgrammingError:
             raise
         except Error as e:
