@@ -789,8 +789,6 @@ struct ss_pump {
     int stop;
     int taken;    /* the published batch was handed to the consumer */
     int n;        /* the published batch: events, or a negative code (final) */
-    uint64_t begun;   /* polls started */
-    uint64_t settled; /* polls over: returned empty, or their batch released */
     ss_err err;
     int max;
     ss_event *ev;
@@ -805,17 +803,12 @@ static void *pump_main(void *arg)
             pthread_cond_wait(&p->cv, &p->lock);
         if (p->stop)
             break;
-        p->begun++;
         pthread_mutex_unlock(&p->lock);
         ss_err err;
         int n = ss_hub_poll(p->hub, -1, p->ev, p->max, &err);
         pthread_mutex_lock(&p->lock);
-        if (n == SS_E_TIMEOUT) {
-            /* interrupted (ss_pump_kick): nothing of it is held; tell the consumer */
-            p->settled++;
-            signal_fd(p->fd);
+        if (n == SS_E_TIMEOUT) /* interrupted by ss_pump_free: nothing of it is held */
             continue;
-        }
         p->n = n;
         p->taken = 0;
         if (n < 0)
@@ -887,29 +880,10 @@ void ss_pump_release(ss_pump *p)
     pthread_mutex_lock(&p->lock);
     if (p->state == PUMP_READY && p->n > 0) {
         p->state = PUMP_FREE;
-        p->settled++;
         pthread_cond_signal(&p->cv);
     }
     pthread_mutex_unlock(&p->lock);
 }
-
-uint64_t ss_pump_begun(ss_pump *p)
-{
-    pthread_mutex_lock(&p->lock);
-    uint64_t v = p->begun;
-    pthread_mutex_unlock(&p->lock);
-    return v;
-}
-
-uint64_t ss_pump_settled(ss_pump *p)
-{
-    pthread_mutex_lock(&p->lock);
-    uint64_t v = p->settled;
-    pthread_mutex_unlock(&p->lock);
-    return v;
-}
-
-void ss_pump_kick(ss_pump *p) { hub_interrupt(p->hub); }
 
 void ss_pump_free(ss_pump *p)
 {

@@ -22,7 +22,7 @@
 /* The version of this interface: a part built against another one (the CPython bridge,
  * sslsock._fastio, compiled separately from the cffi module) refuses to load.  Raise it
  * when a declaration below changes. */
-#define SS_ABI_VERSION 2
+#define SS_ABI_VERSION 3
 
 #define SS_OK 0
 #define SS_E_TIMEOUT (-1)     /* nothing within the time-out; the object stays usable */
@@ -315,13 +315,6 @@ int ss_pump_new(ss_hub *h, int max_events, ss_pump **out, ss_err *err);
 int ss_pump_fd(ss_pump *p);
 int ss_pump_take(ss_pump *p, ss_event **events, ss_err *err);
 void ss_pump_release(ss_pump *p);
-/* ss_pump_begun counts the polls started, ss_pump_settled those over (returned nothing, or
- * their batch was released): a consumer that wants a poll in progress to be over before it
- * goes on compares them.  ss_pump_kick ends the poll in progress early (the fd is
- * signalled when a poll returns nothing). */
-uint64_t ss_pump_begun(ss_pump *p);
-uint64_t ss_pump_settled(ss_pump *p);
-void ss_pump_kick(ss_pump *p);
 void ss_pump_free(ss_pump *p);
 /* Bytes queued on c (ss_conn_queue_write) that the socket has not taken yet. */
 size_t ss_conn_queued(ss_conn *c);

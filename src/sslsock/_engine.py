@@ -114,8 +114,6 @@ class Hub:
             self._g.leave()
         conn._hub = self
         conn._hub_id = int(idp[0])
-        if conn._inbox is None:
-            conn._inbox = collections.deque()
         self.channels[conn._hub_id] = conn
 
     def discard(self, conn: Connection) -> None:
@@ -151,19 +149,22 @@ class Hub:
                     return []
                 if n < 0:
                     raise_err(n, err)
-                return self._dispatch(n)
+                return self.events(ev, n)
         finally:
             self._g.leave()
 
-    def _dispatch(self, n: int) -> list[tuple[int, Connection, bytes]]:
-        # Every message is copied into bytes here, before the caller runs any code (the
-        # batch's memory is the hub's, reused by its next poll).
+    def events(self, ev: Any, n: int) -> list[tuple[int, Connection, bytes]]:
+        """The one place where a batch of the C hub (``n`` events at ``ev``, from
+        ss_hub_poll or the pump) becomes Python objects: every message is copied into
+        bytes before the caller runs any code (the batch's memory is the hub's, reused by
+        its next poll); a new channel becomes a Connection of this hub; an ended channel
+        leaves the hub (its next read, directly, tells how it ended)."""
         channels = self.channels
         unpack = ffi.unpack
         out: list[tuple[int, Connection, bytes]] = []
         append = out.append
         for i in range(n):
-            e = self._events[i]
+            e = ev[i]
             kind = e.kind
             if kind == MESSAGE:
                 conn = channels.get(e.id)
@@ -175,7 +176,6 @@ class Hub:
                                                max_message=self._max_message)
                 conn._hub = self
                 conn._hub_id = int(e.id)
-                conn._inbox = collections.deque()
                 channels[conn._hub_id] = conn
                 append((ACCEPTED, conn, b""))
             else:
@@ -207,7 +207,10 @@ class Hub:
                 if self._on_accept is not None:
                     self._on_accept(conn)
                 continue
-            conn._inbox.append(data if kind == MESSAGE else ENDED_MARK)
+            inbox = conn._inbox
+            if inbox is None:  # (made at its first message: an idle channel has none)
+                inbox = conn._inbox = collections.deque()
+            inbox.append(data if kind == MESSAGE else ENDED_MARK)
             if not conn._queued:
                 conn._queued = True
                 ready.append(conn)
@@ -283,14 +286,13 @@ class Hub:
         engine's next batches (this thread polls, or waits for the thread that does).
         None once the channel has left the hub (its end was reached, or the hub closed):
         read it directly then.  SocketTimeout after ``timeout_ms`` (-1: no limit)."""
-        inbox = conn._inbox
-        if not inbox:
+        if not conn._inbox:
             deadline = None if timeout_ms < 0 else _monotonic() + timeout_ms / 1000
             with self._cv:
                 self._reading.add(conn)
                 try:
                     polled = False
-                    while not inbox and conn._hub is self:
+                    while not conn._inbox and conn._hub is self:
                         left = -1 if deadline is None else \
                             max(0, int((deadline - _monotonic()) * 1000))
                         if left == 0 and polled:
@@ -302,8 +304,9 @@ class Hub:
                         polled = True
                 finally:
                     self._reading.discard(conn)
-            if not inbox:
-                return None
+        inbox = conn._inbox
+        if not inbox:
+            return None
         data = inbox.popleft()
         return None if data is ENDED_MARK else data
 

@@ -354,7 +354,7 @@ class Connection:
         through the engine: its inbox first, then the engine's next batches; never its
         socket, which is the engine's."""
         ms = -1 if timeout is None else _ms(timeout)
-        if self._inbox is not None:
+        if self._hub is not None or self._inbox:
             message = self._engine_read(ms)
             if message is not None:
                 return message
