@@ -4,7 +4,7 @@
   a temporary directory filled by ``sslsock cert create``.  Every run is bounded (the
   servers' ``--max-clients`` / ``--timeout``, and a time-out on every wait), and every
   process started here is killed in a ``finally``.
-- ``docs/functions.md`` names every public name of :mod:`sslsock.wl`, and every name and
+- ``docs/functions.md`` names every public name of :mod:`sslsock._faces.named`, and every name and
   value it gives exists.
 - Every ```python block of README.md and docs/*.md compiles; the README's side-by-side
   example prints the message the README shows.
@@ -32,7 +32,8 @@ from pathlib import Path
 import pytest
 
 import sslsock as ss
-from sslsock import _certgen, wl
+from sslsock._certs import generate as _certgen
+from sslsock._faces import named as wl
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

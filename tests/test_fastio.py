@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import sslsock
-from sslsock import _objects
-from sslsock._objects import Connection, Mode
+from sslsock._core import connection as _objects
+from sslsock._core.connection import Connection, Mode
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = textwrap.dedent('''
     import socket, ssl, sys, threading, time
     import sslsock as ss
-    from sslsock import _objects
+    from sslsock._core import connection as _objects
     cafile = sys.argv[1]
     assert ss.SocketCreateSSL("srv", 0, "localhost"), ss.ErrorInfo()
     port = int(ss.SocketClientInfo("srv", ss.SocketPort))
@@ -196,9 +196,9 @@ def test_a_bridge_built_against_another_core_is_refused() -> None:
     import subprocess
     import sys
 
-    code = ("import importlib, sslsock._fastio as f, sslsock._objects as o\n"
+    code = ("import importlib, sslsock._fastio as f, sslsock._core.connection as o\n"
             "f.ABI_VERSION = -1\n"
-            "importlib.reload(o)\n")  # (the check that runs when _objects is imported)
+            "importlib.reload(o)\n")  # (the check that runs when it is imported)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode != 0

@@ -23,7 +23,7 @@ import pytest
 
 import sslsock
 import sslsock.aio as aio
-from sslsock._objects import _fast_read
+from sslsock._core.connection import _fast_read
 
 LOOPBACK = "127.0.0.1"
 TLS = sslsock.ProtocolTLS1_2 | sslsock.ProtocolTLS1_3
@@ -257,7 +257,7 @@ def test_reading_an_engine_channel_past_the_engine_is_refused(pki: Any) -> None:
             err = _fast_read(conn._g, 0, 4096)
             assert isinstance(err, int)
             with pytest.raises(sslsock.ArgumentError, match="served by a channel engine"):
-                from sslsock._objects import _fast_error
+                from sslsock._core.connection import _fast_error
                 _fast_error(err)
             s.sendall(frame(b"two"))
             assert next(loop) == (conn, b"two")
@@ -290,7 +290,7 @@ def test_closing_a_channel_from_another_thread_while_the_engine_polls(pki: Any) 
                 assert recv_exactly(s, len(frame(b"hi"))) == frame(b"hi")
                 s.sendall(frame(b"bye"))
                 assert s.recv(16) == b""  # closed by its handler
-        entry = sslsock._registry.REGISTRY.get("closer")
+        entry = sslsock._faces.registry.REGISTRY.get("closer")
         assert entry.engine is not None
         hub = entry.engine.hub
         t = time.monotonic() + 5

@@ -20,7 +20,7 @@ import pytest
 from test_named_face import LOOPBACK, WAIT_MS, accept, code, port_of, raw_client, recv_exact
 
 import sslsock
-from sslsock import _certgen
+from sslsock._certs import generate as _certgen
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "porting.md"
@@ -36,7 +36,7 @@ def test_character_constants_have_wlanguage_values() -> None:
     assert sslsock.RC is sslsock.CR                              # the French name
     assert sslsock.TAB == b"\t" and type(sslsock.TAB) is bytes
     assert {"CR", "RC", "TAB"} <= set(sslsock.__all__)
-    from sslsock import wl
+    from sslsock._faces import named as wl
     assert wl.CR is sslsock.CR and wl.RC is sslsock.CR and wl.TAB is sslsock.TAB
 
 

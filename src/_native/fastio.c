@@ -10,7 +10,7 @@
  * decrypts and deframes, and builds the bytes object with the GIL back; a write likewise.
  *
  * What it holds.  No OpenSSL and no socket code: it calls the core (the cffi module
- * sslsock._native) through function pointers that sslsock._objects hands to setup() at
+ * sslsock._native) through function pointers that sslsock._core.connection hands to setup() at
  * import.  It also defines Guard, the object that keeps a C object (connection, listener,
  * hub) alive while calls use it and frees it exactly once; being in C, its counters change
  * under the GIL alone, without a lock.
@@ -388,7 +388,7 @@ static PyMethodDef module_methods[] = {
      "write(guard, data, timeout_ms, queued) -> None, or an SS_E_* code"},
     {"error_address", error_address, METH_NOARGS,
      "address of this thread's record of the last failed fast call (an ss_err)"},
-    {"setup", setup, METH_VARARGS, "wire the module to the core (sslsock._objects does it)"},
+    {"setup", setup, METH_VARARGS, "wire the module to the core (sslsock._core.connection does it)"},
     {NULL},
 };
 

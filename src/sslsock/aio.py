@@ -37,22 +37,23 @@ import weakref
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional, Union
 
-from . import _errors
-from ._binding import ffi, lib, new_err, raise_err
-from ._engine import ACCEPTED, MESSAGE, Hub
-from ._objects import (
+from sslsock._core import errors as _errors
+from sslsock._core.binding import ffi, lib, new_err
+from sslsock._core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_MAX_MESSAGE,
     Connection,
     ConnectionInfo,
-    Listener,
     Mode,
     Seconds,
     _as_bytes,
     _ms,
 )
-from ._objects import connect as _connect
-from ._options import DEFAULT, Mask
+from sslsock._core.engine import ACCEPTED, MESSAGE, Hub
+from sslsock._core.errors import raise_err
+from sslsock._faces.objects import Listener
+from sslsock._faces.objects import connect as _connect
+from sslsock._tls.options import DEFAULT, Mask
 
 __all__ = ["Channel", "Server", "start_server", "connect", "DEFAULT_HIGH_WATER"]
 
@@ -340,15 +341,11 @@ class Channel:
 
     def queued(self) -> int:
         """Bytes written but not yet taken by the peer's socket."""
-        g = self._conn._g
         try:
-            ptr = g.enter()
+            with self._conn._g as ptr:
+                return int(lib.ss_conn_queued(ptr))
         except _errors.SocketClosed:
             return 0
-        try:
-            return int(lib.ss_conn_queued(ptr))
-        finally:
-            g.leave()
 
     # -- closing ---------------------------------------------------------------------
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import enum
 import errno as _errno
 import socket as _socket
-from typing import Optional
+from typing import Any, NoReturn, Optional
 
-# The core's codes, from the compiled module (sslsock._binding imports this module back
-# only to raise, at call time, so the cycle is harmless).
-from ._binding import lib as _core
+from sslsock._core.binding import lib as _core
+from sslsock._core.binding import text
 
 
 class ErrorCode(enum.IntEnum):
@@ -285,3 +284,13 @@ def from_record(rc: int, message: str, system_code: int, system_message: str) ->
     elif code is ErrorCode.ADDRESS and system_code < 0:  # the C core stores EAI_* codes
         cls = HostNotFound
     return cls(message, code=code, system_code=system_code, system_message=system_message)
+
+
+def raise_err(rc: int, err: Any) -> NoReturn:
+    """Raise the exception of a failed C call: ``rc`` and its error record (an ``ss_err``)."""
+    raise from_record(rc, text(err.message), int(err.sys_code), text(err.detail))
+
+
+def check(rc: int, err: Any) -> None:
+    if rc != 0:
+        raise_err(rc, err)

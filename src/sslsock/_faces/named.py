@@ -20,11 +20,13 @@ import threading
 import weakref
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from . import _engine, _errors
-from ._errors import Error, ErrorCode, ProgrammingError
-from ._objects import Connection, Listener, Mode, connect, unbracket
-from ._options import ALL_BITS, DEFAULT, SSLOption
-from ._registry import REGISTRY, Entry
+from sslsock._core import engine as _engine
+from sslsock._core import errors as _errors
+from sslsock._core.connection import Connection, Mode
+from sslsock._core.errors import Error, ErrorCode, ProgrammingError
+from sslsock._faces.objects import Listener, connect, unbracket
+from sslsock._faces.registry import REGISTRY, Entry
+from sslsock._tls.options import ALL_BITS, DEFAULT, SSLOption
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -409,7 +411,7 @@ class _Waiting:
         def named(conn: Connection) -> None:  # a new client, named as SocketAccept names
             self.names[conn] = REGISTRY.add_channel(name, entry, conn)
 
-        self.hub = _engine.Hub(entry.obj, on_accept=named)  # type: ignore[arg-type]
+        self.hub = _engine.Hub(entry.obj, on_accept=named)
 
 
 @_named("")
@@ -570,7 +572,7 @@ def SocketChangeTransmissionMode(name: str, mode: int,
 def _certificate_summary(conn: Connection) -> str:
     from cryptography.hazmat.primitives import hashes
 
-    from ._certstore import format_thumbprint
+    from sslsock._certs.store import format_thumbprint
 
     cert = conn.peer_certificate()
     if cert is None:
@@ -704,7 +706,7 @@ error_info = ErrorInfo
 error_occurred = ErrorOccurred
 
 # A literal list (extended with literal lists), so that type checkers follow
-# `from sslsock.wl import *`; tests/test_porting.py checks every name is bound above.
+# `from sslsock._faces.named import *`; tests/test_porting.py checks every name is bound above.
 __all__ = [
     "SocketCreateSSL", "SocketCreate", "SocketConnectSSL", "SocketConnect",
     "SocketWaitForConnection", "SocketWaitForMessage", "SocketAccept", "SocketDeny",

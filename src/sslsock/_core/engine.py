@@ -1,12 +1,16 @@
-"""The channel engine's Python side: one thread serves many channels.
+"""The channel engine's Python side, and its one driver: one thread (or a pool, or an
+event loop) serves many channels.
 
 A :class:`Hub` wraps the C hub (``src/_native/hub.c``): its channels stay in C, which
-reads, decrypts and deframes whatever arrives, and each :meth:`Hub.poll` returns a whole
-batch of events in one C call (the GIL is released while it waits and works).  Python
-only turns the batch into ``bytes`` and dispatches it.
+reads, decrypts and deframes whatever arrives, and each poll returns a whole batch of
+events in one C call (the GIL is released while it waits and works).  :meth:`Hub.events`
+is the one place where a batch becomes Python objects; :meth:`Hub.wait_ready` and
+:meth:`Hub.read` deliver batches to threads (``SocketWaitForMessage``,
+``Listener.messages()``, and a read of any channel the hub serves); ``sslsock.aio``
+dispatches the same events on its event loop.
 
-:meth:`Listener.messages` (object face) and ``SocketWaitForMessage`` (named face) are the
-two ways in; both accept new clients on the way.
+A listener is passed in as any object with the object face's ``Listener`` attributes the
+hub uses (``_g``, ``_conn_args``, ``tls``): this module sits below the faces.
 """
 from __future__ import annotations
 
@@ -17,18 +21,18 @@ from threading import get_ident as _get_ident
 from time import monotonic as _monotonic
 from typing import Any, Callable, Optional
 
-from . import _errors
-from ._binding import ffi, lib, new_err, raise_err
-from ._objects import (
+from sslsock._core import errors as _errors
+from sslsock._core.binding import ffi, lib, new_err
+from sslsock._core.connection import (
     DEFAULT_HIGH_WATER,
     DEFAULT_MAX_MESSAGE,
     ENDED_MARK,
     Connection,
-    Listener,
     Mode,
     _Guard,
     _sliced,
 )
+from sslsock._core.errors import raise_err
 
 #: Events per batch: a poll returns at most this many (messages, new and ended channels).
 DEFAULT_BATCH = 256
@@ -46,7 +50,7 @@ class Hub:
     bytes are queued for that channel.  Channels from elsewhere join with :meth:`add`.
     """
 
-    def __init__(self, listener: Optional[Listener] = None, *, max_bytes: int = 65536,
+    def __init__(self, listener: Any = None, *, max_bytes: int = 65536,
                  batch: int = DEFAULT_BATCH, high_water: int = DEFAULT_HIGH_WATER,
                  on_accept: Optional[Callable[[Connection], None]] = None) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
@@ -92,26 +96,16 @@ class Hub:
 
     def fileno(self) -> int:
         """A descriptor that is readable whenever :meth:`poll` would return events."""
-        ptr = self._g.enter()
-        try:
+        with self._g as ptr:
             return int(lib.ss_hub_fd(ptr))
-        finally:
-            self._g.leave()
 
     def add(self, conn: Connection) -> None:
         """Serve ``conn`` from this hub: its messages come through :meth:`poll`."""
-        ptr = self._g.enter()
-        try:
-            cptr = conn._g.enter()
-            try:
-                idp = ffi.new("uint64_t *")
-                rc = lib.ss_hub_add(ptr, cptr, idp, self._err)
-                if rc != 0:
-                    raise_err(rc, self._err)
-            finally:
-                conn._g.leave()
-        finally:
-            self._g.leave()
+        with self._g as ptr, conn._g as cptr:
+            idp = ffi.new("uint64_t *")
+            rc = lib.ss_hub_add(ptr, cptr, idp, self._err)
+            if rc != 0:
+                raise_err(rc, self._err)
         conn._hub = self
         conn._hub_id = int(idp[0])
         self.channels[conn._hub_id] = conn
@@ -140,18 +134,14 @@ class Hub:
         The raw batch, for one consumer that dispatches it itself; threads sharing the hub
         use :meth:`wait_ready` and :meth:`read`, which deliver batches into the channels'
         inboxes."""
-        ptr = self._g.enter()
-        try:
-            with self._poll_lock:
-                ev, batch, err = self._events, self._batch, self._err
-                n = _sliced(lambda t: lib.ss_hub_poll(ptr, t, ev, batch, err), timeout_ms)
-                if n == lib.SS_E_TIMEOUT:
-                    return []
-                if n < 0:
-                    raise_err(n, err)
-                return self.events(ev, n)
-        finally:
-            self._g.leave()
+        with self._g as ptr, self._poll_lock:
+            ev, batch, err = self._events, self._batch, self._err
+            n = _sliced(lambda t: lib.ss_hub_poll(ptr, t, ev, batch, err), timeout_ms)
+            if n == lib.SS_E_TIMEOUT:
+                return []
+            if n < 0:
+                raise_err(n, err)
+            return self.events(ev, n)
 
     def events(self, ev: Any, n: int) -> list[tuple[int, Connection, bytes]]:
         """The one place where a batch of the C hub (``n`` events at ``ev``, from
@@ -328,7 +318,7 @@ class Hub:
         self.close()
 
 
-def messages(listener: Listener, timeout_ms: int, max_bytes: int, high_water: int
+def messages(listener: Any, timeout_ms: int, max_bytes: int, high_water: int
              ) -> Iterator[tuple[Connection, bytes]]:
     """Listener.messages(): (connection, message) as they arrive; ``b""`` once a connection
     has ended, which is then closed.  Ends after ``timeout_ms`` without any event, or when
