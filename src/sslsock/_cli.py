@@ -243,6 +243,17 @@ def lookup_kind(identifier: str, by_hash: bool = False, by_name: bool = False) -
     return "hash"
 
 
+def keylog_note() -> str:
+    """A warning when $SSLKEYLOGFILE makes this process write its TLS secrets ("": not)."""
+    from ._tlsconfig import keylog_path
+
+    path = keylog_path()
+    if not path:
+        return ""
+    return (f"SSLKEYLOGFILE is set: the TLS secrets of every connection are appended to "
+            f"{path} (whoever reads it decrypts captured traffic); unset it outside debugging")
+
+
 def err(text: str) -> None:
     """A line for the user on stderr."""
     print(f"sslsock: {text}", file=sys.stderr, flush=True)
@@ -501,6 +512,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         ident = _server_identity(args, store)
     show_warnings(caught)
+    note = keylog_note()
+    if note:
+        err(note)
     if args.workers is not None and args.workers != 1:
         return _serve_workers(args, store, ident)
     return _serve_single(args, store, ident)
