@@ -507,3 +507,124 @@ def test_crl_bad_input(pki: Any, tmp_path: Path) -> None:
         Listener(0, "localhost", options=MTLS, crl=str(tmp_path / "missing.crl"))
     with pytest.raises(sslsock.Error, match="holds no CRL"):
         Listener(0, "localhost", options=MTLS, crl=b"-----BEGIN NOTHING-----")
+
+
+# ---- OCSP stapling -------------------------------------------------------------------------
+
+
+def ocsp_response(issuer: Any, leaf: Any, status: str = "good",
+                  next_update: datetime.timedelta = datetime.timedelta(days=1)) -> bytes:
+    """A DER OCSP response signed by the issuer itself (as a small CA's responder does)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509 import ocsp
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    revoked = status == "revoked"
+    b = ocsp.OCSPResponseBuilder().add_response(
+        cert=leaf.certificate, issuer=issuer.certificate, algorithm=hashes.SHA1(),
+        cert_status=ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD,
+        this_update=now - datetime.timedelta(minutes=5), next_update=now + next_update,
+        revocation_time=now - datetime.timedelta(minutes=1) if revoked else None,
+        revocation_reason=None,
+    ).responder_id(ocsp.OCSPResponderEncoding.HASH, issuer.certificate)
+    return b.sign(issuer.key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+@pytest.fixture
+def stapled(pki: Any, tmp_path: Path) -> Any:
+    """A copy of the test store with an OCSP response beside the server certificate."""
+    store_dir = tmp_path / "store"
+    shutil.copytree(pki.store_dir, store_dir)
+    (store_dir / "localhost.ocsp").write_bytes(ocsp_response(pki.ca, pki.server))
+    return CertStore(store_dir)
+
+
+@needs_openssl
+def test_ocsp_stapled_for_openssl_s_client_status(pki: Any, stapled: Any) -> None:
+    with Listener(0, "localhost", store=stapled, reload_interval=None) as lst:
+        out = s_client(lst.port, "-status", "-servername", "localhost").stdout
+        assert "OCSP Response Status: successful" in out
+        assert "Cert Status: good" in out
+        out = s_client(lst.port, "-servername", "localhost").stdout
+        assert "OCSP response" not in out  # not asked, not sent
+        # a refreshed response is taken like a renewed certificate
+        time.sleep(0.01)
+        (stapled.path / "localhost.ocsp").write_bytes(ocsp_response(pki.ca, pki.server,
+                                                                    "revoked"))
+        assert lst.reload()
+        assert "Cert Status: revoked" in s_client(lst.port, "-status").stdout
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+def test_ocsp_curl_cert_status(pki: Any, stapled: Any) -> None:
+    assert CURL
+
+    def curl(port: int) -> subprocess.CompletedProcess[str]:
+        assert CURL
+        return subprocess.run(
+            [CURL, "-s", "--cert-status", "--max-time", "5", "--cacert", str(pki.ca_file),
+             "--resolve", f"localhost:{port}:{LOOPBACK}", f"https://localhost:{port}/"],
+            capture_output=True, text=True, timeout=20)
+
+    with Listener(0, "localhost", store=stapled, mode=Mode.SocketNoEndTag) as lst:
+        r = curl(lst.port)
+        assert r.returncode != 91, r.stderr  # 91: "invalid or missing OCSP response"
+    with Listener(0, "localhost", mode=Mode.SocketNoEndTag) as lst:  # no response file
+        assert curl(lst.port).returncode == 91
+
+
+def test_ocsp_required_by_the_client(pki: Any, stapled: Any) -> None:
+    ca = pki.ca.cert_pem()
+    with Listener(0, "localhost", store=stapled, reload_interval=None) as lst:
+        with connect(LOOPBACK, lst.port, server_hostname="localhost", cafile_pem=ca,
+                     require_ocsp=True, resume=False):
+            lst.accept(10)
+        (stapled.path / "localhost.ocsp").write_bytes(ocsp_response(pki.ca, pki.server,
+                                                                    "revoked"))
+        assert lst.reload()
+        with pytest.raises(sslsock.TLSError, match="revoked"):
+            connect(LOOPBACK, lst.port, server_hostname="localhost", cafile_pem=ca,
+                    require_ocsp=True, resume=False)
+        other = _certgen.make_leaf(pki.ca, "localhost", hosts=["localhost"])
+        (stapled.path / "localhost.ocsp").write_bytes(ocsp_response(pki.ca, other))
+        assert lst.reload()
+        with pytest.raises(sslsock.TLSError, match="not about the server's certificate"):
+            connect(LOOPBACK, lst.port, server_hostname="localhost", cafile_pem=ca,
+                    require_ocsp=True, resume=False)
+    with Listener(0, "localhost") as lst:
+        with pytest.raises(sslsock.TLSError, match="stapled no OCSP response"):
+            connect(LOOPBACK, lst.port, server_hostname="localhost", cafile_pem=ca,
+                    require_ocsp=True, resume=False)
+        with connect(LOOPBACK, lst.port, server_hostname="localhost", cafile_pem=ca,
+                     resume=False):  # not required: served
+            lst.accept(10)
+
+
+@needs_openssl
+def test_ocsp_required_against_openssl_s_server(pki: Any, openssl_s_server: Any,
+                                                tmp_path: Path) -> None:
+    good, stale = tmp_path / "good.der", tmp_path / "stale.der"
+    good.write_bytes(ocsp_response(pki.ca, pki.server))
+    stale.write_bytes(ocsp_response(pki.ca, pki.server,
+                                    next_update=-datetime.timedelta(hours=1)))
+    ca = pki.ca.cert_pem()
+    with openssl_s_server(OPENSSL, pki.server_cert_file, pki.server_key_file,
+                          "-status_file", str(good)) as port:
+        with connect(LOOPBACK, port, server_hostname="localhost", cafile_pem=ca,
+                     require_ocsp=True, resume=False) as c:
+            assert c.protocol
+    with openssl_s_server(OPENSSL, pki.server_cert_file, pki.server_key_file,
+                          "-status_file", str(stale)) as port:
+        with pytest.raises(sslsock.TLSError, match="out of date"):
+            connect(LOOPBACK, port, server_hostname="localhost", cafile_pem=ca,
+                    require_ocsp=True, resume=False)
+    with openssl_s_server(OPENSSL, pki.server_cert_file, pki.server_key_file) as port:
+        with pytest.raises(sslsock.TLSError, match="stapled no OCSP response"):
+            connect(LOOPBACK, port, server_hostname="localhost", cafile_pem=ca,
+                    require_ocsp=True, resume=False)
+
+
+def test_ocsp_bad_response_file(pki: Any, stapled: Any) -> None:
+    (stapled.path / "localhost.ocsp").write_bytes(b"not an OCSP response")
+    with pytest.raises(sslsock.CertificateError, match="not a DER OCSPResponse"):
+        Listener(0, "localhost", store=stapled)

@@ -257,7 +257,18 @@ static int ocsp_client_cb(SSL *s, void *arg)
         why = "the server sent no issuer certificate to check its OCSP response against";
         goto done;
     }
-    if (OCSP_basic_verify(bs, sent, SSL_CTX_get_cert_store(SSL_get_SSL_CTX(s)), 0) <= 0) {
+    /* The responder is the issuer or a certificate it delegated: look for it among the
+     * certificates the server sent and those of the verified chain (the issuer may come
+     * from this client's trust store rather than from the server). */
+    STACK_OF(X509) *known = sk_X509_new_null();
+    for (int i = 0; known && sent && i < sk_X509_num(sent); i++)
+        sk_X509_push(known, sk_X509_value(sent, i));
+    for (int i = 0; known && verified && i < sk_X509_num(verified); i++)
+        sk_X509_push(known, sk_X509_value(verified, i));
+    int signed_ok = known && OCSP_basic_verify(bs, known, SSL_CTX_get_cert_store(
+                                                               SSL_get_SSL_CTX(s)), 0) > 0;
+    sk_X509_free(known); /* the certificates are borrowed */
+    if (!signed_ok) {
         why = "the stapled OCSP response is not signed by a responder this client trusts";
         goto done;
     }

@@ -723,6 +723,33 @@ def sni_names(certificates: Any) -> dict[str, Any]:
     return out
 
 
+def ocsp_path(entry: Any) -> Any:
+    """Where the OCSP response of a certificate file is kept: beside it, as NAME.ocsp (DER,
+    as ``openssl ocsp -respout`` writes it)."""
+    path = getattr(entry, "path", None)
+    return path.with_suffix(".ocsp") if path is not None else None
+
+
+def _staple(ctx: Any, entry: Any) -> str:
+    """Give a server context the OCSP response kept beside its certificate (or none);
+    returns the response's digest."""
+    path = ocsp_path(entry)
+    try:
+        der = path.read_bytes() if path is not None else b""
+    except FileNotFoundError:
+        der = b""
+    except OSError as e:
+        raise _errors.CertificateError(f"cannot read the OCSP response {path}: "
+                                       f"{e.strerror}") from None
+    err = new_err()
+    rc = lib.ss_ctx_set_ocsp_response(ctx.ptr, der, len(der), err)
+    if rc != 0:
+        raise _errors.CertificateError(
+            f"{path}: {text(err.message)}; fetch a fresh one with: openssl ocsp -issuer "
+            f"CA.pem -cert {entry.path} -url URL -respout {path}") from None
+    return _tlsconfig._digest(der)
+
+
 def _crl_source(crl: Any, rec: Recipe) -> Any:
     """Check where the revocation lists come from: PEM bytes, a file, or "store"."""
     if crl is None:
@@ -859,6 +886,9 @@ class Listener:
       bytes, a file (PEM or DER), or ``"store"`` (every ``*.crl`` file of the store).  A
       revoked client is refused while its CA stays trusted; the CA of every client
       certificate needs a list.  A rewritten file is picked up as a renewed certificate is.
+    * OCSP stapling: when a file ``NAME.ocsp`` (a DER OCSP response, as ``openssl ocsp
+      -respout`` writes it) lies beside a certificate's file, it is stapled for the clients
+      that ask; a rewritten response is taken as a renewed certificate is.
     * with ``$SSLKEYLOGFILE`` set, the TLS secrets are appended to that file.
     """
 
@@ -994,6 +1024,7 @@ class Listener:
         by_name: dict[str, Any] = r["by_name"]
         sni = []
         built: dict[Any, tuple[str, Any]] = {}
+        staples: list[tuple[Any, Any]] = []  # (context, its certificate's entry)
         for name, cid in sorted(by_name.items()):
             key = cid if isinstance(cid, str) else id(cid)
             if key not in built:
@@ -1003,6 +1034,7 @@ class Listener:
                                   _tlsconfig.server_context(
                                       rec, identity=sub_ident, store=st,
                                       client_ca_pem=r["client_ca_pem"], ext=ext))
+                    staples.append((built[key][1], sub_ident.certificate))
                 finally:
                     sub_ident.wipe()
             sni.append((name, *built[key]))
@@ -1011,8 +1043,11 @@ class Listener:
             ctx = _tlsconfig.server_context(rec, identity=ident, store=st,
                                             client_ca_pem=r["client_ca_pem"],
                                             tickets=self._tickets, ext=ext, sni=sni or None)
+            staples.append((ctx, ident.certificate))
+            responses = tuple(_staple(c, entry) for c, entry in staples)
+            r["ocsp_paths"] = [ocsp_path(entry) for _, entry in staples]
             digest = (_tlsconfig._digest(ident.cert_chain_pem),
-                      tuple((n, d) for n, d, _ in sni), _tlsconfig._digest(crl_pem))
+                      tuple((n, d) for n, d, _ in sni), _tlsconfig._digest(crl_pem), responses)
         finally:
             ident.wipe()
         if self._tickets is not None:
@@ -1032,7 +1067,8 @@ class Listener:
         return (r["store"].generation(), stat(r["certificate"]),
                 tuple(stat(c) for c in r["by_name"].values()),
                 stat(crl) if isinstance(crl, str) and crl != "store" else None,
-                r["store"].crl_generation() if crl == "store" else None)
+                r["store"].crl_generation() if crl == "store" else None,
+                tuple(stat(p) for p in r.get("ocsp_paths", ())))
 
     def reload(self, *, quiet_first_failure: bool = False) -> bool:
         """Take a renewed certificate and rewritten ticket keys now (SIGHUP in ``sslsock
