@@ -58,6 +58,11 @@ SCENARIOS = {
                      ("--scenario", "echo64", "--conns", "64", "--tls13"), "ec", "round trip"),
     "idle": Scenario("idle TLS connections", ("--scenario", "idle", "--tls13"), "ec",
                      "connection"),
+    # certificates by name: the sslsock-sni-* servers hold 1 or 100 certificates; every
+    # client asks for one of the 100 names (with one certificate: the default answers)
+    "hs13sni": Scenario("TLS 1.3 handshake asking for a name (SNI), 8 clients",
+                        ("--scenario", "handshake", "--conns", "8", "--tls13",
+                         "--servername", "host57.example.test"), "ec", "handshake"),
 }
 
 
@@ -76,6 +81,9 @@ def server_commands(py: str, certs: dict[str, dict[str, Path]]) -> dict[str, lis
         "sslsock-named-2proc": [py, f"{s}/sslsock_named.py", "--pem", "{pem}", "--channels", "pool",
                                 "--workers", "2"],
         "sslsock-object": [py, f"{s}/sslsock_object.py", "--pem", "{pem}"],
+        # the object face with 1 or 100 certificates chosen by name (scenario hs13sni)
+        "sslsock-sni-1": [py, f"{s}/sslsock_sni.py", "--pem", "{pem}", "--names", "0"],
+        "sslsock-sni-100": [py, f"{s}/sslsock_sni.py", "--pem", "{pem}", "--names", "100"],
         "sslsock-onethread": [py, f"{s}/sslsock_onethread.py", "--pem", "{pem}"],
         "sslsock-named-onethread": [py, f"{s}/sslsock_named_onethread.py", "--pem", "{pem}"],
         "sslsock-named-msgpool": [py, f"{s}/sslsock_named_msgpool.py", "--pem", "{pem}"],

@@ -585,3 +585,27 @@ def test_asyncio_client_says_what_failed(env: dict[str, str]) -> None:
     r = run(env, "asyncio_client.py", "--port", str(free_port()), "hello")
     assert r.returncode == 1
     assert "no server is listening" in r.stdout, r.stdout
+
+
+def test_by_name_server(store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    own = tmp_path / "store"
+    shutil.copytree(store, own)
+    env = _env(own)
+    r = subprocess.run([sys.executable, "-m", "sslsock", "cert", "create", "api", "--host",
+                        "api.localhost", "--no-default-hosts"], env=env, capture_output=True,
+                       text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    with Example(env, "by_name_server.py", "server", "--name", "api.localhost=api",
+                 "--max-clients", "2") as server:
+        port = str(server.port)
+        r = run(env, "by_name_server.py", "client", "api.localhost", "--port", port)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "certificate CN=api, protocol x-hello/1: hello api.localhost\n"
+        r = run(env, "by_name_server.py", "client", "localhost", "--port", port)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "certificate CN=sslsock-dev, protocol x-hello/1: hello localhost\n"
+        status, out, err = server.finish()
+    assert status == 0, err
+    assert "client asked for api.localhost, protocol x-hello/1" in out

@@ -134,6 +134,7 @@ static int g_scenario = -1, g_conns = 1, g_threads = 2, g_tickets = 1;
 static int g_minv, g_maxv;
 static const char *g_cafile;
 static struct sockaddr_storage g_addr;
+static const char *g_servername; /* SNI sent by every connection (NULL: none) */
 static socklen_t g_addrlen;
 static unsigned char g_payload[CHUNK];      /* what we send, and expect back */
 
@@ -230,6 +231,7 @@ static void start_conn(struct cconn *c)
     c->ssl = SSL_new(c->w->ctx);
     if (!c->ssl) { c->st = ST_CONNECT; fail(c, "SSL_new", 0); return; }
     SSL_set_fd(c->ssl, c->fd);
+    if (g_servername) SSL_set_tlsext_host_name(c->ssl, g_servername);
     SSL_set_connect_state(c->ssl);
     SSL_set_app_data(c->ssl, c);
     c->st = ST_CONNECT;
@@ -433,7 +435,7 @@ static void usage(const char *argv0)
     fprintf(stderr,
         "usage: %s --port P --scenario S [--host 127.0.0.1] [--conns C]\n"
         "          [--duration SECONDS] [--threads T] [--tls12|--tls13]\n"
-        "          [--cafile F] [--tickets N]\n"
+        "          [--cafile F] [--tickets N] [--servername NAME]\n"
         "  S: handshake | handshake-reply | echo64 | bulk | idle\n"
         "  --conns C      concurrent connections (default 1)\n"
         "  --duration S   run time, hard cap (default 3)\n"
@@ -441,6 +443,7 @@ static void usage(const char *argv0)
         "  --cafile F     verify the server's chain with F (default: no check)\n"
         "  --tickets N    handshake: TLS 1.3 tickets to await before closing\n"
         "                 (default 1; 0 = close right after the handshake)\n"
+        "  --servername N the server name (SNI) every connection asks for\n"
         "  idle: prints \"IDLE-READY <n>\" once all C connections are up (at\n"
         "  most max(30, SECONDS) s of connecting), then holds them SECONDS s\n"
         "  or until stdin (if a pipe/socket/tty) reaches EOF.\n", argv0);
@@ -455,7 +458,7 @@ int main(int argc, char **argv)
         {"host", 1, 0, 'H'}, {"port", 1, 0, 'p'}, {"scenario", 1, 0, 's'},
         {"conns", 1, 0, 'c'}, {"duration", 1, 0, 'd'}, {"threads", 1, 0, 't'},
         {"tls12", 0, 0, '2'}, {"tls13", 0, 0, '3'}, {"cafile", 1, 0, 'a'},
-        {"tickets", 1, 0, 'k'}, {0, 0, 0, 0}};
+        {"tickets", 1, 0, 'k'}, {"servername", 1, 0, 'n'}, {0, 0, 0, 0}};
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         switch (o) {
         case 'H': host = optarg; break;
@@ -471,6 +474,7 @@ int main(int argc, char **argv)
         case '3': g_minv = g_maxv = TLS1_3_VERSION; break;
         case 'a': g_cafile = optarg; break;
         case 'k': g_tickets = atoi(optarg); break;
+        case 'n': g_servername = optarg; break;
         default: usage(argv[0]);
         }
     }

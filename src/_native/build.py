@@ -25,7 +25,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["errors.c", "ctx.c", "conn.c", "listener.c", "hub.c", "closing.c", "proxy.c"]
+SOURCES = ["errors.c", "ctx.c", "conn.c", "listener.c", "hub.c", "closing.c", "proxy.c", "tlsext.c"]
 LICENSE_COPY = HERE.parent / "sslsock" / "OPENSSL_LICENSE.txt"  # package data (pyproject)
 
 

@@ -1220,6 +1220,12 @@ void ss_conn_get_info(ss_conn *c, ss_conn_info *info)
         snprintf(info->protocol, sizeof info->protocol, "%s", SSL_get_version(c->ssl));
         const char *cipher = SSL_get_cipher_name(c->ssl);
         snprintf(info->cipher, sizeof info->cipher, "%s", cipher ? cipher : "");
+        const unsigned char *alpn = NULL;
+        unsigned alpn_len = 0;
+        SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+        snprintf(info->alpn, sizeof info->alpn, "%.*s", (int)alpn_len, alpn ? (const char *)alpn : "");
+        const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+        snprintf(info->server_name, sizeof info->server_name, "%s", sni ? sni : "");
         pthread_mutex_unlock(&c->ssl_lock);
     }
     info->state = atomic_load(&c->closing) ? SS_STATE_CLOSED : atomic_load(&c->state);

@@ -186,6 +186,11 @@ static void version_names(unsigned set, char *buf, size_t len)
 static int client_hello_cb(SSL *s, int *alert, void *arg)
 {
     ss_ctx *ctx = arg;
+    int ext_alert = ss_tlsext_client_hello(s, ctx); /* SNI switch first: it resets levels */
+    if (ext_alert) {
+        *alert = ext_alert;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
     unsigned offered;
     if (!offered_versions(s, &offered)) {
         *alert = SSL_AD_DECODE_ERROR;
@@ -497,7 +502,7 @@ int ss_conn_tls_resumed(ss_conn *c)
 static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
-    ss_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    ss_ctx *ctx = ss_tlsext_origin(ssl); /* the listener's context, even after SNI */
     if (!ctx)
         return -1;
     int rc = 0;
@@ -583,6 +588,7 @@ static int set_session_id_context(SSL_CTX *c, const ss_ctx_config *cfg)
              EVP_DigestUpdate(h, &cfg->verify_peer, sizeof cfg->verify_peer) == 1 &&
              EVP_DigestUpdate(h, cfg->cert_pem ? cfg->cert_pem : "", cfg->cert_pem_len) == 1 &&
              EVP_DigestUpdate(h, cfg->ca_pem ? cfg->ca_pem : "", cfg->ca_pem_len) == 1 &&
+             EVP_DigestUpdate(h, cfg->crl_pem ? cfg->crl_pem : "", cfg->crl_pem_len) == 1 &&
              EVP_DigestFinal_ex(h, md, &md_len) == 1;
     EVP_MD_CTX_free(h);
     if (md_len > SSL_MAX_SID_CTX_LENGTH)
@@ -748,7 +754,7 @@ static int ctx_setup(ss_ctx *ctx, const ss_ctx_config *cfg, ss_err *err)
     SSL_CTX_set_cert_verify_callback(c, cert_verify_cb, ctx);
     if (cfg->is_server)
         SSL_CTX_set_client_hello_cb(c, client_hello_cb, ctx);
-    return SS_OK;
+    return ss_tlsext_setup(ctx, cfg, err);
 }
 
 int ss_ctx_new(const ss_ctx_config *cfg, ss_ctx **out, ss_err *err)
@@ -805,6 +811,7 @@ void ss_ctx_free(ss_ctx *ctx)
     }
     free(ctx->sessions);
     free(ctx->legacy_cipher_list);
+    ss_tlsext_free(ctx);
     if (ctx->tickets) {
         OPENSSL_cleanse(ctx->tickets, (size_t)ctx->ntickets * SS_TICKET_KEY_LEN);
         free(ctx->tickets);
@@ -819,6 +826,11 @@ int ss_handshake_error(SSL *ssl, int ret, ss_err *err, const char *what)
 {
     int e = SSL_get_error(ssl, ret);
     long vr = SSL_get_verify_result(ssl);
+    const char *ext_why = ss_tlsext_failure(ssl); /* ALPN refused, OCSP response refused */
+    if (ext_why) {
+        ERR_clear_error();
+        return ss_fail(err, SS_E_TLS, "%s: %s", what, ext_why);
+    }
     if (vr != X509_V_OK) {
         ERR_clear_error();
         ss_fail(err, SS_E_VERIFY, "%s: the peer's certificate did not verify", what);

@@ -36,6 +36,15 @@ struct ss_ctx {
     pthread_mutex_t tickets_lock;
     unsigned char *tickets; /* ntickets records of SS_TICKET_KEY_LEN bytes, current first */
     int ntickets;
+    /* tlsext.c: ALPN, key log, SNI table, OCSP response */
+    unsigned char *alpn;    /* wire format; NULL: none */
+    size_t alpn_len;
+    int alpn_required;
+    char *keylog_path;
+    struct ss_sni_entry *sni; /* sorted by name; NULL: one certificate */
+    int nsni;
+    unsigned char *ocsp;    /* server: DER response to staple (tlsext.c's lock); NULL: none */
+    size_t ocsp_len;
 };
 
 typedef struct ss_buf {
@@ -152,6 +161,16 @@ int ss_handshake_error(SSL *ssl, int ret, ss_err *err, const char *what);
 /* Client: offer the session kept for this host, port and name; keep the next one. */
 void ss_client_session_attach(ss_ctx *ctx, SSL *ssl, const char *host, int port,
                               const char *server_name);
+
+/* tlsext.c: ALPN, key log, revocation lists, OCSP, SNI (called by ctx_setup and
+ * ss_ctx_free); the context whose ticket keys a (maybe SNI-switched) connection uses. */
+int ss_tlsext_setup(ss_ctx *ctx, const ss_ctx_config *cfg, ss_err *err);
+void ss_tlsext_free(ss_ctx *ctx);
+ss_ctx *ss_tlsext_origin(SSL *ssl);
+const char *ss_tlsext_failure(SSL *ssl); /* why an extension refused the handshake */
+/* Server, from the client-hello callback before anything else: choose the certificate by
+ * the name asked for, refuse a client without ALPN when it is required.  0 or an alert. */
+int ss_tlsext_client_hello(SSL *s, ss_ctx *ctx);
 
 /* proxy.c: parse a PROXY v1/v2 header at the start of buf.  Returns the header's length
  * (> 0; *src_len 0 when it names no address: keep the connection's), 0 when more bytes

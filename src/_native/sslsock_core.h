@@ -22,7 +22,7 @@
 /* The version of this interface: a part built against another one (the CPython bridge,
  * sslsock._fastio, compiled separately from the cffi module) refuses to load.  Raise it
  * when a declaration below changes. */
-#define SS_ABI_VERSION 3
+#define SS_ABI_VERSION 4
 
 #define SS_OK 0
 #define SS_E_TIMEOUT (-1)     /* nothing within the time-out; the object stays usable */
@@ -82,6 +82,19 @@ typedef struct ss_ctx_config {
     const char *legacy_cipher_list; /* server: cipher string for connections negotiated
                                      * below TLS 1.2; NULL keeps cipher_list */
     int no_resumption;          /* client: do not keep sessions to resume */
+    /* ALPN (RFC 7301): the protocols offered (client) or accepted (server), in the wire
+     * format (each a length byte then the name), most preferred first; NULL: none. */
+    const unsigned char *alpn;
+    size_t alpn_len;
+    int alpn_required;          /* server: refuse (no_application_protocol alert) a client
+                                 * that offers none of them, or no ALPN at all */
+    const char *keylog_path;    /* append the TLS secrets (NSS key log format) to this file,
+                                 * created 0600; NULL or "": no key log */
+    const char *crl_pem;        /* revocation lists (PEM), checked for the peer's certificate
+                                 * (its issuer must have one); NULL: no revocation check */
+    size_t crl_pem_len;
+    int ocsp_required;          /* client: require a stapled OCSP response that verifies and
+                                 * says the server's certificate is good */
 } ss_ctx_config;
 
 typedef struct ss_ctx ss_ctx;
@@ -101,6 +114,15 @@ int ss_ctx_cert_security_bits(const ss_ctx *ctx);
 #define SS_TICKET_KEY_LEN 80
 #define SS_TICKET_KEYS_MAX 16
 int ss_ctx_set_ticket_keys(ss_ctx *ctx, const unsigned char *keys, int count, ss_err *err);
+/* Server: serve other certificates by the name the client asks for (SNI).  names[i] is a
+ * lower-case host name or a wildcard "*.example.com" (one label), served by ctxs[i] (built
+ * with the same options and trust as ctx, which serves every other name and clients that
+ * send none).  Once per context, before it serves; ctx keeps a reference to each. */
+int ss_ctx_set_sni(ss_ctx *ctx, const char *const *names, ss_ctx *const *ctxs, int count,
+                   ss_err *err);
+/* Server: the OCSP response (DER) stapled when a client asks for one; len 0 removes it.
+ * May be called again at any time (a refreshed response); the bytes are copied. */
+int ss_ctx_set_ocsp_response(ss_ctx *ctx, const unsigned char *der, size_t len, ss_err *err);
 
 /* ---- connections ------------------------------------------------------------------- */
 
@@ -129,6 +151,8 @@ typedef struct ss_conn_info {
     uint64_t bytes_out;
     char proxy_addr[64]; /* the proxy that sent a PROXY header ("": none) */
     int proxy_port;
+    char alpn[256];        /* the application protocol negotiated ("": none) */
+    char server_name[256]; /* the name the client asked for (SNI; "": none) */
 } ss_conn_info;
 
 /* Connect to host:port (name or literal), with a TLS handshake when ctx is not NULL.

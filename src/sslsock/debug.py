@@ -4,7 +4,8 @@ Paste its output into a bug report: the versions of sslsock, Python, cffi and
 cryptography, the OpenSSL the C core was compiled against and the one it runs with, whether
 that OpenSSL is the system's shared libssl or one linked into sslsock (the wheels,
 docs/wheels.md), the protocol versions this build can negotiate (the legacy ones named),
-OpenSSL's default security level, and where the certificate store is.
+OpenSSL's default security level, where the certificate store is, and whether a key log
+($SSLKEYLOGFILE) is on.
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def info() -> dict[str, Any]:
 
     from sslsock._certs.store import STORE_ENV, default_store_path
     from sslsock._core.binding import lib, openssl_versions
+    from sslsock._tls.contexts import keylog_path
 
     compiled, linked = openssl_versions()
     can, cannot = supported_versions()
@@ -103,6 +105,7 @@ def info() -> dict[str, Any]:
         "cert_store": str(store),
         "cert_store_source": source,
         "cert_store_state": state,
+        "keylog_file": keylog_path(),
     }
 
 
@@ -131,6 +134,9 @@ def lines() -> list[str]:
            if d["security_level_default"] > 0 else ""),
         f"certificate store: {d['cert_store']} ({d['cert_store_source']}; "
         f"{d['cert_store_state']})",
+        "key log: " + (f"ON, TLS secrets are appended to {d['keylog_file']} ($SSLKEYLOGFILE); "
+                       "unset it outside debugging" if d["keylog_file"]
+                       else "off ($SSLKEYLOGFILE is not set)"),
     ]
 
 

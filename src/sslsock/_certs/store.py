@@ -849,6 +849,50 @@ class CertStore:
                     out.append(certificate.public_bytes(serialization.Encoding.PEM))
         return b"".join(out)
 
+    def names_map(self, exclude: str = "") -> dict[str, str]:
+        """Server names (the DNS names of each certificate with a key, wildcards included)
+        to store identifiers, for a listener serving every certificate by name (SNI).  A
+        name carried by several certificates goes to the one valid longest; expired
+        certificates and ``exclude`` (the listener's default) are left out."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        best: dict[str, StoredCertificate] = {}
+        for entry in self.entries():
+            if not entry.has_key or entry.name == exclude or entry.not_after < now:
+                continue
+            try:
+                san = entry.certificate.extensions.get_extension_for_class(
+                    x509.SubjectAlternativeName).value
+            except x509.ExtensionNotFound:
+                continue
+            for dns in san.get_values_for_type(x509.DNSName):
+                name = dns.lower().rstrip(".")
+                if name not in best or best[name].not_after < entry.not_after:
+                    best[name] = entry
+        return {name: entry.name for name, entry in sorted(best.items())}
+
+    def crl_files(self) -> list[Path]:
+        """The store's certificate revocation lists (``*.crl``, PEM or DER), by name."""
+        try:
+            return sorted(p for p in self._path.iterdir()
+                          if p.suffix.lower() == ".crl" and not p.name.startswith("."))
+        except OSError:
+            return []
+
+    def crl_pem(self) -> bytes:
+        """Every revocation list of the store, as one PEM bundle."""
+        return b"".join(crl_file_pem(p) for p in self.crl_files())
+
+    def crl_generation(self) -> tuple[tuple[str, int, int, int], ...]:
+        """Changes when a revocation list of the store is added, removed or rewritten."""
+        out = []
+        for p in self.crl_files():
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            out.append((p.name, st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(out)
+
     # -- writing (for `sslsock cert ...`) --
 
     def import_file(
@@ -1192,3 +1236,21 @@ def _write_new(path: Path, data: bytes, *, private: bool) -> None:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def crl_file_pem(path: str | Path) -> bytes:
+    """A certificate revocation list file (PEM, or DER as CAs publish it) as PEM; a clear
+    error when it is neither."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CertificateError(f"cannot read the revocation list {path}: {e.strerror}") from None
+    try:
+        if b"-----BEGIN X509 CRL-----" in data:
+            x509.load_pem_x509_crl(data[data.index(b"-----BEGIN X509 CRL-----"):])
+            return data
+        return x509.load_der_x509_crl(data).public_bytes(serialization.Encoding.PEM)
+    except ValueError:
+        raise CertificateError(
+            f"{path} is not a certificate revocation list (PEM \"-----BEGIN X509 CRL-----\" "
+            "or DER): check it with: openssl crl -in FILE -noout -text") from None

@@ -45,8 +45,18 @@ from sslsock._cli.common import (
     worker_count,
 )
 from sslsock._core import errors as _errors
+from sslsock._tls.contexts import keylog_path
 from sslsock._tls.options import _VERSIONS
 from sslsock._version import __version__
+
+
+def keylog_note() -> str:
+    """A warning when $SSLKEYLOGFILE makes this process write its TLS secrets ("": not)."""
+    path = keylog_path()
+    if not path:
+        return ""
+    return (f"SSLKEYLOGFILE is set: the TLS secrets of every connection are appended to "
+            f"{path} (whoever reads it decrypts captured traffic); unset it outside debugging")
 
 
 def _host_port(host: str, port: int) -> str:
@@ -297,6 +307,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         ident = _server_identity(args, store)
     show_warnings(caught)
+    note = keylog_note()
+    if note:
+        err(note)
     if args.workers is not None and args.workers != 1:
         return _serve_workers(args, store, ident)
     return _serve_single(args, store, ident)

@@ -157,6 +157,10 @@ class ConnectionInfo:
     #: "" and 0 for a connection made directly
     proxy_address: str = ""
     proxy_port: int = 0
+    #: [extension] the application protocol negotiated by ALPN ("": none)
+    alpn: str = ""
+    #: [extension] the server name the client asked for (SNI; "": none)
+    server_name: str = ""
 
 
 _STATES = {0: "open", 1: "broken", 2: "closed"}
@@ -228,7 +232,7 @@ class Connection:
         self._close_ms = close_ms
         self._g = _Guard(ffi.gc(ptr, lib.ss_conn_free), _closer(close_ms), "the connection")
         self.tls = tls
-        self._hub: Any = None  # the channel engine serving it (sslsock._engine.Hub)
+        self._hub: Any = None  # the channel engine serving it (sslsock._core.engine.Hub)
         self._hub_id = 0
         self._inbox: Any = None  # messages the engine read before a read asked (a deque)
         self._queued = False  # on the engine's list of channels with messages
@@ -351,7 +355,18 @@ class Connection:
         return ConnectionInfo(text(i.peer_addr), i.peer_port, text(i.local_addr), i.local_port,
                               text(i.protocol), text(i.cipher), _STATES.get(i.state, "?"),
                               Mode(i.mode), bool(i.peer_closed), i.bytes_in, i.bytes_out,
-                              text(i.proxy_addr), i.proxy_port)
+                              text(i.proxy_addr), i.proxy_port, text(i.alpn),
+                              text(i.server_name))
+
+    @property
+    def alpn(self) -> str:
+        """The application protocol negotiated by ALPN ("h2", "http/1.1"; "": none)."""
+        return self.info().alpn
+
+    @property
+    def server_name(self) -> str:
+        """The server name the client asked for (SNI); on a client, the one it sent."""
+        return self.info().server_name
 
     @property
     def protocol(self) -> str:

@@ -20,6 +20,7 @@ import threading
 import weakref
 from typing import Any, Callable, Optional, TypeVar, Union
 
+from sslsock._certs.store import CertStore
 from sslsock._core import engine as _engine
 from sslsock._core import errors as _errors
 from sslsock._core.connection import Connection, Mode
@@ -67,6 +68,8 @@ class ClientInfo(enum.IntEnum):
     SocketResumed = 6      # [extension] "1" when the TLS handshake resumed a session, else "0"
     SocketProxyAddress = 7  # [extension] the proxy that sent the PROXY header ("" if none)
     SocketProxyPort = 8     # [extension] its port ("" if none)
+    SocketServerName = 9    # [extension] the server name the client asked for (SNI; "" if none)
+    SocketALPN = 10         # [extension] the application protocol negotiated ("" if none)
 
 
 SocketAddress = ClientInfo.SocketAddress
@@ -77,6 +80,8 @@ SocketCipher = ClientInfo.SocketCipher
 SocketResumed = ClientInfo.SocketResumed
 SocketProxyAddress = ClientInfo.SocketProxyAddress
 SocketProxyPort = ClientInfo.SocketProxyPort
+SocketServerName = ClientInfo.SocketServerName
+SocketALPN = ClientInfo.SocketALPN
 
 
 class ErrInfo(enum.IntEnum):
@@ -106,12 +111,17 @@ class SocketOption(enum.IntFlag):
     #: [extension] servers created afterwards expect a PROXY v1/v2 header (from a load
     #: balancer) before the handshake; SocketClientInfo reports the client it names
     SocketProxyProtocol = 4
+    #: [extension] TLS servers created afterwards also serve every other certificate of the
+    #: store that has a key, to the clients asking for a name it carries (SNI)
+    SocketServeByName = 8
 
 
 SocketNoReuseAddress = SocketOption.SocketNoReuseAddress
 SocketReusePort = SocketOption.SocketReusePort
 SocketProxyProtocol = SocketOption.SocketProxyProtocol
-_KNOWN_OPTIONS = int(SocketNoReuseAddress | SocketReusePort | SocketProxyProtocol)
+SocketServeByName = SocketOption.SocketServeByName
+_KNOWN_OPTIONS = int(SocketNoReuseAddress | SocketReusePort | SocketProxyProtocol
+                     | SocketServeByName)
 
 
 class _SocketSettings:
@@ -304,9 +314,12 @@ def SocketCreateSSL(name: str, port: int, cert_id: str, options: int = DEFAULT,
     if not isinstance(cert_id, str):
         raise TypeError(f"the certificate identifier must be a str, not {type(cert_id).__name__}")
     reuse_address, reuse_port = _reuse()
+    by_name = None
+    if Socket.Option & SocketOption.SocketServeByName:
+        by_name = CertStore().names_map(exclude=cert_id)
     listener = Listener(_server_port(port), cert_id, options=options, host=address or "",
                         reuse_address=reuse_address, reuse_port=reuse_port,
-                        proxy_protocol=_proxy())
+                        proxy_protocol=_proxy(), certificates=by_name)
     _register(name, Entry(listener, "listener"))
     return True
 
@@ -593,7 +606,7 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
         raise _errors.UnknownConstantError(
             f"SocketClientInfo({name!r}, {what!r}): use SocketAddress, SocketPort, "
             "SocketCertificate, SocketProtocol, SocketCipher, SocketResumed, "
-            "SocketProxyAddress or SocketProxyPort") from None
+            "SocketProxyAddress, SocketProxyPort, SocketServerName or SocketALPN") from None
     conn: Optional[Connection]
     if isinstance(entry.obj, Listener):
         conn = entry.simple
@@ -624,6 +637,8 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
         ClientInfo.SocketCipher: info.cipher,
         ClientInfo.SocketProxyAddress: info.proxy_address,
         ClientInfo.SocketProxyPort: str(info.proxy_port) if info.proxy_address else "",
+        ClientInfo.SocketServerName: info.server_name,
+        ClientInfo.SocketALPN: info.alpn,
     }[what]
 
 
@@ -720,6 +735,7 @@ __all__ = [
     "SocketCipher", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
     "SocketResumed", "SSLClientSystemCA", "errSystemCode", "errSystemMessage", "errFullDetails",
     "SocketProxyProtocol", "SocketProxyAddress", "SocketProxyPort", "CR", "TAB",
+    "SocketServeByName", "SocketServerName", "SocketALPN",
 ]
 __all__ += [  # French
     "SocketCréeSSL", "SocketCrée", "SocketConnecteSSL", "SocketConnecte",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from sslsock._certs.store import CertStore, Identity
+from sslsock._certs.store import CertStore, Identity, crl_file_pem
 from sslsock._core import errors as _errors
 from sslsock._core.binding import ffi, lib, new_err, text
 from sslsock._core.connection import (
@@ -87,6 +87,8 @@ def connect(
     end_tag: bytes = b"<EOF>",
     max_message: int = DEFAULT_MAX_MESSAGE,
     resume: bool = True,
+    alpn: Any = (),
+    require_ocsp: bool = False,
 ) -> Connection:
     """Connect to ``host:port`` (empty host: this machine), with TLS unless ``tls=False``.
 
@@ -96,8 +98,19 @@ def connect(
     verification off for this connection.  A reconnection to the same server with the same
     settings resumes the previous TLS session (``resume=False``: always a full handshake);
     :attr:`Connection.resumed` tells.
+
+    ``alpn``: application protocols to offer, most preferred first (``["h2",
+    "http/1.1"]``); :attr:`Connection.alpn` is the one the server chose.  ``require_ocsp``:
+    the server must staple an OCSP response, signed by its certificate's issuer (or a
+    responder it delegated), current, saying the certificate is good; otherwise the
+    handshake fails.  With ``$SSLKEYLOGFILE`` set, the TLS secrets are appended to that
+    file (docs/tls-versions.md, "Key log").
     """
     _check_port(port, client=True)
+    protocols = alpn_protocols(alpn)
+    if (protocols or require_ocsp) and not tls:
+        raise _errors.ArgumentError("alpn and require_ocsp are TLS features: drop them or "
+                                    "connect with tls=True")
     host = unbracket(host) or "localhost"
     ctx = None
     if tls:
@@ -111,7 +124,9 @@ def connect(
             ctx = _tlsconfig.client_context(
                 rec, verify=verify, store=st, cafile_pem=cafile_pem, client_certificate=wanted,
                 password=password, resume=resume,
-                load_identity=lambda: _identity(wanted, rec.by_hash, st, password))
+                load_identity=lambda: _identity(wanted, rec.by_hash, st, password),
+                ext=_tlsconfig.Extensions(alpn=protocols, keylog=_tlsconfig.keylog_path(),
+                                          ocsp_required=bool(require_ocsp)))
         finally:
             _wipe_if_identity(wanted)  # the context has the key now (or already had it)
     name = host if server_hostname is None else server_hostname
@@ -123,6 +138,31 @@ def connect(
     if rc != 0:
         raise_err(rc, err)
     return Connection(out[0], tls=tls, mode=mode, end_tag=end_tag, max_message=max_message)
+
+
+def alpn_protocols(alpn: Any) -> tuple[str, ...]:
+    """Check an ALPN protocol list (names as in IANA's registry: "h2", "http/1.1", or a
+    private id)."""
+    if alpn is None:
+        return ()
+    if isinstance(alpn, (str, bytes)):
+        raise _errors.ArgumentError(
+            f"alpn takes a list of protocol names, most preferred first (alpn=[{alpn!r}]), "
+            "not one string")
+    names = []
+    for name in alpn:
+        if isinstance(name, bytes):
+            name = name.decode("ascii", "replace")
+        if not isinstance(name, str) or not name or len(name.encode()) > 255:
+            raise _errors.ArgumentError(
+                f"ALPN protocol {name!r}: each must be a non-empty str of at most 255 bytes "
+                "(\"h2\", \"http/1.1\")")
+        if name in names:
+            raise _errors.ArgumentError(f"ALPN protocol {name!r} is given twice")
+        names.append(name)
+    if sum(len(n.encode()) + 1 for n in names) > 65535:
+        raise _errors.ArgumentError("the ALPN protocol list is longer than 65,535 bytes")
+    return tuple(names)
 
 
 def unbracket(host: str) -> str:
@@ -152,6 +192,101 @@ def _check_port(port: Any, *, client: bool = False) -> None:
 
 # ---------------------------------------------------------------------------------------
 # Listeners
+
+
+def sni_names(certificates: Any) -> dict[str, Any]:
+    """Check a mapping of server names to certificate identifiers; the names come back as
+    the C core compares them (lower case, IDNA for international names, no final dot)."""
+    if not certificates:
+        return {}
+    if not hasattr(certificates, "items"):
+        raise _errors.ArgumentError(
+            "certificates maps server names to certificates: {\"api.example.com\": \"api\", "
+            f"\"*.example.org\": \"org\"}}, not {type(certificates).__name__}")
+    out: dict[str, Any] = {}
+    for name, cid in certificates.items():
+        if not isinstance(name, str) or not name.strip():
+            raise _errors.ArgumentError(f"server name {name!r}: give a host name as a str")
+        wild = name.startswith("*.")
+        host = name[2:] if wild else name
+        host = host.strip().rstrip(".").lower()
+        try:
+            host = host if host.isascii() else host.encode("idna").decode("ascii")
+        except UnicodeError:
+            host = ""
+        labels = host.split(".")
+        if (not host or len(host) > 250 or "*" in host
+                or any(not lab or len(lab) > 63 or not all(c.isalnum() or c in "-_" for c in lab)
+                       for lab in labels)):
+            raise _errors.ArgumentError(
+                f"server name {name!r} is not a host name (\"api.example.com\") or a wildcard "
+                "of one label (\"*.example.com\")")
+        key = ("*." if wild else "") + host
+        if key in out:
+            raise _errors.ArgumentError(f"server name {name!r} is given twice")
+        if (not isinstance(cid, str) or not cid) and not isinstance(cid, Identity):
+            raise TypeError(f"the certificate for {name!r} must be a store identifier "
+                            f"(str) or an Identity, not {type(cid).__name__}")
+        out[key] = cid
+    return out
+
+
+def ocsp_path(entry: Any) -> Any:
+    """Where the OCSP response of a certificate file is kept: beside it, as NAME.ocsp (DER,
+    as ``openssl ocsp -respout`` writes it)."""
+    path = getattr(entry, "path", None)
+    return path.with_suffix(".ocsp") if path is not None else None
+
+
+def _staple(ctx: Any, entry: Any) -> str:
+    """Give a server context the OCSP response kept beside its certificate (or none);
+    returns the response's digest."""
+    path = ocsp_path(entry)
+    try:
+        der = path.read_bytes() if path is not None else b""
+    except FileNotFoundError:
+        der = b""
+    except OSError as e:
+        raise _errors.CertificateError(f"cannot read the OCSP response {path}: "
+                                       f"{e.strerror}") from None
+    err = new_err()
+    rc = lib.ss_ctx_set_ocsp_response(ctx.ptr, der, len(der), err)
+    if rc != 0:
+        raise _errors.CertificateError(
+            f"{path}: {text(err.message)}; fetch a fresh one with: openssl ocsp -issuer "
+            f"CA.pem -cert {entry.path} -url URL -respout {path}") from None
+    return _tlsconfig._digest(der)
+
+
+def _crl_source(crl: Any, rec: Recipe) -> Any:
+    """Check where the revocation lists come from: PEM bytes, a file, or "store"."""
+    if crl is None:
+        return None
+    if not rec.client_certificate:
+        raise _errors.ArgumentError(
+            "crl lists revoked client certificates: it needs mutual TLS (the "
+            "SSLClientCertificate option)")
+    if isinstance(crl, (bytes, bytearray)):
+        return bytes(crl)
+    if isinstance(crl, os.PathLike):
+        crl = os.fspath(crl)
+    if not isinstance(crl, str) or not crl:
+        raise TypeError(f"crl must be PEM bytes, a file path or \"store\", not {crl!r}")
+    return crl
+
+
+def _read_crl(source: Any, st: Any) -> bytes:
+    """The revocation lists as PEM (a DER file converted)."""
+    if isinstance(source, bytes):
+        return source
+    if source == "store":
+        pem = st.crl_pem()
+        if not pem:
+            raise _errors.CertificateError(
+                f"crl=\"store\": the store {st.path} holds no revocation list (*.crl); add "
+                "one with: cp ca.crl " + str(st.path) + "/")
+        return pem  # type: ignore[no-any-return]
+    return crl_file_pem(source)
 
 
 def _set_ticket_keys(ctx_ptr: Any, keys: bytearray) -> None:
@@ -242,6 +377,25 @@ class Listener:
       replaced, new handshakes use the new certificate, connections already open keep
       theirs; a replacement that cannot be served is refused with a logged error and the
       old certificate stays.  :meth:`reload` does the same at once.
+
+    Extensions for a server in front of the world (docs/certificates.md, docs/tls-versions.md):
+
+    * ``certificates``: more certificates on the same port, chosen by the name the client
+      asks for (SNI): ``{"api.example.com": "api", "*.files.example.com": "files"}``, names
+      (a ``*.`` wildcard covers one label) to store identifiers.  ``certificate`` serves
+      every other name and clients that send none.  :attr:`Connection.server_name` is the
+      name asked for.  Each is renewed as ``certificate`` is.
+    * ``alpn``: the application protocols this server speaks, preferred first (``["h2",
+      "http/1.1"]``); ``alpn_required=True`` refuses a client that offers none of them
+      (RFC 7301's no_application_protocol alert).  :attr:`Connection.alpn` tells.
+    * ``crl``: certificate revocation lists for the client certificates of mutual TLS: PEM
+      bytes, a file (PEM or DER), or ``"store"`` (every ``*.crl`` file of the store).  A
+      revoked client is refused while its CA stays trusted; the CA of every client
+      certificate needs a list.  A rewritten file is picked up as a renewed certificate is.
+    * OCSP stapling: when a file ``NAME.ocsp`` (a DER OCSP response, as ``openssl ocsp
+      -respout`` writes it) lies beside a certificate's file, it is stapled for the clients
+      that ask; a rewritten response is taken as a renewed certificate is.
+    * with ``$SSLKEYLOGFILE`` set, the TLS secrets are appended to that file.
     """
 
     def __init__(
@@ -271,6 +425,10 @@ class Listener:
         proxy_max_len: int = 0,
         ticket_keys: Any = None,
         reload_interval: Optional[float] = 2.0,
+        certificates: Any = None,
+        alpn: Any = (),
+        alpn_required: bool = False,
+        crl: Any = None,
     ) -> None:
 
         _check_port(port)
@@ -279,6 +437,9 @@ class Listener:
         if allow and not proxy_protocol:
             raise _errors.ArgumentError("proxy_allow lists who may send the PROXY header: "
                                         "it needs proxy_protocol=True")
+        if not tls and (alpn or alpn_required or certificates or crl is not None):
+            raise _errors.ArgumentError("certificates, alpn, alpn_required and crl are TLS "
+                                        "features: drop them or listen with tls=True")
         self.tls = tls
         self.recipe: Optional[Recipe] = None
         self.certificate: Any = None
@@ -301,20 +462,25 @@ class Listener:
                 rec = recipe(int(rec.mask) | SSLOption.SSLClientSystemCA)
             _warn_dropped(rec, f"listener on port {port}")
             st = _store(store, password)
-            watched = isinstance(certificate, str) and not rec.by_hash
-            generation = self._generation(st, certificate) if watched else None
-            ident = _identity(certificate, rec.by_hash, st, password)
-            try:
-                ctx = self._context(rec, ident, st, client_ca_pem)
-                digest = _tlsconfig._digest(ident.cert_chain_pem)
-            finally:
-                ident.wipe()
+            by_name = sni_names(certificates)
+            crl_source = _crl_source(crl, rec)
+            ext = dict(alpn=alpn_protocols(alpn), alpn_required=bool(alpn_required),
+                       keylog=_tlsconfig.keylog_path())
+            if alpn_required and not ext["alpn"]:
+                raise _errors.ArgumentError("alpn_required=True needs the protocols this "
+                                            "server speaks: alpn=[\"h2\", \"http/1.1\"]")
+            watched = (isinstance(certificate, str) and not rec.by_hash
+                       and all(isinstance(c, str) for c in by_name.values()))
+            self._renew = dict(rec=rec, certificate=certificate, store=st, password=password,
+                               client_ca_pem=client_ca_pem, by_name=by_name, crl=crl_source,
+                               ext=ext, generation=None, digest=None, failed=None)
+            generation = self._state(self._renew) if watched else None
+            ctx, cert, digest = self._load(self._renew, rec.by_hash)
             self.recipe = ctx.recipe
-            self.certificate = ident.certificate
-            if watched:
-                self._renew = dict(rec=rec, certificate=certificate, store=st,
-                                   password=password, client_ca_pem=client_ca_pem,
-                                   generation=generation, digest=digest, failed=None)
+            self.certificate = cert
+            self._renew.update(generation=generation, digest=digest)
+            if not watched:
+                self._renew = None
         self._tls = ctx  # shared with listeners of the same configuration while open
         cfg = ffi.new("ss_listener_config *")
         host_c = ffi.new("char[]", host.encode()) if host else ffi.NULL
@@ -352,21 +518,60 @@ class Listener:
 
     # -- the TLS context, renewal and ticket keys --------------------------------------
 
-    def _context(self, rec: Recipe, ident: Any, st: Any, client_ca_pem: Optional[bytes]) -> Any:
-        ctx = _tlsconfig.server_context(rec, identity=ident, store=st,
-                                        client_ca_pem=client_ca_pem, tickets=self._tickets)
+    def _load(self, r: dict[str, Any], by_hash: bool) -> tuple[Any, Any, Any]:
+        """Read the certificates (and revocation lists) ``r`` names and build the context:
+        (context, the default certificate, what they are made of: their digests)."""
+        rec, st, password = r["rec"], r["store"], r["password"]
+        crl_pem = _read_crl(r["crl"], st) if r["crl"] is not None else b""
+        ext = _tlsconfig.Extensions(crl_pem=crl_pem, **r["ext"])
+        by_name: dict[str, Any] = r["by_name"]
+        sni = []
+        built: dict[Any, tuple[str, Any]] = {}
+        staples: list[tuple[Any, Any]] = []  # (context, its certificate's entry)
+        for name, cid in sorted(by_name.items()):
+            key = cid if isinstance(cid, str) else id(cid)
+            if key not in built:
+                sub_ident = _identity(cid, by_hash, st, password)
+                try:
+                    built[key] = (_tlsconfig._digest(sub_ident.cert_chain_pem),
+                                  _tlsconfig.server_context(
+                                      rec, identity=sub_ident, store=st,
+                                      client_ca_pem=r["client_ca_pem"], ext=ext))
+                    staples.append((built[key][1], sub_ident.certificate))
+                finally:
+                    sub_ident.wipe()
+            sni.append((name, *built[key]))
+        ident = _identity(r["certificate"], by_hash, st, password)
+        try:
+            ctx = _tlsconfig.server_context(rec, identity=ident, store=st,
+                                            client_ca_pem=r["client_ca_pem"],
+                                            tickets=self._tickets, ext=ext, sni=sni or None)
+            staples.append((ctx, ident.certificate))
+            responses = tuple(_staple(c, entry) for c, entry in staples)
+            r["ocsp_paths"] = [ocsp_path(entry) for _, entry in staples]
+            digest = (_tlsconfig._digest(ident.cert_chain_pem),
+                      tuple((n, d) for n, d, _ in sni), _tlsconfig._digest(crl_pem), responses)
+        finally:
+            ident.wipe()
         if self._tickets is not None:
             _set_ticket_keys(ctx.ptr, self._tickets.read())
-        return ctx
+        return ctx, ident.certificate, digest
 
     @staticmethod
-    def _generation(st: Any, certificate: str) -> Any:
-        try:
-            own = os.stat(certificate)
-            extra: Any = (own.st_ino, own.st_size, own.st_mtime_ns)
-        except OSError:
-            extra = None
-        return (st.generation(), extra)
+    def _state(r: dict[str, Any]) -> Any:
+        """What renewal looks at: the store, and the files named outside it."""
+        def stat(path: Any) -> Any:
+            try:
+                own = os.stat(path)
+                return (own.st_ino, own.st_size, own.st_mtime_ns)
+            except (OSError, TypeError, ValueError):
+                return None
+        crl = r["crl"]
+        return (r["store"].generation(), stat(r["certificate"]),
+                tuple(stat(c) for c in r["by_name"].values()),
+                stat(crl) if isinstance(crl, str) and crl != "store" else None,
+                r["store"].crl_generation() if crl == "store" else None,
+                tuple(stat(p) for p in r.get("ocsp_paths", ())))
 
     def reload(self, *, quiet_first_failure: bool = False) -> bool:
         """Take a renewed certificate and rewritten ticket keys now (SIGHUP in ``sslsock
@@ -387,19 +592,14 @@ class Listener:
                 changed = True
             if r is None:
                 return changed
-            generation = self._generation(r["store"], r["certificate"])
+            generation = self._state(r)
             if generation == r["generation"]:
                 return changed
             try:
-                ident = _identity(r["certificate"], False, r["store"], r["password"])
-                try:
-                    digest = _tlsconfig._digest(ident.cert_chain_pem)
-                    if digest == r["digest"]:
-                        r["generation"] = generation
-                        return changed
-                    ctx = self._context(r["rec"], ident, r["store"], r["client_ca_pem"])
-                finally:
-                    ident.wipe()
+                ctx, cert, digest = self._load(r, False)
+                if digest == r["digest"]:
+                    r["generation"] = generation
+                    return changed
             except _errors.Error as e:
                 if quiet_first_failure and r["failed"] != generation:
                     r["failed"] = generation  # maybe half-written: look again next time
@@ -416,12 +616,12 @@ class Listener:
                 return changed  # closed meanwhile: nothing left to renew
             self._tls = ctx
             self.recipe = ctx.recipe
-            self.certificate = ident.certificate
+            self.certificate = cert
             r.update(generation=generation, digest=digest, failed=None)
             log.info("listener on port %d: now serving the renewed certificate %s (SHA-1 %s, "
-                     "valid until %s)", self.port, ident.certificate.name,
-                     ident.certificate.certmgr_thumbprint,
-                     ident.certificate.not_after.strftime("%Y-%m-%d"))
+                     "valid until %s)%s", self.port, cert.name, cert.certmgr_thumbprint,
+                     cert.not_after.strftime("%Y-%m-%d"),
+                     f" and {len(r['by_name'])} by name" if r["by_name"] else "")
             return True
 
     def messages(self, timeout: Seconds = None, *, max_bytes: int = 65536,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -108,6 +109,7 @@ def _build(
     ca_pem: bytes = b"",
     use_system_ca: bool,
     resume: bool = True,
+    ext: Optional[Extensions] = None,
 ) -> TLSContext:
     cfg = ffi.new("ss_ctx_config *")
     keep = []  # the char buffers must outlive ss_ctx_new
@@ -137,6 +139,8 @@ def _build(
     cfg.verify_peer = int(verify)
     cfg.use_system_ca = int(use_system_ca and verify)
     cfg.no_resumption = int(not resume)
+    if ext is not None:
+        keep.extend(_apply_extensions(cfg, ext))
     out = ffi.new("ss_ctx **")
     err = new_err()
     rc = lib.ss_ctx_new(cfg, out, err)
@@ -145,6 +149,60 @@ def _build(
         raise_err(rc, err)
     ptr = ffi.gc(out[0], lib.ss_ctx_free)
     return TLSContext(ptr, _served(rec, ptr) if is_server else rec)
+
+
+@dataclass(frozen=True)
+class Extensions:
+    """The TLS extensions a context is built with beside its recipe, identity and trust
+    (all hashable: they enter the cache key)."""
+
+    alpn: tuple[str, ...] = ()
+    alpn_required: bool = False
+    keylog: str = ""  # SSLKEYLOGFILE when the context was asked for; "" when unset
+    crl_pem: bytes = b""
+    ocsp_required: bool = False
+
+    def key(self) -> Hashable:
+        return (self.alpn, self.alpn_required, self.keylog, _digest(self.crl_pem),
+                self.ocsp_required)
+
+
+def keylog_path() -> str:
+    """Where TLS secrets are logged: ``$SSLKEYLOGFILE`` as curl, browsers and the standard
+    library read it, or "" (no key log) when unset or empty."""
+    return os.environ.get("SSLKEYLOGFILE", "")
+
+
+def alpn_wire(protocols: tuple[str, ...]) -> bytes:
+    """ALPN protocol names as the extension carries them: a length byte before each."""
+    out = bytearray()
+    for name in protocols:
+        raw = name.encode("ascii") if name.isascii() else name.encode("utf-8")
+        out.append(len(raw))
+        out += raw
+    return bytes(out)
+
+
+def _apply_extensions(cfg: Any, ext: Extensions) -> list[Any]:
+    keep: list[Any] = []
+    if ext.alpn:
+        raw = alpn_wire(ext.alpn)
+        wire = ffi.from_buffer(raw)
+        keep += [raw, wire]
+        cfg.alpn = wire
+        cfg.alpn_len = len(raw)
+    cfg.alpn_required = int(ext.alpn_required)
+    if ext.keylog:
+        path = ffi.new("char[]", os.fsencode(ext.keylog))
+        keep.append(path)
+        cfg.keylog_path = path
+    if ext.crl_pem:
+        crl = ffi.from_buffer(ext.crl_pem)
+        keep.append(crl)
+        cfg.crl_pem = crl
+        cfg.crl_pem_len = len(ext.crl_pem)
+    cfg.ocsp_required = int(ext.ocsp_required)
+    return keep
 
 
 def _served(rec: Recipe, ptr: Any) -> Recipe:
@@ -178,6 +236,7 @@ def client_context(
     password: Any,
     resume: bool,
     load_identity: Callable[[], Any],
+    ext: Optional[Extensions] = None,
 ) -> TLSContext:
     """The context for a client: verifying servers against the system's authorities, the
     store's certificates and ``cafile_pem``; presenting ``client_certificate`` if given."""
@@ -189,7 +248,8 @@ def client_context(
         ident_key = ("object", _digest(client_certificate.cert_chain_pem))
     elif client_certificate:
         ident_key = ("store", str(client_certificate), password is not None)
-    key = ("client", rec.mask, verify, str(store.path), _digest(cafile_pem), ident_key, resume)
+    key = ("client", rec.mask, verify, str(store.path), _digest(cafile_pem), ident_key, resume,
+           ext.key() if ext is not None else None)
 
     def build() -> TLSContext:
         ca = store.trust_pem() if verify else b""
@@ -199,7 +259,7 @@ def client_context(
         try:
             return _build(False, rec, cert_pem=ident.cert_chain_pem if ident else b"",
                           key_pem=ident.key_pem if ident else None, verify=verify, ca_pem=ca,
-                          use_system_ca=True, resume=resume)
+                          use_system_ca=True, resume=resume, ext=ext)
         finally:
             if ident is not None:
                 ident.wipe()
@@ -214,6 +274,8 @@ def server_context(
     store: Any,
     client_ca_pem: Optional[bytes],
     tickets: Any = None,
+    ext: Optional[Extensions] = None,
+    sni: Optional[list[tuple[str, str, TLSContext]]] = None,
 ) -> TLSContext:
     """The context for a server presenting ``identity`` (already loaded: a server always
     checks its certificate afresh).  Under mutual TLS, clients are verified against the
@@ -225,14 +287,32 @@ def server_context(
     # Listeners with shared ticket keys (``tickets``: a :class:`_tickets.TicketKeys`, set on
     # the context by the caller) do not share a context with listeners without them.
     key = ("server", rec.mask, _digest(identity.cert_chain_pem), str(store.path),
-           _digest(client_ca_pem), tickets.describe() if tickets is not None else None)
+           _digest(client_ca_pem), tickets.describe() if tickets is not None else None,
+           ext.key() if ext is not None else None,
+           tuple(sorted((n, d) for n, d, _ in sni)) if sni else None)
 
     def build() -> TLSContext:
         ca = b""
         if rec.client_certificate:
             ca = store.trust_pem() + (client_ca_pem or b"")
-        return _build(True, rec, cert_pem=identity.cert_chain_pem, key_pem=identity.key_pem,
-                      verify=rec.client_certificate, ca_pem=ca,
-                      use_system_ca=rec.client_system_ca)
+        ctx = _build(True, rec, cert_pem=identity.cert_chain_pem, key_pem=identity.key_pem,
+                     verify=rec.client_certificate, ca_pem=ca,
+                     use_system_ca=rec.client_system_ca, ext=ext)
+        if sni:
+            _set_sni(ctx, sni)
+        return ctx
 
     return _cache.get(key, generation, build, weak=True)
+
+
+def _set_sni(ctx: TLSContext, sni: list[tuple[str, str, TLSContext]]) -> None:
+    """Give the listener's context its table of certificates by name: (name, certificate
+    digest, context) entries.  The C core keeps a reference to each context, and chooses
+    among them in the client-hello callback."""
+    names = [ffi.new("char[]", n.encode("ascii")) for n, _, _ in sni]
+    c_names = ffi.new("const char *[]", names)
+    c_ctxs = ffi.new("ss_ctx *[]", [c.ptr for _, _, c in sni])
+    err = new_err()
+    rc = lib.ss_ctx_set_sni(ctx.ptr, c_names, c_ctxs, len(names), err)
+    if rc != 0:
+        raise_err(rc, err)
