@@ -537,9 +537,13 @@ def test_sigterm_stops_serve_with_0(dev: Server, tmp_path: Path) -> None:
 def test_mutual_tls(dev: Server, tmp_path: Path) -> None:
     r = run(dev.env, "cert", "create", "client-one", "--client")
     assert r.returncode == 0, r.stderr
+    # the server lets in the clients its --client-ca file vouches for (here: that one
+    # self-signed client certificate, pinned)
+    pinned = tmp_path / "client-one.pem"
+    assert run(dev.env, "cert", "export", "client-one", str(pinned), "--no-key").returncode == 0
     try:
         with serving(dev.env, tmp_path, "--cert", "sslsock-dev", "--options",
-                     "TLS1_2+TLS1_3+ClientCertificate") as server:
+                     "TLS1_2+TLS1_3+ClientCertificate", "--client-ca", str(pinned)) as server:
             r = run(dev.env, "connect", "127.0.0.1", str(server.port), "--cert", "client-one",
                     stdin="mutual\n")
             assert r.returncode == 0 and r.stdout == "mutual\n", r.stderr

@@ -77,6 +77,9 @@ typedef struct ss_ctx_config {
     const char *legacy_cipher_list; /* server: cipher string for connections negotiated
                                      * below TLS 1.2; NULL keeps cipher_list */
     int no_resumption;          /* client: do not keep sessions to resume */
+    int partial_chain;          /* trust a ca_pem certificate as it is, even when it is not
+                                 * self-signed (X509_V_FLAG_PARTIAL_CHAIN); 0: a chain must
+                                 * reach a self-signed anchor */
 } ss_ctx_config;
 
 typedef struct ss_ctx ss_ctx;

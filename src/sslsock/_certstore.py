@@ -13,6 +13,11 @@ What the directory holds (only its top level is read):
   does not, a sibling ``NAME.key`` (PEM or DER) is the key.  A file with certificates and no
   key is a trust anchor (a CA certificate, say): it can be found, it is in
   :meth:`CertStore.trust_pem`, it cannot identify a server.
+- **Client CAs**: a PEM file of certificates (no key) whose text starts with the line
+  ``# sslsock: client-ca`` (what ``sslsock cert import --client-ca`` writes) vouches for
+  clients under mutual TLS: :meth:`CertStore.client_ca_pem` is made of these entries only.
+  No other entry (a server's own chain, a CA imported for clients to verify servers) lets a
+  client in.
 - Other files, and names starting with a dot, are ignored.
 
 Decisions:
@@ -48,6 +53,7 @@ Decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import re
@@ -232,6 +238,8 @@ class StoredCertificate:
     sha1: str
     sha256: str
     friendly_name: str | None = None
+    #: marked as a CA that vouches for clients under mutual TLS (``# sslsock: client-ca``)
+    client_ca: bool = False
 
     @property
     def common_name(self) -> str | None:
@@ -481,9 +489,31 @@ def _load_certificates(path: Path, data: bytes) -> tuple[list[x509.Certificate],
     return certs, n_keys
 
 
+#: The first line of a store file that holds CA certificates trusted to vouch for clients.
+CLIENT_CA_MARK = b"# sslsock: client-ca"
+
+
+def _marked_client_ca(data: bytes) -> bool:
+    """Whether a PEM file's text, before its first PEM block, has the client-CA line."""
+    head = data.split(b"-----BEGIN", 1)[0]
+    return any(line.strip() == CLIENT_CA_MARK for line in head.splitlines())
+
+
 def _load_entry(path: Path, password: _Password) -> StoredCertificate:
     """Read one certificate file (without decrypting a PEM key)."""
     data = _read(path)
+    entry = _load_entry_data(path, data, password)
+    if _marked_client_ca(data):
+        if entry.has_key:
+            raise CertificateError(
+                f"{path}: marked as a client CA ({CLIENT_CA_MARK.decode()}) but holds a "
+                "private key: a client CA entry holds CA certificates only; remove the "
+                "first line, or the key")
+        return dataclasses.replace(entry, client_ca=True)
+    return entry
+
+
+def _load_entry_data(path: Path, data: bytes, password: _Password) -> StoredCertificate:
     if _format_of(path, data) == "pkcs12":
         bundle, _ = _open_pkcs12(path, data, password)
         if bundle.cert is not None:
@@ -836,12 +866,22 @@ class CertStore:
         _generations[self._path] = (dir_ns, now, generation)
         return generation
 
+    def client_ca_pem(self) -> bytes:
+        """The certificates of the entries marked as client CAs (each once), as a PEM
+        bundle: what vouches for clients under mutual TLS.  Nothing else of the store does,
+        so a server's own chain (its public CA) never lets that CA's other customers in."""
+        return self._bundle([e for e in self.entries() if e.client_ca])
+
     def trust_pem(self) -> bytes:
         """Every certificate of the store (leaves and chains, each once), as a PEM bundle:
-        extra trust anchors when verifying a peer."""
+        extra trust anchors when a client verifies a server."""
+        return self._bundle(self.entries())
+
+    @staticmethod
+    def _bundle(entries: list[StoredCertificate]) -> bytes:
         seen: set[str] = set()
         out = []
-        for entry in self.entries():
+        for entry in entries:
             for certificate in (entry.certificate, *entry.chain):
                 digest = certificate.fingerprint(hashes.SHA256()).hex()
                 if digest not in seen:
@@ -857,8 +897,12 @@ class CertStore:
         password: bytes | str | None = None,
         name: str | None = None,
         replace: bool = False,
+        client_ca: bool = False,
     ) -> StoredCertificate:
         """Check a certificate file and copy it into the store as ``NAME.<suffix>``.
+
+        ``client_ca=True`` stores CA certificates (no key) as ``NAME.pem`` marked as a
+        client CA: under mutual TLS, listeners let in the clients these CAs vouch for.
 
         ``replace=True`` renews the certificate stored as ``NAME``: the new file (and key)
         take the place of the old ones, each file renamed into place whole, so listeners
@@ -907,10 +951,16 @@ class CertStore:
                     "(same SHA-1 "
                     f"{entry.certmgr_thumbprint}): nothing to renew")
             if existing.sha256 == entry.sha256:
+                hint = ""
+                if client_ca and not existing.client_ca:
+                    hint = (f"; to make it a client CA, remove it (sslsock cert remove "
+                            f"{existing.path.name}) and import it again with --client-ca")
                 raise CertificateError(
                     f"{src}: this certificate (SHA-1 {entry.certmgr_thumbprint}) is already in "
-                    f"the store as {existing.path.name}"
+                    f"the store as {existing.path.name}{hint}"
                 )
+        if client_ca:
+            return self._import_client_ca(src, entry, stem, replace, old_files)
         key: PrivateKeyTypes | None = None
         used_password = False
         if _format_of(src, data) == "pkcs12":
@@ -949,6 +999,33 @@ class CertStore:
             self._replace_files(files, old_files)
         else:
             self._write_files(files)
+        return _load_entry(dest, self._password)
+
+    def _import_client_ca(self, src: Path, entry: StoredCertificate, stem: str,
+                          replace: bool, old_files: list[Path]) -> StoredCertificate:
+        if entry.has_key:
+            raise CertificateError(
+                f"{src}: holds a private key; a client CA is imported as certificates only "
+                "(the CA that issued your clients' certificates, without its key)")
+        for certificate in (entry.certificate, *entry.chain):
+            try:
+                ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+                is_ca = ca.value.ca
+            except x509.ExtensionNotFound:
+                is_ca = False
+            pinned = certificate.issuer == certificate.subject  # one client, self-signed
+            if not (is_ca or pinned):
+                raise CertificateError(
+                    f"{src}: {certificate.subject.rfc4514_string()} is not a CA certificate "
+                    "(no basicConstraints CA:TRUE) and not self-signed: a client CA vouches "
+                    "for the client certificates it issued; import the CA that issued them "
+                    "(or a self-signed client certificate, to let in that client alone)")
+        dest = self._path / f"{stem}.pem"
+        data = CLIENT_CA_MARK + b"\n" + _chain_pem(entry)
+        if replace:
+            self._replace_files([(dest, data, False)], old_files)
+        else:
+            self._write_files([(dest, data, False)])
         return _load_entry(dest, self._password)
 
     def _existing_files(self, stem: str) -> list[Path]:

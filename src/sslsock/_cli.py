@@ -442,6 +442,7 @@ def _listener_args(args: argparse.Namespace, store: Any, ident: Any, *,
                 end_tag=args.end_tag, handshake_timeout=args.handshake_timeout,
                 reuse_port=reuse_port, proxy_protocol=args.proxy_protocol,
                 proxy_allow=args.proxy_allow or (),
+                client_ca_pem=_read_cafile(getattr(args, "client_ca", None)),
                 ticket_keys=ticket_keys if ticket_keys is not None else args.ticket_keys,
                 reload_interval=args.reload_interval or None)
 
@@ -496,6 +497,7 @@ def _reserve_port(host: str) -> socket.socket:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("sslsock").setLevel(logging.INFO)  # renewals and reloads are news
+    _check_proxy_args(args)
     store = store_of(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -504,6 +506,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers != 1:
         return _serve_workers(args, store, ident)
     return _serve_single(args, store, ident)
+
+
+def _check_proxy_args(args: argparse.Namespace) -> None:
+    allow = args.proxy_allow or []
+    if allow and not args.proxy_protocol:
+        raise UsageError("--proxy-allow says who may send the PROXY header: it goes with "
+                         "--proxy-protocol")
+    if args.proxy_protocol and not allow:
+        raise UsageError(
+            "--proxy-protocol lets the sender of the PROXY header name any client address: "
+            "say who may send it with --proxy-allow ADDR[/BITS] (the load balancers, "
+            "repeatable), or --proxy-allow any only when nothing but the balancer can reach "
+            "this port")
+
+
+def _proxy_note(args: argparse.Namespace) -> str:
+    """What serve says at start about the PROXY protocol: whose headers it believes."""
+    if not args.proxy_protocol:
+        return ""
+    allow = args.proxy_allow or []
+    if [a.strip().lower() for a in allow] == ["any"]:
+        return ("; PROXY protocol expected, headers believed from ANY address (--proxy-allow "
+                "any: only safe when nothing but the balancer can reach this port)")
+    return f"; PROXY protocol expected, headers believed only from {', '.join(allow)}"
 
 
 def _served_certificate(args: argparse.Namespace, store: Any, ident: Any) -> Any:
@@ -539,7 +565,7 @@ def _serve_single(args: argparse.Namespace, store: Any, ident: Any) -> int:
                   f"thumbprint {entry.certmgr_thumbprint}", flush=True)
             server.log(f"mode {_mode_name(args.mode)}, SHA-256 "
                        f"{entry.sha256.lower()}, file {entry.path}; Ctrl-C stops"
-                       + (", PROXY protocol expected" if args.proxy_protocol else ""))
+                       + _proxy_note(args))
             _serve_loop(args, listener, server, lambda: stopper.signal is not None)
             stats = listener.stats()
             listener.close()
@@ -621,7 +647,7 @@ def _serve_workers(args: argparse.Namespace, store: Any, ident: Any) -> int:
             err(f"{n} worker processes, mode {_mode_name(args.mode)}, SHA-256 "
                 f"{entry.sha256.lower()}, file {entry.path}; session-ticket keys: "
                 f"{'shared in memory' if args.ticket_keys is None else args.ticket_keys}"
-                + (", PROXY protocol expected" if args.proxy_protocol else "")
+                + _proxy_note(args)
                 + "; SIGTERM stops gracefully, SIGHUP reloads")
 
     def on_event(text: str) -> None:
@@ -912,12 +938,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=seconds, default=10.0, metavar="SECONDS",
                    help="on SIGTERM, stop accepting and give open connections this long to "
                         "finish before closing them (default 10)")
+    p.add_argument("--client-ca", metavar="FILE",
+                   help="under mutual TLS (SSLClientCertificate), also let in the clients "
+                        "whose certificates the CAs of this PEM file issued (besides the "
+                        "store's entries imported with `sslsock cert import --client-ca`)")
     p.add_argument("--proxy-protocol", action="store_true",
                    help="[extension] every connection starts with a PROXY v1/v2 header (from "
                         "HAProxy send-proxy(-v2), nginx proxy_protocol): the client it names "
                         "is logged; connections without a valid one are refused")
     p.add_argument("--proxy-allow", action="append", metavar="ADDR[/BITS]",
-                   help="only these proxies may send the PROXY header (repeatable)")
+                   help="with --proxy-protocol (required): only these proxies may send the "
+                        "PROXY header (repeatable); `any`: every sender, only when nothing "
+                        "but the balancer can reach this port")
     p.add_argument("--ticket-keys", metavar="FILE", nargs="?", const="store", default=None,
                    help="encrypt session tickets with the keys of FILE (without FILE: the "
                         "store's, made by `sslsock cert tickets rotate`), so that processes "

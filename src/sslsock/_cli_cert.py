@@ -99,6 +99,7 @@ def describe(entry: Any) -> dict[str, Any]:
         "expired": entry.expired,
         "not_yet_valid": entry.not_yet_valid,
         "chain": [c.subject.rfc4514_string() for c in entry.chain],
+        "client_ca": entry.client_ca,
     }
 
 
@@ -111,6 +112,8 @@ def _validity_flag(entry: Any) -> str:
 
 
 def _key_column(entry: Any) -> str:
+    if entry.client_ca:
+        return "no (client CA)"
     if not entry.has_key:
         return "no"
     if entry.key_world_readable:
@@ -243,7 +246,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             password = getpass.getpass(f"password for {path}: ")
             try:
                 entry = store.import_file(path, password=password, name=args.name,
-                                          replace=args.replace)
+                                          replace=args.replace, client_ca=args.client_ca)
                 break
             except _errors.CertificateError as e:
                 if "password" not in str(e) or attempt == 2:
@@ -251,8 +254,10 @@ def cmd_import(args: argparse.Namespace) -> int:
                 err("that password does not open it; try again")
     else:
         entry = store.import_file(path, password=password, name=args.name,
-                                  replace=args.replace)
-    kind = ("with its private key" if entry.has_key else
+                                  replace=args.replace, client_ca=args.client_ca)
+    kind = ("as a client CA (under mutual TLS, listeners let in the clients it vouches "
+            "for)" if entry.client_ca else
+            "with its private key" if entry.has_key else
             "as a trust anchor (no private key: clients verify servers against it; it "
             "cannot identify a server)")
     print(f'{"renewed" if args.replace else "imported"} "{entry.name}" {kind}: {entry.path}')
@@ -525,6 +530,11 @@ def add_parser(sub: Any, store: argparse.ArgumentParser, formatter: Any, epilog:
                    help="renew the certificate stored under NAME: the checked file takes its "
                         "place, and running listeners serving NAME switch to it within a few "
                         "seconds (connections already open keep the old one)")
+    p.add_argument("--client-ca", action="store_true",
+                   help="FILE holds the CA (certificates only) that issued your clients' "
+                        "certificates: under mutual TLS, listeners let in the clients it "
+                        "vouches for.  No other store entry lets a client in (not a "
+                        "server's own chain); `cert list` shows the client CAs")
     _add_password(p, "of FILE")
 
     p = add("export", cmd_export, "write a certificate (and its key) to a file",

@@ -658,11 +658,24 @@ class ListenerStats:
     proxy_refused: int = 0
 
 
+#: ``proxy_allow`` value that lets any sender give a PROXY header: only when nothing but
+#: the balancer can reach the port (a firewall, a private network, a Unix-socket relay).
+PROXY_ANY = "any"
+
+
 def _proxy_allow(allow: Any) -> bytes:
     """Addresses / networks ("10.0.0.0/8", "::1", "192.0.2.7") as the C core's 17-byte
-    entries: the IPv6 address (IPv4 mapped) and the prefix length."""
+    entries: the IPv6 address (IPv4 mapped) and the prefix length.  ``"any"`` (alone) is
+    no entry at all: every sender may give a header."""
     if isinstance(allow, str):
         allow = [allow]
+    allow = list(allow)
+    if any(isinstance(a, str) and a.strip().lower() == PROXY_ANY for a in allow):
+        if len(allow) != 1:
+            raise _errors.ArgumentError(
+                'proxy_allow: "any" lets every sender give a PROXY header, so it cannot be '
+                "combined with addresses; give either the balancers' addresses or \"any\"")
+        return b""
     out = bytearray()
     for item in allow:
         if not isinstance(item, str):
@@ -694,8 +707,12 @@ class Listener:
     :class:`~sslsock.Identity`.
 
     Under mutual TLS (the SSLClientCertificate option) clients must present a certificate
-    that the store's certificates or ``client_ca_pem`` vouch for; the system's authorities
-    only with ``client_system_ca=True`` (or the SSLClientSystemCA option).
+    that a client CA vouches for: the store's entries marked as client CAs (``sslsock cert
+    import --client-ca``) or ``client_ca_pem``; the system's authorities only with
+    ``client_system_ca=True`` (or the SSLClientSystemCA option).  The chain must reach a
+    self-signed CA, unless ``client_partial_chain=True`` lets an intermediate of
+    ``client_ca_pem`` or of a client-CA entry be enough on its own.  Removing a client CA
+    from the store reaches running listeners like a renewal does.
 
     Extensions for a server behind a load balancer, or made of several processes (see
     docs/deployment.md):
@@ -705,8 +722,10 @@ class Listener:
       it), read before the handshake within ``handshake_timeout`` and at most
       ``proxy_max_len`` bytes; a connection without a valid one is refused and counted
       (:attr:`ListenerStats.proxy_refused`).  The client it names is the connection's
-      ``peer_address``; the proxy stays readable as ``proxy_address``.  ``proxy_allow``
-      (addresses or networks) limits who may send the header.
+      ``peer_address``; the proxy stays readable as ``proxy_address``.  ``proxy_allow`` is
+      required with it: the addresses or networks of the balancers allowed to send the
+      header (others are refused), or ``"any"``, only when nothing but the balancer can
+      reach this port (anyone else who can would name any client address they like).
     * ``ticket_keys``: a session-ticket key file (``"store"``: the store's own, made by
       ``sslsock cert tickets rotate``), or the keys as bytes; processes sharing them resume
       each other's sessions.  A rewritten file is picked up by running listeners.
@@ -737,6 +756,7 @@ class Listener:
         backlog: int = 0,
         client_ca_pem: Optional[bytes] = None,
         client_system_ca: bool = False,
+        client_partial_chain: bool = False,
         mode: Mode = Mode.SocketSizeAtBeginning,
         end_tag: bytes = b"<EOF>",
         max_message: int = DEFAULT_MAX_MESSAGE,
@@ -751,15 +771,23 @@ class Listener:
         _check_port(port)
         host = unbracket(host)
         allow = _proxy_allow(proxy_allow) if proxy_allow else b""
-        if allow and not proxy_protocol:
+        if proxy_allow and not proxy_protocol:
             raise _errors.ArgumentError("proxy_allow lists who may send the PROXY header: "
                                         "it needs proxy_protocol=True")
+        if proxy_protocol and not proxy_allow:
+            raise _errors.ArgumentError(
+                "proxy_protocol=True lets the sender of the PROXY header name any client "
+                "address: say who may send it, proxy_allow=[\"10.0.0.5\"] (the load "
+                "balancers' addresses or networks), or proxy_allow=\"any\" only when nothing "
+                "but the balancer can reach this port (in the named functions: "
+                "Socket.ProxyAllow)")
         self.tls = tls
         self.recipe: Optional[Recipe] = None
         self.certificate: Any = None
         self._tickets = None
         self._renew: Optional[dict[str, Any]] = None
         self._reload_lock = threading.Lock()
+        self._client_partial_chain = bool(client_partial_chain)
         if ticket_keys is not None and ticket_keys is not False:
             if not tls:
                 raise _errors.ArgumentError("ticket_keys are for a TLS listener")
@@ -776,8 +804,20 @@ class Listener:
                 rec = recipe(int(rec.mask) | SSLOption.SSLClientSystemCA)
             _warn_dropped(rec, f"listener on port {port}")
             st = _store(store, password)
-            watched = isinstance(certificate, str) and not rec.by_hash
+            # a certificate named in the store is renewed; by thumbprint it cannot change,
+            # but the trust of a listener that requires client certificates can
+            watched = isinstance(certificate, str) and (
+                not rec.by_hash or rec.client_certificate)
             generation = self._generation(st, certificate) if watched else None
+            if rec.client_certificate and not (rec.client_system_ca or client_ca_pem
+                                               or st.client_ca_pem()):
+                raise _errors.CertificateError(
+                    "mutual TLS (SSLClientCertificate) needs a CA that vouches for clients, "
+                    f"and the certificate store {st.path} has none marked as a client CA: "
+                    "import it with `sslsock cert import CA.pem --client-ca`, or give the "
+                    "listener client_ca_pem (serve --client-ca FILE); SSLClientSystemCA "
+                    "(client_system_ca=True) lets in whatever the system's authorities "
+                    "vouch for")
             ident = _identity(certificate, rec.by_hash, st, password)
             try:
                 ctx = self._context(rec, ident, st, client_ca_pem)
@@ -789,7 +829,8 @@ class Listener:
             if watched:
                 self._renew = dict(rec=rec, certificate=certificate, store=st,
                                    password=password, client_ca_pem=client_ca_pem,
-                                   generation=generation, digest=digest, failed=None)
+                                   generation=generation, digest=digest, failed=None,
+                                   trust=self._trust(rec, st, client_ca_pem))
         self._tls = ctx  # shared with listeners of the same configuration while open
         cfg = ffi.new("ss_listener_config *")
         host_c = ffi.new("char[]", host.encode()) if host else ffi.NULL
@@ -809,6 +850,10 @@ class Listener:
         cfg.proxy_allow = allow_c
         cfg.proxy_allow_count = len(allow) // 17
         self.proxy_protocol = bool(proxy_protocol)
+        #: who may send the PROXY header: addresses/networks, ("any",), or () without PROXY
+        self.proxy_allow: tuple[str, ...] = (
+            () if not proxy_protocol else
+            ((proxy_allow,) if isinstance(proxy_allow, str) else tuple(proxy_allow)))
         out = ffi.new("ss_listener **")
         err = new_err()
         rc = lib.ss_listener_new(ctx.ptr if ctx else ffi.NULL, cfg, out, err)
@@ -831,10 +876,19 @@ class Listener:
 
     def _context(self, rec: Recipe, ident: Any, st: Any, client_ca_pem: Optional[bytes]) -> Any:
         ctx = _tlsconfig.server_context(rec, identity=ident, store=st,
-                                        client_ca_pem=client_ca_pem, tickets=self._tickets)
+                                        client_ca_pem=client_ca_pem, tickets=self._tickets,
+                                        client_partial_chain=self._client_partial_chain)
         if self._tickets is not None:
             _set_ticket_keys(ctx.ptr, self._tickets.read())
         return ctx
+
+    @staticmethod
+    def _trust(rec: Recipe, st: Any, client_ca_pem: Optional[bytes]) -> Optional[str]:
+        """What vouches for clients (a digest), for a listener that requires client
+        certificates: a client CA removed from the store must stop letting clients in."""
+        if not rec.client_certificate:
+            return None
+        return _tlsconfig._digest(st.client_ca_pem() + (client_ca_pem or b""))
 
     @staticmethod
     def _generation(st: Any, certificate: str) -> Any:
@@ -868,10 +922,12 @@ class Listener:
             if generation == r["generation"]:
                 return changed
             try:
-                ident = _identity(r["certificate"], False, r["store"], r["password"])
+                ident = _identity(r["certificate"], r["rec"].by_hash, r["store"],
+                                  r["password"])
                 try:
                     digest = _tlsconfig._digest(ident.cert_chain_pem)
-                    if digest == r["digest"]:
+                    trust = self._trust(r["rec"], r["store"], r["client_ca_pem"])
+                    if digest == r["digest"] and trust == r["trust"]:
                         r["generation"] = generation
                         return changed
                     ctx = self._context(r["rec"], ident, r["store"], r["client_ca_pem"])
@@ -897,7 +953,12 @@ class Listener:
             self._tls = ctx
             self.recipe = ctx.recipe
             self.certificate = ident.certificate
-            r.update(generation=generation, digest=digest, failed=None)
+            renewed = digest != r["digest"]
+            r.update(generation=generation, digest=digest, failed=None, trust=trust)
+            if not renewed:
+                log.info("listener on port %d: the client CAs changed; new handshakes are "
+                         "verified against them", self.port)
+                return True
             log.info("listener on port %d: now serving the renewed certificate %s (SHA-1 %s, "
                      "valid until %s)", self.port, ident.certificate.name,
                      ident.certificate.certmgr_thumbprint,

@@ -107,6 +107,7 @@ def _build(
     ca_pem: bytes = b"",
     use_system_ca: bool,
     resume: bool = True,
+    partial_chain: bool = False,
 ) -> TLSContext:
     cfg = ffi.new("ss_ctx_config *")
     keep = []  # the char buffers must outlive ss_ctx_new
@@ -136,6 +137,7 @@ def _build(
     cfg.verify_peer = int(verify)
     cfg.use_system_ca = int(use_system_ca and verify)
     cfg.no_resumption = int(not resume)
+    cfg.partial_chain = int(partial_chain)
     out = ffi.new("ss_ctx **")
     err = new_err()
     rc = lib.ss_ctx_new(cfg, out, err)
@@ -198,7 +200,7 @@ def client_context(
         try:
             return _build(False, rec, cert_pem=ident.cert_chain_pem if ident else b"",
                           key_pem=ident.key_pem if ident else None, verify=verify, ca_pem=ca,
-                          use_system_ca=True, resume=resume)
+                          use_system_ca=True, resume=resume, partial_chain=True)
         finally:
             if ident is not None:
                 ident.wipe()
@@ -213,25 +215,30 @@ def server_context(
     store: Any,
     client_ca_pem: Optional[bytes],
     tickets: Any = None,
+    client_partial_chain: bool = False,
 ) -> TLSContext:
     """The context for a server presenting ``identity`` (already loaded: a server always
     checks its certificate afresh).  Under mutual TLS, clients are verified against the
-    store's certificates and ``client_ca_pem`` only; the system's authorities too only when
-    the recipe says so (SSLClientSystemCA).  Shared by the listeners open at the same time
+    store's client CAs (:meth:`CertStore.client_ca_pem`) and ``client_ca_pem`` only, each
+    chain up to a self-signed CA unless ``client_partial_chain``; the system's authorities
+    too only when the recipe says so (SSLClientSystemCA).  Never against the server's own
+    chain or the store's other entries.  Shared by the listeners open at the same time
     with the same configuration, and only while one is open: the caller keeps it."""
     generation = store.generation() if rec.client_certificate else ()
     # The key pair is checked against the certificate, so the certificate names it.
     # Listeners with shared ticket keys (``tickets``: a :class:`_tickets.TicketKeys`, set on
     # the context by the caller) do not share a context with listeners without them.
     key = ("server", rec.mask, _digest(identity.cert_chain_pem), str(store.path),
-           _digest(client_ca_pem), tickets.describe() if tickets is not None else None)
+           _digest(client_ca_pem), tickets.describe() if tickets is not None else None,
+           client_partial_chain)
 
     def build() -> TLSContext:
         ca = b""
         if rec.client_certificate:
-            ca = store.trust_pem() + (client_ca_pem or b"")
+            ca = store.client_ca_pem() + (client_ca_pem or b"")
         return _build(True, rec, cert_pem=identity.cert_chain_pem, key_pem=identity.key_pem,
                       verify=rec.client_certificate, ca_pem=ca,
-                      use_system_ca=rec.client_system_ca)
+                      use_system_ca=rec.client_system_ca,
+                      partial_chain=rec.client_certificate and client_partial_chain)
 
     return _cache.get(key, generation, build, weak=True)

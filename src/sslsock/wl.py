@@ -108,11 +108,31 @@ _KNOWN_OPTIONS = int(SocketNoReuseAddress | SocketReusePort | SocketProxyProtoco
 
 
 class _SocketSettings:
-    """``Socket.Option``: process-wide, for sockets created afterwards."""
+    """``Socket.Option`` and **[extension]** ``Socket.ProxyAllow``: process-wide, for
+    sockets created afterwards."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._option = SocketOption(0)
+        self._proxy_allow: tuple[str, ...] = ()
+
+    @property
+    def ProxyAllow(self) -> tuple[str, ...]:
+        """[extension] Who may send the PROXY header to servers created with
+        SocketProxyProtocol: the load balancers' addresses or networks (``"10.0.0.5"``,
+        ``"10.0.0.0/8"``), or ``"any"``, only when nothing but the balancer can reach the
+        port.  Required with SocketProxyProtocol."""
+        with self._lock:
+            return self._proxy_allow
+
+    @ProxyAllow.setter
+    def ProxyAllow(self, value: Any) -> None:
+        from ._objects import _proxy_allow
+
+        items = (value,) if isinstance(value, str) else tuple(value or ())
+        _proxy_allow(items)  # a bad address is refused here, with what is wrong
+        with self._lock:
+            self._proxy_allow = items
 
     @property
     def Option(self) -> SocketOption:
@@ -270,6 +290,11 @@ def _proxy() -> bool:
     return bool(Socket.Option & SocketOption.SocketProxyProtocol)
 
 
+def _proxy_allow() -> tuple[str, ...]:
+    """Socket.ProxyAllow for a server created now (nothing without SocketProxyProtocol)."""
+    return Socket.ProxyAllow if _proxy() else ()
+
+
 def _conn_of(entry: Entry, name: str, wait_s: Optional[float]) -> Connection:
     """The connection a read/write on `name` talks to; for a listener (the simplified
     server) the client accepted at the first use, waiting at most wait_s for one."""
@@ -301,7 +326,7 @@ def SocketCreateSSL(name: str, port: int, cert_id: str, options: int = DEFAULT,
     reuse_address, reuse_port = _reuse()
     listener = Listener(_server_port(port), cert_id, options=options, host=address or "",
                         reuse_address=reuse_address, reuse_port=reuse_port,
-                        proxy_protocol=_proxy())
+                        proxy_protocol=_proxy(), proxy_allow=_proxy_allow())
     _register(name, Entry(listener, "listener"))
     return True
 
@@ -314,7 +339,7 @@ def SocketCreate(name: str, port: int, address: str = "") -> bool:
     reuse_address, reuse_port = _reuse()
     listener = Listener(_server_port(port), tls=False, host=address or "",
                         reuse_address=reuse_address, reuse_port=reuse_port,
-                        proxy_protocol=_proxy())
+                        proxy_protocol=_proxy(), proxy_allow=_proxy_allow())
     _register(name, Entry(listener, "listener"))
     return True
 

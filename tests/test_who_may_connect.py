@@ -1,0 +1,352 @@
+"""Who may connect, and on whose word: each setting lets in exactly whom it says, against
+real peers (the stdlib's ssl module, openssl s_client), and no configuration widens that
+by accident (a server's own chain, a resumed session, a removed CA, an unlisted PROXY
+sender, a world-readable key, a client trusting more than the CA it was given)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+
+import sslsock
+from sslsock import _certgen
+
+O = sslsock.SSLOption
+LOOPBACK = "127.0.0.1"
+PEER_TIMEOUT = 20.0
+
+
+def _client_ctx(tmp_path: Path, who: Optional[_certgen.Issued], name: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    if who is not None:
+        cert, key = who.write_pem(tmp_path / name, split=True)
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def let_in(lst: sslsock.Listener, ctx: ssl.SSLContext,
+           session: Optional[ssl.SSLSession] = None) -> tuple[bool, Any]:
+    """Connect a stdlib client to ``lst``; (whether the listener let it in, the client's
+    session or its error).  TLS 1.3 clients finish before the server checks them, so the
+    answer is the server's: a connection handed over, or a failed handshake counted."""
+    before = lst.stats().failed_tls
+    out: dict[str, Any] = {}
+
+    def client() -> None:
+        try:
+            with socket.create_connection((LOOPBACK, lst.port), timeout=PEER_TIMEOUT) as raw:
+                with ctx.wrap_socket(raw, session=session) as s:
+                    out["data"] = s.recv(64)
+                    out["session"] = s.session
+                    out["reused"] = s.session_reused
+        except (OSError, ssl.SSLError) as e:
+            out["error"] = e
+
+    t = threading.Thread(target=client)
+    t.start()
+    deadline = time.monotonic() + PEER_TIMEOUT
+    accepted = False
+    while time.monotonic() < deadline:
+        if lst.wait(0.05):
+            conn = lst.accept(0)
+            conn.write(b"welcome")
+            accepted = True
+            break
+        if lst.stats().failed_tls > before:
+            break
+    t.join(PEER_TIMEOUT)
+    if accepted:
+        conn.close()
+    return accepted, out
+
+
+# ---- 1. mutual TLS: only client CAs vouch for clients --------------------------------
+
+
+def _add_client_ca(store_dir: Path, name: str, ca: _certgen.Issued) -> None:
+    """A client CA entry as `sslsock cert import --client-ca` writes it."""
+    (store_dir / f"{name}.pem").write_bytes(b"# sslsock: client-ca\n" + ca.cert_pem())
+
+
+@pytest.fixture
+def public_ca_world(tmp_path: Path) -> dict[str, Any]:
+    """A server whose certificate comes from a public CA's intermediate, stored with its
+    chain; another customer of that intermediate; a partner whose CA is a client CA."""
+    root = _certgen.make_ca("public root")
+    inter = _certgen.make_ca("public intermediate", issuer=root)
+    server = _certgen.make_leaf(inter, "localhost", hosts=["localhost", LOOPBACK])
+    other = _certgen.make_leaf(inter, "other customer", hosts=["other.test"], client=True)
+    partner_ca = _certgen.make_ca("partner CA")
+    partner = _certgen.make_leaf(partner_ca, "partner", hosts=["partner.test"], client=True)
+    d = tmp_path / "store"
+    d.mkdir(mode=0o700)
+    server.write_pem(d / "server.pem")
+    store = sslsock.CertStore(d)
+    _add_client_ca(d, "partner-ca", partner_ca)
+    return dict(store=store, root=root, inter=inter, other=other, partner=partner,
+                partner_ca=partner_ca, server=server)
+
+
+def test_mutual_tls_does_not_trust_the_servers_own_issuer(tmp_path: Path,
+                                                          public_ca_world: Any) -> None:
+    w = public_ca_world
+    with sslsock.Listener(0, "server", store=w["store"], host=LOOPBACK,
+                          options=O.SSLClientCertificate) as lst:
+        other_in, _ = let_in(lst, _client_ctx(tmp_path, w["other"], "other"))
+        partner_in, _ = let_in(lst, _client_ctx(tmp_path, w["partner"], "partner"))
+        nobody_in, _ = let_in(lst, _client_ctx(tmp_path, None, "nobody"))
+        assert "did not verify" in lst.stats().last_failure or not nobody_in
+    assert not other_in, "a customer of the server's own CA was let in"
+    assert partner_in
+    assert not nobody_in
+
+
+def test_a_client_ca_must_reach_a_root_unless_partial_chains_are_asked_for(
+        tmp_path: Path, public_ca_world: Any) -> None:
+    """The listener's own CA file holding only an intermediate: its clients are let in
+    only with client_partial_chain=True (the chain is otherwise checked up to a root)."""
+    w = public_ca_world
+    inter_pem = w["inter"].certificate.public_bytes(serialization.Encoding.PEM)
+    results = []
+    for partial in (False, True):
+        with sslsock.Listener(0, "server", store=w["store"], host=LOOPBACK,
+                              options=O.SSLClientCertificate, client_ca_pem=inter_pem,
+                              client_partial_chain=partial) as lst:
+            results.append(let_in(lst, _client_ctx(tmp_path, w["other"], "other"))[0])
+    assert results == [False, True]
+
+
+def test_openssl_client_of_the_same_public_ca_is_refused(tmp_path: Path,
+                                                         public_ca_world: Any) -> None:
+    """The same with openssl s_client as the peer."""
+    w = public_ca_world
+    cert, key = w["other"].write_pem(tmp_path / "other-ossl", split=True)
+    with sslsock.Listener(0, "server", store=w["store"], host=LOOPBACK,
+                          options=O.SSLClientCertificate) as lst:
+        run = subprocess.run(
+            ["openssl", "s_client", "-connect", f"{LOOPBACK}:{lst.port}", "-cert", str(cert),
+             "-key", str(key), "-tls1_2", "-brief"],
+            input=b"", capture_output=True, timeout=PEER_TIMEOUT)
+        assert not lst.wait(0.5)
+        assert lst.stats().handshakes == 0
+    assert run.returncode != 0, run.stdout
+
+
+def test_cert_import_client_ca_is_shown_by_cert_list(tmp_path: Path,
+                                                     public_ca_world: Any) -> None:
+    w = public_ca_world
+    env = {**os.environ, "SSLSOCK_CERT_STORE": str(w["store"].path)}
+    (tmp_path / "vendor-ca.pem").write_bytes(_certgen.make_ca("vendor CA").cert_pem())
+    imported = subprocess.run([sys.executable, "-m", "sslsock", "cert", "import",
+                               str(tmp_path / "vendor-ca.pem"), "--client-ca"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    assert "as a client CA" in imported.stdout
+    listing = subprocess.run([sys.executable, "-m", "sslsock", "cert", "list", "--json"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    by_name = {c["name"]: c for c in json.loads(listing.stdout)["certificates"]}
+    assert by_name["partner-ca"]["client_ca"] is True
+    assert by_name["vendor-ca"]["client_ca"] is True
+    assert by_name["server"]["client_ca"] is False
+    table = subprocess.run([sys.executable, "-m", "sslsock", "cert", "list"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert "client CA" in table.stdout
+    # a leaf (not a CA) is refused as a client CA, with the reason
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(w["partner"].certificate.public_bytes(serialization.Encoding.PEM))
+    bad = subprocess.run([sys.executable, "-m", "sslsock", "cert", "import", str(leaf),
+                          "--client-ca"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
+    assert "is not a CA certificate" in bad.stderr
+
+
+def test_mutual_tls_without_any_client_ca_is_refused_with_advice(tmp_path: Path) -> None:
+    d = tmp_path / "store"
+    d.mkdir(mode=0o700)
+    _certgen.make_self_signed("localhost").write_pem(d / "server.pem")
+    with pytest.raises(sslsock.CertificateError, match="--client-ca"):
+        sslsock.Listener(0, "server", store=sslsock.CertStore(d), host=LOOPBACK,
+                         options=O.SSLClientCertificate)
+
+
+# ---- 2. resumption does not skip a stricter listener's trust -------------------------
+
+_RESUME_PROBE = r"""
+import json, socket, ssl, sys, threading, time
+sys.path.insert(0, sys.argv[4])
+import sslsock
+from test_who_may_connect import let_in
+store = sslsock.CertStore(sys.argv[1])
+keys = bytes(range(80))
+O = sslsock.SSLOption
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+ctx.maximum_version = getattr(ssl.TLSVersion, sys.argv[5])
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+strict = sslsock.Listener(0, "server", store=store, host="127.0.0.1",
+                          options=O.SSLClientCertificate, ticket_keys=keys)
+loose = sslsock.Listener(0, "server", store=store, host="127.0.0.1",
+                         options=O.SSLClientCertificate, client_system_ca=True,
+                         ticket_keys=keys)
+with strict, loose:
+    full_strict, _ = let_in(strict, ctx)
+    full_loose, out = let_in(loose, ctx)
+    resumed_strict, again = let_in(strict, ctx, session=out.get("session"))
+print(json.dumps({"full_strict": full_strict, "full_loose": full_loose,
+                  "resumed_strict": resumed_strict, "reused": again.get("reused")}))
+"""
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_a_session_from_a_looser_listener_does_not_resume_on_a_stricter_one(
+        tmp_path: Path, version: str) -> None:
+    public_ca = _certgen.make_ca("public CA in the system bundle")
+    bundle = tmp_path / "system-bundle.pem"
+    bundle.write_bytes(public_ca.cert_pem())
+    stranger = _certgen.make_leaf(public_ca, "stranger", hosts=["stranger.test"], client=True)
+    ccert, ckey = stranger.write_pem(tmp_path / "stranger", split=True)
+    d = tmp_path / "store"
+    d.mkdir(mode=0o700)
+    _certgen.make_self_signed("localhost").write_pem(d / "server.pem")
+    _add_client_ca(d, "partner-ca", _certgen.make_ca("partner"))
+    env = {**os.environ, "SSL_CERT_FILE": str(bundle), "SSL_CERT_DIR": str(tmp_path / "none")}
+    run = subprocess.run([sys.executable, "-c", _RESUME_PROBE, str(d), str(ccert), str(ckey),
+                          str(Path(__file__).parent), version],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["full_strict"] is False and result["full_loose"] is True, result
+    assert result["resumed_strict"] is False, result
+
+
+# ---- 3. removing a client CA reaches running listeners -------------------------------
+
+
+def test_removing_a_client_ca_reaches_a_running_listener(tmp_path: Path,
+                                                          public_ca_world: Any) -> None:
+    w = public_ca_world
+    store = w["store"]
+    _add_client_ca(store.path, "keep-ca", _certgen.make_ca("another partner"))
+    partner = _client_ctx(tmp_path, w["partner"], "partner")
+    with sslsock.Listener(0, "server", store=store, host=LOOPBACK,
+                          options=O.SSLClientCertificate, reload_interval=None) as lst:
+        assert let_in(lst, partner)[0]
+        store.remove("partner-ca")
+        assert lst.reload() is True
+        assert not let_in(lst, partner)[0], "the removed partner CA still lets clients in"
+        assert lst.reload() is False  # nothing more changed
+    # a listener named by thumbprint follows its trust too
+    with sslsock.Listener(0, w["server"].certificate.fingerprint(
+            hashes.SHA256()).hex(), store=store, host=LOOPBACK,
+            options=O.SSLClientCertificate | O.CertificateHash,
+            reload_interval=None) as lst:
+        _add_client_ca(store.path, "partner-ca", w["partner_ca"])
+        assert lst.reload() is True
+        assert let_in(lst, partner)[0]
+
+
+# ---- 4. the PROXY protocol believes only the senders it is told to ---------------------
+
+
+def _spoof(port: int, ctx: ssl.SSLContext, claimed: str = "192.0.2.44") -> str:
+    """A client reaching the port directly, claiming another address in a PROXY header."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=PEER_TIMEOUT) as raw:
+            raw.sendall(f"PROXY TCP4 {claimed} 10.0.0.1 4444 443\r\n".encode())
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                # (a reset that comes before the handshake leaves the stdlib socket
+                # unconnected: it reads b"" without a handshake)
+                data = tls.recv(64)
+                return repr(data) if data else "refused: closed before any TLS"
+    except (OSError, ssl.SSLError) as e:
+        return f"refused: {e}"
+
+
+def test_proxy_protocol_without_an_allow_list_is_refused(pki: Any) -> None:
+    with pytest.raises(sslsock.ArgumentError, match=r'proxy_allow=\["10.0.0.5"\].*"any"'):
+        sslsock.Listener(0, "localhost", host=LOOPBACK, proxy_protocol=True)
+    with pytest.raises(sslsock.ArgumentError, match="cannot be combined"):
+        sslsock.Listener(0, "localhost", host=LOOPBACK, proxy_protocol=True,
+                         proxy_allow=["any", "10.0.0.5"])
+    # "any" is said explicitly, and then every sender is believed
+    with sslsock.Listener(0, "localhost", host=LOOPBACK, proxy_protocol=True,
+                          proxy_allow="any") as lst:
+        assert lst.proxy_allow == ("any",)
+        t = threading.Thread(target=_spoof, args=(lst.port, pki.client_context()))
+        t.start()
+        conn = lst.accept(PEER_TIMEOUT)
+        assert conn.info().peer_address == "192.0.2.44"
+        conn.close()
+        t.join(PEER_TIMEOUT)
+
+
+def test_named_face_gives_the_proxy_allow_list(pki: Any) -> None:
+    ctx = pki.client_context()
+    sslsock.Socket.Option = sslsock.SocketProxyProtocol
+    # without an allow list the server is not created, and the error says what to set
+    assert not sslsock.SocketCreateSSL("nolist", 0, "localhost")
+    assert "Socket.ProxyAllow" in sslsock.ErrorInfo()
+    with pytest.raises(sslsock.ArgumentError, match="not an IP address"):
+        sslsock.Socket.ProxyAllow = ["balancer.example"]
+    # a balancer elsewhere: this client (127.0.0.1) is not believed
+    sslsock.Socket.ProxyAllow = ["10.9.9.9"]
+    assert sslsock.SocketCreateSSL("srv", 0, "localhost", address=LOOPBACK), \
+        sslsock.ErrorInfo()
+    from sslsock._registry import REGISTRY
+
+    lst = REGISTRY.get("srv").obj
+    assert _spoof(lst.port, ctx).startswith("refused")
+    assert not sslsock.SocketWaitForConnection("srv", 300)
+    assert lst.stats().proxy_refused == 1
+    # the balancer's own address: believed
+    sslsock.Socket.ProxyAllow = "127.0.0.1"
+    assert sslsock.SocketCreateSSL("srv2", 0, "localhost", address=LOOPBACK)
+    t = threading.Thread(target=_spoof, args=(REGISTRY.get("srv2").obj.port, ctx))
+    t.start()
+    assert sslsock.SocketWaitForConnection("srv2", 10_000), sslsock.ErrorInfo()
+    channel = sslsock.SocketAccept("srv2")
+    assert sslsock.SocketClientInfo(channel, sslsock.SocketAddress) == "192.0.2.44"
+    sslsock.SocketClose(channel)
+    t.join(PEER_TIMEOUT)
+
+
+def _serve(args: list[str], store: Path) -> tuple[int, str]:
+    """Start `sslsock serve`, read stderr until it says what it listens on, stop it."""
+    env = {**os.environ, "SSLSOCK_CERT_STORE": str(store)}
+    proc = subprocess.Popen([sys.executable, "-m", "sslsock", "serve", "--host", LOOPBACK,
+                             "--port", "0", "--cert", "localhost", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        if first:
+            proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, first + out + err
+
+
+def test_serve_says_whose_proxy_headers_it_believes(pki: Any) -> None:
+    code, text = _serve(["--proxy-protocol"], pki.store_dir)
+    assert code == 2, text
+    assert "--proxy-allow" in text and "any" in text
+    code, text = _serve(["--proxy-protocol", "--proxy-allow", "10.1.2.3",
+                         "--proxy-allow", "192.0.2.0/24"], pki.store_dir)
+    assert "headers believed only from 10.1.2.3, 192.0.2.0/24" in text, text
+    code, text = _serve(["--proxy-protocol", "--proxy-allow", "any"], pki.store_dir)
+    assert "headers believed from ANY address" in text, text
