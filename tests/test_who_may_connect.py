@@ -350,3 +350,88 @@ def test_serve_says_whose_proxy_headers_it_believes(pki: Any) -> None:
     assert "headers believed only from 10.1.2.3, 192.0.2.0/24" in text, text
     code, text = _serve(["--proxy-protocol", "--proxy-allow", "any"], pki.store_dir)
     assert "headers believed from ANY address" in text, text
+
+
+# ---- 8. a client pinned to a private CA trusts that CA alone ---------------------------
+
+_PIN_PROBE = r"""
+import json, socket, ssl, sys, threading
+import sslsock
+server_cert, server_key, private_ca, store = sys.argv[1:5]
+srv = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+srv.load_cert_chain(server_cert, server_key)
+sock = socket.create_server(("127.0.0.1", 0))
+port = sock.getsockname()[1]
+
+def serve():
+    while True:
+        try:
+            raw, _ = sock.accept()
+        except OSError:
+            return
+        try:
+            with srv.wrap_socket(raw, server_side=True) as s:
+                s.sendall(b"2\r\nhi")
+                s.recv(1)
+        except (OSError, ssl.SSLError):
+            pass
+
+threading.Thread(target=serve, daemon=True).start()
+st = sslsock.CertStore(store)
+pem = open(private_ca, "rb").read()
+results = {}
+for label, kw in [("default", {}), ("cafile", {"cafile_pem": pem}),
+                  ("store-entry", {"ca": "private-ca"}),
+                  ("cafile+system", {"cafile_pem": pem, "system_ca": True})]:
+    try:
+        with sslsock.connect("127.0.0.1", port, server_hostname="localhost", store=st,
+                             timeout=10, resume=False, **kw) as c:
+            results[label] = c.read(timeout=10).decode()
+    except sslsock.Error as e:
+        results[label] = "refused: " + str(e)
+# the named face, per connection
+ok = sslsock.SocketConnectSSL("named", port, "localhost", ca="private-ca")
+results["named"] = "connected" if ok else "refused: " + sslsock.ErrorInfo()
+sock.close()
+print(json.dumps(results))
+"""
+
+
+def test_a_client_given_a_private_ca_trusts_it_alone(tmp_path: Path) -> None:
+    """A server whose certificate comes from a public CA (in the system bundle of the
+    client's process): a client pinned to its private CA refuses it, unless it asks for
+    the system's authorities too."""
+    public_ca = _certgen.make_ca("public CA in the system bundle")
+    bundle = tmp_path / "system-bundle.pem"
+    bundle.write_bytes(public_ca.cert_pem())
+    server = _certgen.make_leaf(public_ca, "localhost", hosts=["localhost", LOOPBACK])
+    scert, skey = server.write_pem(tmp_path / "server", split=True)
+    private = tmp_path / "private-ca.pem"
+    private.write_bytes(_certgen.make_ca("our private CA").cert_pem())
+    d = tmp_path / "store"
+    d.mkdir(mode=0o700)
+    (d / "private-ca.pem").write_bytes(private.read_bytes())
+    env = {**os.environ, "SSL_CERT_FILE": str(bundle), "SSL_CERT_DIR": str(tmp_path / "none"),
+           "SSLSOCK_CERT_STORE": str(d)}
+    run = subprocess.run([sys.executable, "-c", _PIN_PROBE, str(scert), str(skey),
+                          str(private), str(d)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    r = json.loads(run.stdout)
+    assert r["default"] == "hi", r  # no CA given: the system's authorities and the store
+    assert r["cafile"].startswith("refused"), r
+    assert r["store-entry"].startswith("refused"), r
+    assert r["cafile+system"] == "hi", r
+    assert r["named"].startswith("refused"), r
+
+
+def test_an_empty_server_hostname_is_refused(pki: Any) -> None:
+    with sslsock.Listener(0, "localhost", host=LOOPBACK) as lst:
+        with pytest.raises(sslsock.ArgumentError, match="check_hostname=False"):
+            sslsock.connect(LOOPBACK, lst.port, server_hostname="")
+        # said on purpose: a certificate for any name, its chain still verified
+        with sslsock.connect(LOOPBACK, lst.port, server_hostname="elsewhere.test",
+                             check_hostname=False, timeout=10):
+            pass
+        with pytest.raises(sslsock.TLSError):
+            sslsock.connect(LOOPBACK, lst.port, server_hostname="elsewhere.test", timeout=10)

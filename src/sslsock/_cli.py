@@ -696,12 +696,16 @@ def _read_cafile(path: Optional[str]) -> Optional[bytes]:
 def cmd_connect(args: argparse.Namespace) -> int:
     from ._objects import Mode, connect
 
+    if args.system_ca and not args.cafile:
+        raise UsageError("--system-ca adds the system's authorities to the CA of --cafile; "
+                         "without --cafile they are trusted already")
     store = store_of(args)
     ident = _client_identity(args, store)
     conn = connect(args.host, args.port, options=args.options,
                    verify=False if args.no_verify else None, timeout=args.timeout,
                    server_hostname=args.server_name, client_certificate=ident, store=store,
-                   cafile_pem=_read_cafile(args.cafile), mode=args.mode, end_tag=args.end_tag)
+                   cafile_pem=_read_cafile(args.cafile), mode=args.mode, end_tag=args.end_tag,
+                   system_ca=bool(args.cafile and args.system_ca))
     raw = args.mode == Mode.SocketNoEndTag
     out = sys.stdout.buffer
     with conn:
@@ -978,7 +982,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true",
                    help="do not verify the server certificate (SSLNoVerify; tests only)")
     p.add_argument("--cafile", metavar="FILE",
-                   help="also trust the certificates in this PEM file")
+                   help="trust only the CAs in this PEM file (a private CA): not the "
+                        "system's authorities, not the store's other certificates")
+    p.add_argument("--system-ca", action="store_true",
+                   help="with --cafile: trust the system's authorities as well")
     p.add_argument("--server-name", metavar="NAME",
                    help="name to send (SNI) and check in the certificate (default: HOST)")
     p.add_argument("--cert", metavar="ID",

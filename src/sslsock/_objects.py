@@ -561,18 +561,35 @@ def connect(
     end_tag: bytes = b"<EOF>",
     max_message: int = DEFAULT_MAX_MESSAGE,
     resume: bool = True,
+    ca: Optional[str] = None,
+    system_ca: bool = False,
+    check_hostname: bool = True,
 ) -> Connection:
     """Connect to ``host:port`` (empty host: this machine), with TLS unless ``tls=False``.
 
     The server's certificate is verified against the system's authorities and the
     certificates of the store, and must match ``server_hostname`` (default: ``host``, or
-    ``localhost`` for an empty host).  ``verify=False`` (or the SSLNoVerify option) turns
-    verification off for this connection.  A reconnection to the same server with the same
+    ``localhost`` for an empty host).  Given a CA, ``ca`` (a store entry: name, thumbprint
+    or file) or ``cafile_pem`` (PEM bytes), the connection trusts that CA alone: not the
+    system's authorities (unless ``system_ca=True``), not the store's other certificates.
+    ``check_hostname=False`` accepts a certificate for any name (the chain is still
+    verified); ``server_hostname=""`` is refused, as it would say that silently.
+    ``verify=False`` (or the SSLNoVerify option) turns verification off for this
+    connection.  A reconnection to the same server with the same
     settings resumes the previous TLS session (``resume=False``: always a full handshake);
     :attr:`Connection.resumed` tells.
     """
     _check_port(port, client=True)
     host = unbracket(host) or "localhost"
+    if server_hostname == "" and tls:
+        raise _errors.ArgumentError(
+            'server_hostname="" would turn the check of the server\'s name off while its '
+            "chain is still verified: give the name the certificate must carry, or pass "
+            "check_hostname=False to accept a certificate for any name on purpose")
+    if system_ca and ca is None and cafile_pem is None:
+        raise _errors.ArgumentError(
+            "system_ca=True adds the system's authorities to a CA given with ca= or "
+            "cafile_pem=; without one they are trusted already")
     ctx = None
     if tls:
         rec = recipe(options)
@@ -581,14 +598,21 @@ def connect(
             verify = not rec.no_verify
         st = _store(store, password)
         wanted = client_certificate if client_certificate != "" else None
+        pinned = ca is not None or cafile_pem is not None
+        anchors = cafile_pem
+        if ca is not None:
+            anchors = _ca_pem(st, ca, rec.by_hash) + (cafile_pem or b"")
         try:
             ctx = _tlsconfig.client_context(
-                rec, verify=verify, store=st, cafile_pem=cafile_pem, client_certificate=wanted,
+                rec, verify=verify, store=st, cafile_pem=anchors, client_certificate=wanted,
                 password=password, resume=resume,
-                load_identity=lambda: _identity(wanted, rec.by_hash, st, password))
+                load_identity=lambda: _identity(wanted, rec.by_hash, st, password),
+                pinned=pinned, system_ca=system_ca)
         finally:
             _wipe_if_identity(wanted)  # the context has the key now (or already had it)
     name = host if server_hostname is None else server_hostname
+    if not check_hostname:
+        name = ""
     out = ffi.new("ss_conn **")
     err = new_err()
     host_b = host.encode() if host.isascii() else host.encode("idna")
@@ -597,6 +621,16 @@ def connect(
     if rc != 0:
         raise_err(rc, err)
     return Connection(out[0], tls=tls, mode=mode, end_tag=end_tag, max_message=max_message)
+
+
+def _ca_pem(st: Any, ca: str, by_hash: bool) -> bytes:
+    """The certificates of the store entry (or file) ``ca``, as trust anchors."""
+    from ._certstore import _chain_pem
+
+    if not isinstance(ca, str) or not ca.strip():
+        raise _errors.ArgumentError(
+            "ca names the CA to trust: a store entry's name or thumbprint, or a PEM file")
+    return _chain_pem(st.find(ca, "hash" if by_hash else "name"))
 
 
 def unbracket(host: str) -> str:

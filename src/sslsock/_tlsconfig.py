@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import logging
+import secrets
 import threading
 import weakref
 from collections import OrderedDict
@@ -95,6 +97,19 @@ def cache_size() -> int:
 
 def _digest(data: Optional[bytes]) -> str:
     return hashlib.sha256(data or b"").hexdigest()
+
+
+# keyed per process, so that the cache's keys say nothing about a password outside it
+_PASSWORD_SALT = secrets.token_bytes(32)
+
+
+def _password_key(password: Any) -> Optional[str]:
+    """What names a key password in a cache key: a keyed hash of it (a later caller with
+    another password must not reuse a key the first one opened), never the password."""
+    if password is None:
+        return None
+    raw = password.encode("utf-8") if isinstance(password, str) else bytes(password)
+    return hmac.new(_PASSWORD_SALT, raw, hashlib.sha256).hexdigest()
 
 
 def _build(
@@ -179,9 +194,13 @@ def client_context(
     password: Any,
     resume: bool,
     load_identity: Callable[[], Any],
+    pinned: bool = False,
+    system_ca: bool = True,
 ) -> TLSContext:
     """The context for a client: verifying servers against the system's authorities, the
-    store's certificates and ``cafile_pem``; presenting ``client_certificate`` if given."""
+    store's certificates and ``cafile_pem``; presenting ``client_certificate`` if given.
+    ``pinned``: ``cafile_pem`` alone (a private CA), plus the system's authorities only
+    with ``system_ca``."""
     from ._certstore import Identity
 
     generation = store.generation() if (verify or client_certificate) else ()
@@ -189,18 +208,22 @@ def client_context(
     if isinstance(client_certificate, Identity):
         ident_key = ("object", _digest(client_certificate.cert_chain_pem))
     elif client_certificate:
-        ident_key = ("store", str(client_certificate), password is not None)
-    key = ("client", rec.mask, verify, str(store.path), _digest(cafile_pem), ident_key, resume)
+        ident_key = ("store", str(client_certificate), _password_key(password))
+    key = ("client", rec.mask, verify, str(store.path), _digest(cafile_pem), ident_key, resume,
+           pinned, system_ca)
+    if pinned:
+        generation = store.generation() if client_certificate else ()
 
     def build() -> TLSContext:
-        ca = store.trust_pem() if verify else b""
+        ca = store.trust_pem() if verify and not pinned else b""
         if cafile_pem:
             ca += cafile_pem
         ident = load_identity() if client_certificate else None
         try:
             return _build(False, rec, cert_pem=ident.cert_chain_pem if ident else b"",
                           key_pem=ident.key_pem if ident else None, verify=verify, ca_pem=ca,
-                          use_system_ca=True, resume=resume, partial_chain=True)
+                          use_system_ca=system_ca or not pinned, resume=resume,
+                          partial_chain=True)
         finally:
             if ident is not None:
                 ident.wipe()

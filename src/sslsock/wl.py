@@ -354,14 +354,18 @@ def _register(name: str, entry: Entry) -> None:
 
 @_named(False)
 def SocketConnectSSL(name: str, port: int, address: str = "", options: int = DEFAULT,
-                     timeout: Any = None, client_cert: str = "") -> bool:
-    """Connect to a TLS server; the server's certificate is verified (SSLNoVerify: not)."""
+                     timeout: Any = None, client_cert: str = "", *, ca: str = "",
+                     system_ca: bool = False) -> bool:
+    """Connect to a TLS server; the server's certificate is verified (SSLNoVerify: not).
+    **[extension]** ``ca``: a store entry (name, thumbprint) or PEM file, the CA this
+    connection trusts alone (``system_ca=True``: and the system's authorities)."""
     REGISTRY.check_name(name)
     options = _ssl_options(options)
     REGISTRY.reserve(name)
     t = _seconds(timeout, "timeout")
     conn = connect(address or "", port, options=options,
-                   timeout=30.0 if t is None else t, client_certificate=client_cert or None)
+                   timeout=30.0 if t is None else t, client_certificate=client_cert or None,
+                   ca=ca or None, system_ca=system_ca)
     _register(name, Entry(conn, "client"))
     return True
 
