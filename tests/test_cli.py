@@ -555,11 +555,15 @@ def test_mutual_tls(dev: Server, tmp_path: Path) -> None:
         assert run(dev.env, "cert", "remove", "client-one").returncode == 0
 
 
-def test_serve_warns_about_a_readable_key(env: dict[str, str], store: Path,
-                                          tmp_path: Path) -> None:
+def test_serve_refuses_a_readable_key_unless_allowed(env: dict[str, str], store: Path,
+                                                     tmp_path: Path) -> None:
     assert run(env, "cert", "create", "loose").returncode == 0
     os.chmod(store / "loose.pem", 0o644)
-    with serving(env, tmp_path, "--cert", "loose") as server:
+    r = run(env, "serve", "--port", "0", "--cert", "loose")
+    assert r.returncode == EXIT_CERT, r.stderr
+    assert f"run chmod 600 {store / 'loose.pem'}" in r.stderr
+    allowed = {**env, "SSLSOCK_ALLOW_READABLE_KEYS": "1"}
+    with serving(allowed, tmp_path, "--cert", "loose") as server:
         assert stop(server.proc, signal.SIGTERM) == EXIT_OK
         assert f"warning: the private key file {store / 'loose.pem'} can be read by other " \
                "users (mode 0644): run chmod 600" in server.stderr()

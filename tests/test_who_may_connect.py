@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 import sslsock
 from sslsock import _certgen
+from sslsock._certstore import InsecureKeyFileWarning
 
 O = sslsock.SSLOption
 LOOPBACK = "127.0.0.1"
@@ -435,3 +436,28 @@ def test_an_empty_server_hostname_is_refused(pki: Any) -> None:
             pass
         with pytest.raises(sslsock.TLSError):
             sslsock.connect(LOOPBACK, lst.port, server_hostname="elsewhere.test", timeout=10)
+
+
+# ---- 7. a private key others can read is refused ---------------------------------------
+
+
+def test_a_readable_private_key_is_refused_unless_allowed(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "store"
+    d.mkdir(mode=0o700)
+    [_, key] = _certgen.make_self_signed("localhost").write_pem(d / "server", split=True)
+    key.chmod(0o644)
+    with pytest.raises(sslsock.CertificateError, match=f"run chmod 600 {key}"):
+        sslsock.Listener(0, "server", store=sslsock.CertStore(d), host=LOOPBACK)
+    monkeypatch.setenv("SSLSOCK_CERT_STORE", str(d))
+    assert not sslsock.SocketCreateSSL("srv", 0, "server")
+    assert f"chmod 600 {key}" in sslsock.ErrorInfo()
+    # the explicit override: served, with a warning, to a real peer
+    with pytest.warns(InsecureKeyFileWarning, match="chmod 600"):
+        lst = sslsock.Listener(0, "server", store=sslsock.CertStore(d, allow_readable_keys=True),
+                               host=LOOPBACK)
+    with lst:
+        run = subprocess.run(["openssl", "s_client", "-connect", f"{LOOPBACK}:{lst.port}",
+                              "-brief"], input=b"", capture_output=True, timeout=PEER_TIMEOUT)
+        assert lst.wait(PEER_TIMEOUT)
+    assert b"CONNECTION ESTABLISHED" in run.stderr, run.stderr

@@ -87,6 +87,9 @@ __all__ = [
 
 STORE_ENV = "SSLSOCK_CERT_STORE"
 PASSWORD_ENV = "SSLSOCK_CERT_PASSWORD"
+#: Set to 1 to let a server use a private key file that other users can read (a warning
+#: then, not a refusal): for a key shared with a group on purpose.
+READABLE_KEYS_ENV = "SSLSOCK_ALLOW_READABLE_KEYS"
 
 #: How to look a certificate up: the WLanguage ``CertificateName`` / ``CertificateHash``.
 Lookup = Literal["name", "hash"]
@@ -636,13 +639,22 @@ class CertStore:
 
     ``password`` (``bytes``, or ``str`` encoded as UTF-8) opens encrypted files; by default it
     is ``$SSLSOCK_CERT_PASSWORD`` as set when the store object is made.
+
+    A private key file that its group or other users can read is refused when a server
+    loads it (:meth:`load_identity`); ``allow_readable_keys=True`` (default:
+    ``$SSLSOCK_ALLOW_READABLE_KEYS=1``) lets it through with a warning, for a key shared
+    with a group on purpose.
     """
 
     def __init__(
         self,
         path: str | Path | None = None,
         password: bytes | str | None = None,
+        allow_readable_keys: bool | None = None,
     ) -> None:
+        if allow_readable_keys is None:
+            allow_readable_keys = os.environ.get(READABLE_KEYS_ENV, "") == "1"
+        self.allow_readable_keys = bool(allow_readable_keys)
         self._path = Path(path).expanduser() if path is not None else default_store_path()
         if password is not None:
             self._password = _Password.of(password, "password= argument")
@@ -786,9 +798,11 @@ class CertStore:
     def load_identity(self, identifier: str, by: Lookup = "name") -> Identity:
         """Find a certificate and check that a server can use it; return it with its key.
 
-        Checks, in order: the certificate has a private key, it is valid now, the key can be
-        read (password), and the key belongs to the certificate.  Warns with
-        :class:`InsecureKeyFileWarning` when the key file is readable by group or others.
+        Checks, in order: the certificate has a private key, it is valid now, the key file
+        cannot be read by its group or other users, the key can be read (password), and
+        the key belongs to the certificate.  A key file others can read is refused, unless
+        the store allows it (``allow_readable_keys``): then it warns with
+        :class:`InsecureKeyFileWarning`.
         """
         entry = self.find(identifier, by, with_key=True)
         if not entry.has_key:
@@ -812,6 +826,12 @@ class CertStore:
         key_file = entry.key_file
         if entry.key_world_readable and key_file is not None:
             mode = stat.S_IMODE(key_file.stat().st_mode)
+            if not self.allow_readable_keys:
+                raise CertificateError(
+                    f"the private key file {key_file} can be read by other users (mode "
+                    f"{mode:04o}), so a server will not use it: run chmod 600 {key_file} "
+                    f"(or, for a key shared with a group on purpose, set "
+                    f"{READABLE_KEYS_ENV}=1 or CertStore(allow_readable_keys=True))")
             warnings.warn(
                 InsecureKeyFileWarning(
                     f"the private key file {key_file} can be read by other users "

@@ -350,7 +350,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     dir_warning = _store_dir_warning(store.path) if store.path.is_dir() else None
     key_warnings = [
         f"the private key file {e.key_file} can be read by other users (mode "
-        f"{_key_mode(e)}): run chmod 600 {e.key_file}"
+        f"{_key_mode(e)}): run chmod 600 {e.key_file} (a server refuses it until then)"
         for e in entries if e.key_world_readable]
     if args.json:
         print(json.dumps({"store": str(store.path), "exists": store.path.is_dir(),
