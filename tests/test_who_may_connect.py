@@ -461,3 +461,56 @@ def test_a_readable_private_key_is_refused_unless_allowed(tmp_path: Path,
                               "-brief"], input=b"", capture_output=True, timeout=PEER_TIMEOUT)
         assert lst.wait(PEER_TIMEOUT)
     assert b"CONNECTION ESTABLISHED" in run.stderr, run.stderr
+
+
+# ---- 9. smaller leaks ------------------------------------------------------------------
+
+
+def test_a_wrong_key_password_does_not_reuse_a_cached_key(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client context cache once knew a password only as "given": a later connect
+    with a wrong password presented the key the right one had opened."""
+    ca = _certgen.make_ca("client CA")
+    d = tmp_path / "store"
+    d.mkdir(mode=0o700)
+    _certgen.make_self_signed("localhost").write_pem(d / "server.pem")
+    _add_client_ca(d, "client-ca", ca)
+    _certgen.make_leaf(ca, "me", hosts=["me.test"], client=True).write_pem(
+        d / "me.pem", password=b"right")
+    monkeypatch.setenv("SSLSOCK_CERT_STORE", str(d))
+    with sslsock.Listener(0, "server", host=LOOPBACK, options=O.SSLClientCertificate,
+                          password="right") as lst:
+        with sslsock.connect(LOOPBACK, lst.port, verify=False, client_certificate="me",
+                             password="right", timeout=10):
+            assert lst.accept(10).peer_certificate() is not None
+        with pytest.raises(sslsock.CertificateError, match="wrong password"):
+            sslsock.connect(LOOPBACK, lst.port, verify=False, client_certificate="me",
+                            password="wrong", timeout=10)
+
+
+def test_a_frame_error_describes_the_peers_bytes_without_quoting_them(pki: Any) -> None:
+    secret = b"GET /reset?token=hunter2secret HTTP/1.1\r\n"
+    with sslsock.Listener(0, "localhost", host=LOOPBACK) as lst:
+        ctx = pki.client_context()
+        with socket.create_connection((LOOPBACK, lst.port), timeout=PEER_TIMEOUT) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(secret)
+                conn = lst.accept(PEER_TIMEOUT)
+                with pytest.raises(sslsock.FrameError) as e:
+                    conn.read(timeout=PEER_TIMEOUT)
+    message = str(e.value)
+    assert "not a decimal number" in message and "a letter" in message
+    for piece in (b"GET", b"token", b"hunter2", b"reset", b"HTTP"):
+        assert piece.decode() not in message
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(max_message=1 << 63), "max_message must be 1 to"),
+    (dict(max_message=0), "max_message must be 1 to"),
+    (dict(mode=sslsock.Mode.SocketEndTag, end_tag=b""), "end tag must be 1 to 64"),
+    (dict(mode=sslsock.Mode.SocketEndTag, end_tag=b"x" * 65), "end tag must be 1 to 64"),
+    (dict(mode=42), "unknown transmission mode"),
+])
+def test_a_listeners_framing_is_checked(pki: Any, kw: dict[str, Any], match: str) -> None:
+    with pytest.raises(sslsock.ArgumentError, match=match):
+        sslsock.Listener(0, "localhost", host=LOOPBACK, **kw)

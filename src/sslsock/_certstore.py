@@ -970,14 +970,12 @@ class CertStore:
                     f"{src}: this is the certificate already stored as {existing.path.name} "
                     "(same SHA-1 "
                     f"{entry.certmgr_thumbprint}): nothing to renew")
+            if existing.sha256 == entry.sha256 and client_ca and not existing.client_ca:
+                continue  # a client-CA copy of a stored certificate (a pinned client)
             if existing.sha256 == entry.sha256:
-                hint = ""
-                if client_ca and not existing.client_ca:
-                    hint = (f"; to make it a client CA, remove it (sslsock cert remove "
-                            f"{existing.path.name}) and import it again with --client-ca")
                 raise CertificateError(
                     f"{src}: this certificate (SHA-1 {entry.certmgr_thumbprint}) is already in "
-                    f"the store as {existing.path.name}{hint}"
+                    f"the store as {existing.path.name}"
                 )
         if client_ca:
             return self._import_client_ca(src, entry, stem, replace, old_files)

@@ -692,6 +692,28 @@ class ListenerStats:
     proxy_refused: int = 0
 
 
+def _framing(mode: Any, end_tag: Any, max_message: Any) -> tuple[Mode, bytes, int]:
+    """A listener's transmission mode, end tag and message limit, checked as a
+    connection's setters check them (the accept engine takes them as they are)."""
+    try:
+        mode = Mode(mode)
+    except ValueError:
+        raise _errors.ArgumentError(
+            f"unknown transmission mode {mode!r}: use SocketSizeAtBeginning, "
+            "SocketEndTag, SocketEndTagBuffer or SocketNoEndTag") from None
+    tag = _as_bytes(end_tag, "end_tag")
+    if not 1 <= len(tag) <= 64:
+        raise _errors.ArgumentError(f"the end tag must be 1 to 64 bytes long, got {len(tag)}")
+    if isinstance(max_message, bool) or not isinstance(max_message, int):
+        raise TypeError(f"max_message is a number of bytes (an int), not "
+                        f"{type(max_message).__name__}")
+    if not 1 <= max_message <= lib.SS_MAX_MESSAGE_LIMIT:
+        raise _errors.ArgumentError(
+            f"max_message must be 1 to {lib.SS_MAX_MESSAGE_LIMIT} bytes (the size "
+            f"arithmetic's bound; memory runs out long before), got {max_message!r}")
+    return mode, tag, max_message
+
+
 #: ``proxy_allow`` value that lets any sender give a PROXY header: only when nothing but
 #: the balancer can reach the port (a firewall, a private network, a Unix-socket relay).
 PROXY_ANY = "any"
@@ -804,6 +826,7 @@ class Listener:
 
         _check_port(port)
         host = unbracket(host)
+        mode, end_tag, max_message = _framing(mode, end_tag, max_message)
         allow = _proxy_allow(proxy_allow) if proxy_allow else b""
         if proxy_allow and not proxy_protocol:
             raise _errors.ArgumentError("proxy_allow lists who may send the PROXY header: "
@@ -897,7 +920,7 @@ class Listener:
                          "the listener")
         self.port: int = int(lib.ss_listener_port(out[0]))
         self.host = host
-        self._conn_args = dict(mode=Mode(mode), end_tag=end_tag, max_message=max_message)
+        self._conn_args = dict(mode=mode, end_tag=end_tag, max_message=max_message)
         if self._renew or (self._tickets and self._tickets.path):
             from . import _reload
 
