@@ -4,10 +4,12 @@ by accident (a server's own chain, a resumed session, a removed CA, an unlisted 
 sender, a world-readable key, a client trusting more than the CA it was given)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import threading
@@ -517,3 +519,184 @@ def test_a_frame_error_describes_the_peers_bytes_without_quoting_them(pki: Any) 
 def test_a_listeners_framing_is_checked(pki: Any, kw: dict[str, Any], match: str) -> None:
     with pytest.raises(sslsock.ArgumentError, match=match):
         sslsock.Listener(0, "localhost", host=LOOPBACK, **kw)
+
+
+# ---- 5, 6. ticket keys: a broken file blocks nothing, keys rotate, written safely -------
+
+
+def _hello(port: int, ctx: ssl.SSLContext, session: Any = None) -> tuple[str, Any, bool]:
+    """One TLS 1.2 handshake (tickets) and one echo: (server SHA-1, session, resumed)."""
+    with ctx.wrap_socket(socket.create_connection((LOOPBACK, port), timeout=PEER_TIMEOUT),
+                         server_hostname="localhost", session=session) as tls:
+        tls.sendall(b"2\r\nhi")
+        assert tls.recv(16) == b"2\r\nhi"
+        der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return hashlib.sha1(der).hexdigest(), tls.session, tls.session_reused  # noqa: S324
+
+
+def _echo(lst: sslsock.Listener) -> threading.Thread:
+    def loop() -> None:
+        while not lst.closed:
+            try:
+                conn = lst.accept(timeout=0.2)
+            except sslsock.SocketTimeout:
+                continue
+            except sslsock.Error:
+                return
+            with conn:
+                try:
+                    conn.write(conn.read(timeout=PEER_TIMEOUT))
+                except sslsock.Error:
+                    pass
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t
+
+
+def _tls12(ca_file: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def test_a_broken_ticket_key_file_does_not_block_renewal(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from sslsock import _tickets
+
+    ca = _certgen.make_ca("renewal CA")
+    d = tmp_path / "store"
+    d.mkdir(mode=0o700)
+    store = sslsock.CertStore(d)
+    old = _certgen.make_leaf(ca, "localhost", hosts=["localhost", LOOPBACK])
+    new = _certgen.make_leaf(ca, "localhost", hosts=["localhost", LOOPBACK])
+    old.write_pem(tmp_path / "old.pem")
+    new.write_pem(tmp_path / "new.pem")
+    store.import_file(tmp_path / "old.pem", name="svc")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem())
+    ctx = _tls12(tmp_path / "ca.pem")
+    keys = tmp_path / "keys"
+    _tickets.rotate(keys)
+    caplog.set_level(logging.INFO, logger="sslsock")
+    with sslsock.Listener(0, "svc", host=LOOPBACK, store=store, ticket_keys=str(keys),
+                          reload_interval=0.2, threads=1) as lst:
+        _echo(lst)
+        _, session, _ = _hello(lst.port, ctx)
+        # the key file breaks (a bad copy), then the certificate is renewed
+        broken = keys.with_name("broken")
+        broken.write_text("not a key\n")
+        broken.chmod(0o600)
+        os.replace(broken, keys)
+        store.import_file(tmp_path / "new.pem", name="svc", replace=True)
+        new_sha1 = hashlib.sha1(new.certificate.public_bytes(  # noqa: S324
+            serialization.Encoding.DER)).hexdigest()
+        deadline = time.monotonic() + PEER_TIMEOUT
+        while _hello(lst.port, ctx)[0] != new_sha1:
+            assert time.monotonic() < deadline, "a broken ticket-key file blocked renewal"
+            time.sleep(0.1)
+        # the keys the listener had still serve the new certificate's context
+        _, session, _ = _hello(lst.port, ctx)
+        assert _hello(lst.port, ctx, session)[2]
+        time.sleep(1.0)  # five more looks at the broken file
+    said = [r for r in caplog.records if "ticket keys were not reloaded" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in caplog.records]
+    assert "line 1" in said[0].getMessage()
+
+
+def test_ticket_keys_rotate_on_schedule_and_old_tickets_still_resume(
+        pki: Any, tmp_path: Path) -> None:
+    from sslsock import _tickets
+
+    keys = tmp_path / "keys"
+    _tickets.rotate(keys)
+    first = _tickets.load(keys)[:_tickets.KEY_LEN]
+    ctx = _tls12(pki.ca_file)
+    with sslsock.Listener(0, "localhost", host=LOOPBACK, ticket_keys=str(keys),
+                          ticket_rotation=1.0, reload_interval=0.2, threads=1) as lst:
+        _echo(lst)
+        _, session, _ = _hello(lst.port, ctx)
+        deadline = time.monotonic() + PEER_TIMEOUT
+        while _tickets.load(keys)[:_tickets.KEY_LEN] == first:
+            assert time.monotonic() < deadline, "the ticket keys were not rotated"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the listener reads the rotated file
+        assert first in _tickets.load(keys), "the previous key was dropped at once"
+        assert _hello(lst.port, ctx, session)[2], "a ticket of the previous key did not resume"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+
+
+def test_in_memory_keys_rotate_by_a_ratchet_shared_by_forked_processes(pki: Any) -> None:
+    from sslsock import _tickets
+
+    now = [1000.0]
+    ratchet = _tickets.Ratchet(10.0, clock=lambda: now[0])
+    ctx = _tls12(pki.ca_file)
+    a = sslsock.Listener(0, "localhost", host=LOOPBACK, ticket_keys=ratchet,
+                         reload_interval=None, threads=1)
+    _tlsconfig_clear()
+    b = sslsock.Listener(0, "localhost", host=LOOPBACK, ticket_keys=ratchet,
+                         reload_interval=None, threads=1)
+    with a, b:
+        _echo(a)
+        _echo(b)
+        first = bytes(ratchet.keys())
+        _, session, _ = _hello(a.port, ctx)
+        assert _hello(b.port, ctx, session)[2]
+        now[0] += 10
+        assert a.reload() and b.reload()
+        assert bytes(ratchet.keys()) != first and first in bytes(ratchet.keys())
+        assert _hello(b.port, ctx, session)[2], "a ticket of the previous period"
+        now[0] += 10 * (_tickets.keep_for(10.0) + 1)
+        assert a.reload() and b.reload()
+        assert first not in bytes(ratchet.keys())
+        assert not _hello(b.port, ctx, session)[2], "an expired period's key still decrypts"
+
+
+def _tlsconfig_clear() -> None:
+    from sslsock import _tlsconfig
+
+    _tlsconfig.clear_cache()  # another context, as another process would have
+
+
+_ROTATE = r"""
+import sys
+from sslsock import _tickets
+for _ in range(int(sys.argv[2])):
+    _tickets.rotate(sys.argv[1], keep=15)
+"""
+
+
+def test_concurrent_rotations_lose_no_key(tmp_path: Path) -> None:
+    from sslsock import _tickets
+
+    keys = tmp_path / "keys"
+    _tickets.rotate(keys, keep=15)
+    procs = [subprocess.Popen([sys.executable, "-c", _ROTATE, str(keys), "4"])
+             for _ in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    assert len(_tickets.load(keys)) == (1 + 3 * 4) * _tickets.KEY_LEN
+
+
+def test_a_rotation_does_not_write_through_a_planted_link(tmp_path: Path) -> None:
+    from sslsock import _tickets
+
+    d = tmp_path / "keys-dir"
+    d.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    keys = d / "session-ticket-keys"
+    for pid in range(os.getpid() - 50, os.getpid() + 50):  # the names once predictable
+        (d / f".session-ticket-keys.{pid}.tmp").symlink_to(victim)
+    _tickets.rotate(keys)
+    assert victim.read_text() == "precious\n"
+    assert not keys.is_symlink() and len(_tickets.load(keys)) == _tickets.KEY_LEN
+    # the lock file beside it is never followed either
+    lock = d / ".session-ticket-keys.lock"
+    lock.unlink()
+    lock.symlink_to(victim)
+    with pytest.raises(sslsock.CertificateError, match="not a link"):
+        _tickets.rotate(keys)
+    assert victim.read_text() == "precious\n"

@@ -444,6 +444,7 @@ def _listener_args(args: argparse.Namespace, store: Any, ident: Any, *,
                 proxy_allow=args.proxy_allow or (),
                 client_ca_pem=_read_cafile(getattr(args, "client_ca", None)),
                 ticket_keys=ticket_keys if ticket_keys is not None else args.ticket_keys,
+                ticket_rotation=args.ticket_rotation or None,
                 reload_interval=args.reload_interval or None)
 
 
@@ -609,8 +610,9 @@ def _serve_workers(args: argparse.Namespace, store: Any, ident: Any) -> int:
     if args.ticket_keys is not None:  # a missing or unsafe file: said once, before forking
         checked = _tickets.TicketKeys(args.ticket_keys, store).read()
         checked[:] = bytes(len(checked))
-    keys = args.ticket_keys if args.ticket_keys is not None else bytes(
-        b for _ in range(3) for b in _tickets.new_key())
+    # In memory, the keys rotate by a ratchet that every worker moves on alike.
+    keys = args.ticket_keys if args.ticket_keys is not None else _tickets.Ratchet(
+        args.ticket_rotation or _tickets.DEFAULT_ROTATION)
     ready: dict[int, str] = {}
     started = time.monotonic()
 
@@ -637,6 +639,8 @@ def _serve_workers(args: argparse.Namespace, store: Any, ident: Any) -> int:
         return EXIT_OK
 
     def on_ready(index: int, note: str) -> None:
+        if isinstance(keys, _tickets.Ratchet):
+            keys.advance()  # what the next worker starts from: no older state kept here
         if len(ready) == n:
             return  # a restarted worker
         ready[index] = note
@@ -647,6 +651,8 @@ def _serve_workers(args: argparse.Namespace, store: Any, ident: Any) -> int:
             err(f"{n} worker processes, mode {_mode_name(args.mode)}, SHA-256 "
                 f"{entry.sha256.lower()}, file {entry.path}; session-ticket keys: "
                 f"{'shared in memory' if args.ticket_keys is None else args.ticket_keys}"
+                + (f", rotated every {args.ticket_rotation:g} s" if args.ticket_rotation
+                   else ", not rotated")
                 + _proxy_note(args)
                 + "; SIGTERM stops gracefully, SIGHUP reloads")
 
@@ -959,6 +965,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "store's, made by `sslsock cert tickets rotate`), so that processes "
                         "and hosts sharing it resume each other's sessions; re-read when it "
                         "changes")
+    p.add_argument("--ticket-rotation", type=interval, default=3600.0, metavar="SECONDS",
+                   help="rotate the session-ticket keys every SECONDS (default 3600), "
+                        "keeping the previous ones as long as the tickets they issued are "
+                        "valid (2 h); 0: never (a key file rotated elsewhere and copied to "
+                        "several hosts)")
     p.add_argument("--stats", type=seconds, default=0.0, metavar="SECONDS",
                    help="log the listener's counters on stderr every SECONDS")
     p.add_argument("--reload-interval", type=interval, default=2.0, metavar="SECONDS",

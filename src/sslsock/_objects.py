@@ -783,8 +783,13 @@ class Listener:
       header (others are refused), or ``"any"``, only when nothing but the balancer can
       reach this port (anyone else who can would name any client address they like).
     * ``ticket_keys``: a session-ticket key file (``"store"``: the store's own, made by
-      ``sslsock cert tickets rotate``), or the keys as bytes; processes sharing them resume
-      each other's sessions.  A rewritten file is picked up by running listeners.
+      ``sslsock cert tickets rotate``), the keys as bytes, or a
+      ``sslsock._tickets.Ratchet`` (keys rotating in memory, shared by the processes
+      forked after it is made); processes sharing them resume each other's sessions.  A
+      rewritten file is picked up by running listeners, and rotated once it is
+      ``ticket_rotation`` seconds old (default an hour; ``None``: never, for a file rotated
+      elsewhere and copied to several hosts).  A file that breaks is reported once per
+      version, and the listener keeps its keys.
     * certificate renewal: a certificate named in the store (not by thumbprint) is watched
       every ``reload_interval`` seconds (``None``: only by :meth:`reload`, or SIGHUP in
       ``sslsock serve`` and :func:`run_workers`' workers); when the store's file is
@@ -821,6 +826,7 @@ class Listener:
         proxy_max_len: int = 0,
         ticket_keys: Any = None,
         reload_interval: Optional[float] = 2.0,
+        ticket_rotation: Optional[float] = 3600.0,
     ) -> None:
         from ._tickets import TicketKeys
 
@@ -849,7 +855,7 @@ class Listener:
             if not tls:
                 raise _errors.ArgumentError("ticket_keys are for a TLS listener")
             self._tickets = TicketKeys("store" if ticket_keys is True else ticket_keys,
-                                       _store(store, password))
+                                       _store(store, password), rotation=ticket_rotation)
         ctx = None
         if tls:
             if certificate is None or certificate == "":
@@ -921,7 +927,7 @@ class Listener:
         self.port: int = int(lib.ss_listener_port(out[0]))
         self.host = host
         self._conn_args = dict(mode=mode, end_tag=end_tag, max_message=max_message)
-        if self._renew or (self._tickets and self._tickets.path):
+        if self._renew or (self._tickets and (self._tickets.path or self._tickets.ratchet)):
             from . import _reload
 
             if reload_interval is not None:
@@ -932,12 +938,49 @@ class Listener:
     # -- the TLS context, renewal and ticket keys --------------------------------------
 
     def _context(self, rec: Recipe, ident: Any, st: Any, client_ca_pem: Optional[bytes]) -> Any:
+        keys = None
+        if self._tickets is not None:
+            try:
+                keys = self._tickets.read()
+            except _errors.CertificateError:
+                keys = self._tickets.last_good()
+                if not keys:
+                    raise  # a listener being created: its key file must be usable
+                # a renewal: the certificate goes on, with the keys the listener has
         ctx = _tlsconfig.server_context(rec, identity=ident, store=st,
                                         client_ca_pem=client_ca_pem, tickets=self._tickets,
                                         client_partial_chain=self._client_partial_chain)
-        if self._tickets is not None:
-            _set_ticket_keys(ctx.ptr, self._tickets.read())
+        if keys is not None:
+            _set_ticket_keys(ctx.ptr, keys)
         return ctx
+
+    def _reload_tickets(self) -> bool:
+        """The ticket-key step of :meth:`reload`: a scheduled rotation if one is due, then
+        the keys of a rewritten file (or the ratchet's next ones).  A file that cannot be
+        used is logged once per version of it; the listener keeps its keys, and the
+        certificate step runs all the same."""
+        tickets = self._tickets
+        assert tickets is not None and self._tls is not None
+        try:
+            tickets.tick()
+        except _errors.CertificateError as e:
+            log.error("listener on port %d: %s; the current keys stay", self.port, e)
+        if not tickets.changed():
+            return False
+        version = tickets.version()
+        if tickets.failed is not None and tickets.failed == version:
+            return False  # said already, for this version of the file
+        try:
+            keys = tickets.read()
+        except _errors.CertificateError as e:
+            tickets.failed = version
+            log.error("listener on port %d: the session-ticket keys were not reloaded, the "
+                      "previous ones stay: %s", self.port, e)
+            return False
+        _set_ticket_keys(self._tls.ptr, keys)
+        log.info("listener on port %d: session-ticket keys reloaded from %s",
+                 self.port, tickets.describe())
+        return True
 
     @staticmethod
     def _trust(rec: Recipe, st: Any, client_ca_pem: Optional[bytes]) -> Optional[str]:
@@ -966,13 +1009,8 @@ class Listener:
                 return False
             changed = False
             r = self._renew
-            if self._tickets is not None and self._tickets.changed():
-                keys = self._tickets.read()
-                assert self._tls is not None
-                _set_ticket_keys(self._tls.ptr, keys)
-                log.info("listener on port %d: session-ticket keys reloaded from %s",
-                         self.port, self._tickets.describe())
-                changed = True
+            if self._tickets is not None:
+                changed = self._reload_tickets()
             if r is None:
                 return changed
             generation = self._generation(r["store"], r["certificate"])
