@@ -538,7 +538,15 @@ def _served_certificate(args: argparse.Namespace, store: Any, ident: Any) -> Any
     renewed file; the loaded identity itself when it was chosen by thumbprint (a renewed
     certificate has another one)."""
     if args.cert and _lookup_for(args) == "hash":
-        return ident
+        from ._options import SSLOption
+
+        if not args.options & SSLOption.SSLClientCertificate:
+            return ident
+        # by thumbprint under mutual TLS: the listener looks it up itself, so that it
+        # follows the store's client CAs (a CA removed stops letting clients in)
+        ident.wipe()
+        args.options = (args.options & ~SSLOption.CertificateName) | SSLOption.CertificateHash
+        return args.cert
     name = args.cert if args.cert else _store_name(store, ident.certificate)
     ident.wipe()
     return name
@@ -611,8 +619,11 @@ def _serve_workers(args: argparse.Namespace, store: Any, ident: Any) -> int:
         checked = _tickets.TicketKeys(args.ticket_keys, store).read()
         checked[:] = bytes(len(checked))
     # In memory, the keys rotate by a ratchet that every worker moves on alike.
-    keys = args.ticket_keys if args.ticket_keys is not None else _tickets.Ratchet(
-        args.ticket_rotation or _tickets.DEFAULT_ROTATION)
+    # (--ticket-rotation 0: fixed keys, made here, for the life of the server)
+    keys: Any = args.ticket_keys
+    if keys is None:
+        keys = (_tickets.Ratchet(args.ticket_rotation) if args.ticket_rotation else
+                bytes(b for _ in range(3) for b in _tickets.new_key()))
     ready: dict[int, str] = {}
     started = time.monotonic()
 
