@@ -1,10 +1,11 @@
 """Mutual TLS [extension]: the server asks every client for a certificate
-(SSLClientCertificate) and accepts only those that verify against its certificate store;
-the client presents one (client_cert).
+(SSLClientCertificate) and accepts only those that a client CA of its certificate store
+vouches for; the client presents one (client_cert).
 
     sslsock cert create sslsock-dev                  # the server's certificate (once)
-    sslsock cert create alice --client               # a client certificate, before the
-                                                     # server starts (it reads the store then)
+    sslsock cert create alice --client               # a client certificate (self-signed)
+    sslsock cert export alice alice.crt --no-key     # ... which the server trusts alone:
+    sslsock cert import alice.crt --name alice-pin --client-ca
     python examples/mutual_tls.py server             # port 5043
     python examples/mutual_tls.py client alice       # in another terminal
 

@@ -83,7 +83,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PKI]:
     client.write_pem(store / "client.pem")
     ca_file = d / "ca.pem"
     ca_file.write_bytes(ca.cert_pem())
-    shutil.copy(ca_file, store / "test-ca.pem")
+    # the test CA issued both the server's and the client's certificates: a trust anchor
+    # for clients, and marked as a client CA so that mutual TLS lets its clients in
+    (store / "test-ca.pem").write_bytes(b"# sslsock: client-ca\n" + ca.cert_pem())
     files = {}
     for who, issued in (("server", server), ("client", client)):
         cert, key = issued.write_pem(d / who, split=True)
@@ -108,6 +110,7 @@ def _clean_registry() -> Iterator[None]:
         except sslsock.Error:
             pass
     sslsock.Socket.Option = 0
+    sslsock.Socket.ProxyAllow = ()
 
 
 @contextmanager

@@ -485,7 +485,7 @@ def test_garbage_files_are_problems_not_failures(ca: _certgen.Issued, store_dir:
     assert str(store_dir / "text.pem") in message(excinfo)
 
 
-def test_world_readable_key_warns(ca: _certgen.Issued, store_dir: Path) -> None:
+def test_world_readable_key_refused_unless_allowed(ca: _certgen.Issued, store_dir: Path) -> None:
     issued = leaf(ca, "loose")
     [_, key_file] = issued.write_pem(store_dir / "loose", split=True)
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -493,8 +493,16 @@ def test_world_readable_key_warns(ca: _certgen.Issued, store_dir: Path) -> None:
     store.load_identity("loose").wipe()  # 0600: no warning (warnings are errors here)
     key_file.chmod(0o644)
     assert store.find("loose").key_world_readable
+    with pytest.raises(CertificateError, match=rf"mode 0644.*chmod 600 {key_file}") as refused:
+        store.load_identity("loose")
+    assert "SSLSOCK_ALLOW_READABLE_KEYS=1" in str(refused.value)
+    key_file.chmod(0o640)  # group-readable: refused too
+    with pytest.raises(CertificateError, match="mode 0640"):
+        store.load_identity("loose")
+    key_file.chmod(0o644)
+    allowing = CertStore(store_dir, allow_readable_keys=True)
     with pytest.warns(InsecureKeyFileWarning, match=r"mode 0644.*chmod 600") as record:
-        store.load_identity("loose").wipe()
+        allowing.load_identity("loose").wipe()
     assert record[0].filename == __file__
     assert_no_key(key_marker(issued.key_pem()), *(w.message for w in record))
 

@@ -537,9 +537,13 @@ def test_sigterm_stops_serve_with_0(dev: Server, tmp_path: Path) -> None:
 def test_mutual_tls(dev: Server, tmp_path: Path) -> None:
     r = run(dev.env, "cert", "create", "client-one", "--client")
     assert r.returncode == 0, r.stderr
+    # the server lets in the clients its --client-ca file vouches for (here: that one
+    # self-signed client certificate, pinned)
+    pinned = tmp_path / "client-one.pem"
+    assert run(dev.env, "cert", "export", "client-one", str(pinned), "--no-key").returncode == 0
     try:
         with serving(dev.env, tmp_path, "--cert", "sslsock-dev", "--options",
-                     "TLS1_2+TLS1_3+ClientCertificate") as server:
+                     "TLS1_2+TLS1_3+ClientCertificate", "--client-ca", str(pinned)) as server:
             r = run(dev.env, "connect", "127.0.0.1", str(server.port), "--cert", "client-one",
                     stdin="mutual\n")
             assert r.returncode == 0 and r.stdout == "mutual\n", r.stderr
@@ -551,11 +555,15 @@ def test_mutual_tls(dev: Server, tmp_path: Path) -> None:
         assert run(dev.env, "cert", "remove", "client-one").returncode == 0
 
 
-def test_serve_warns_about_a_readable_key(env: dict[str, str], store: Path,
-                                          tmp_path: Path) -> None:
+def test_serve_refuses_a_readable_key_unless_allowed(env: dict[str, str], store: Path,
+                                                     tmp_path: Path) -> None:
     assert run(env, "cert", "create", "loose").returncode == 0
     os.chmod(store / "loose.pem", 0o644)
-    with serving(env, tmp_path, "--cert", "loose") as server:
+    r = run(env, "serve", "--port", "0", "--cert", "loose")
+    assert r.returncode == EXIT_CERT, r.stderr
+    assert f"run chmod 600 {store / 'loose.pem'}" in r.stderr
+    allowed = {**env, "SSLSOCK_ALLOW_READABLE_KEYS": "1"}
+    with serving(allowed, tmp_path, "--cert", "loose") as server:
         assert stop(server.proc, signal.SIGTERM) == EXIT_OK
         assert f"warning: the private key file {store / 'loose.pem'} can be read by other " \
                "users (mode 0644): run chmod 600" in server.stderr()

@@ -52,10 +52,14 @@ def _env(store: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store made as the docs say: a server certificate and a client certificate."""
+    """A store made as the docs say: a server certificate, a client certificate, and that
+    client pinned as a client CA."""
     path = tmp_path_factory.mktemp("examples") / "store"
-    for args in (["sslsock-dev"], ["alice", "--client"]):
-        r = subprocess.run([sys.executable, "-m", "sslsock", "cert", "create", *args],
+    pin = path.parent / "alice.crt"
+    for args in (["create", "sslsock-dev"], ["create", "alice", "--client"],
+                 ["export", "alice", str(pin), "--no-key"],
+                 ["import", str(pin), "--name", "alice-pin", "--client-ca"]):
+        r = subprocess.run([sys.executable, "-m", "sslsock", "cert", *args],
                            env=_env(path), capture_output=True, text=True, timeout=TIMEOUT,
                            stdin=subprocess.DEVNULL)
         assert r.returncode == 0, r.stderr

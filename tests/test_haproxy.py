@@ -112,7 +112,7 @@ def test_clients_addresses_through_haproxy(pki3: Any, tmp_path: Path) -> None:
     with Listener(0, "svc", store=st, host="127.0.0.1", proxy_protocol=True,
                   proxy_allow=["127.0.0.1"], threads=1) as v2, \
             Listener(0, "svc", store=st, host="127.0.0.1", proxy_protocol=True,
-                     threads=1) as v1:
+                     proxy_allow="127.0.0.1", threads=1) as v1:
         f2, f1 = free_port(), free_port()
         with haproxy(tmp_path, {f2: ("send-proxy-v2", [v2.port]),
                                 f1: ("send-proxy", [v1.port])}):
@@ -131,7 +131,7 @@ def test_clients_addresses_through_haproxy(pki3: Any, tmp_path: Path) -> None:
             # HAProxy without the header in front of a listener that expects it: refused and
             # counted (HAProxy may retry the connection once more)
             with Listener(0, "svc", store=st, host="127.0.0.1", proxy_protocol=True,
-                          threads=1) as strict:
+                          proxy_allow="127.0.0.1", threads=1) as strict:
                 f0 = free_port()
                 with haproxy(tmp_path, {f0: ("", [strict.port])}):
                     # the start-up probe went through HAProxy too (a connection that ends
@@ -160,7 +160,7 @@ class ServeProc:
         env = {**os.environ, "SSLSOCK_CERT_STORE": str(store)}
         self.proc = subprocess.Popen(
             [*SSLSOCK, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--cert",
-             "svc", "--proxy-protocol", "--ticket-keys", str(keys), "--grace", "2"],
+             "svc", "--proxy-protocol", "--proxy-allow", "127.0.0.1", "--ticket-keys", str(keys), "--grace", "2"],
             stdout=subprocess.DEVNULL, stderr=self._err, env=env)
         wait_port(self.port, self.proc, f"sslsock serve {n}", timeout=60)
 
@@ -308,7 +308,7 @@ def test_worker_processes_behind_haproxy(pki3: Any, tmp_path: Path) -> None:
     with open(err_path, "wb") as err_file:
         proc = subprocess.Popen(
             [*SSLSOCK, "serve", "--host", "127.0.0.1", "--port", str(port), "--cert", "svc",
-             "--workers", "2", "--proxy-protocol", "--stats", "0.2", "--grace", "2"],
+             "--workers", "2", "--proxy-protocol", "--proxy-allow", "127.0.0.1", "--stats", "0.2", "--grace", "2"],
             stdout=subprocess.DEVNULL, stderr=err_file,
             env={**os.environ, "SSLSOCK_CERT_STORE": str(store)})
     try:

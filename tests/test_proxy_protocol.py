@@ -43,7 +43,7 @@ def client_ctx(pki: Any) -> ssl.SSLContext:
 @pytest.fixture
 def listener(pki: Any) -> Iterator[Listener]:
     with Listener(0, "localhost", host="127.0.0.1", proxy_protocol=True, threads=1,
-                  handshake_timeout=1.0) as lst:
+                  proxy_allow="127.0.0.1", handshake_timeout=1.0) as lst:
         yield lst
 
 
@@ -179,7 +179,8 @@ def test_a_listener_without_the_option_is_unchanged(pki: Any,
 
 
 def test_plain_tcp_listener_with_proxy(pki: Any) -> None:
-    with Listener(0, tls=False, host="127.0.0.1", proxy_protocol=True, threads=1) as lst:
+    with Listener(0, tls=False, host="127.0.0.1", proxy_protocol=True, threads=1,
+                  proxy_allow="any") as lst:
         raw = socket.create_connection(("127.0.0.1", lst.port), timeout=10)
         with raw:
             raw.sendall(v2("203.0.113.9", 999) + b"3\r\nabc")
@@ -191,6 +192,7 @@ def test_plain_tcp_listener_with_proxy(pki: Any) -> None:
 
 def test_named_face(pki: Any, client_ctx: ssl.SSLContext) -> None:
     sslsock.Socket.Option = sslsock.SocketProxyProtocol
+    sslsock.Socket.ProxyAllow = ["127.0.0.0/8"]
     assert sslsock.SocketCreateSSL("srv", 0, "localhost"), sslsock.ErrorInfo()
     port = REGISTRY.get("srv").obj.port
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)

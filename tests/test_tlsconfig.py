@@ -275,6 +275,9 @@ def test_mutual_tls_trusts_the_system_authorities_only_on_request(tmp_path: Path
     ccert, ckey = stranger.write_pem(tmp_path / "stranger", split=True)
     server = _certgen.make_self_signed("localhost")
     store = _store_with(tmp_path, ("server", server))
+    # a client CA of the store's own (mutual TLS needs one), not the stranger's
+    (store.path / "partner-ca.pem").write_bytes(
+        b"# sslsock: client-ca\n" + _certgen.make_ca("partner CA").cert_pem())
     env = {**os.environ, "SSL_CERT_FILE": str(bundle), "SSL_CERT_DIR": str(tmp_path / "none")}
     run = subprocess.run(
         [sys.executable, "-c", _MTLS_PROBE, str(store.path / "server.pem"), str(ccert),

@@ -150,20 +150,31 @@ static void buf_release_if_big(ss_buf *b)
     }
 }
 
-/* Printable form of up to 24 bytes of a bad frame, for the error message. */
-static void escape(char *dst, size_t dst_len, const char *src, size_t n)
+/* The message limit in force: whoever set it (a connection, a channel engine taking a
+ * listener's setting), never beyond SS_MAX_MESSAGE_LIMIT, so that a size header's value
+ * and the end-tag search stay exact (no wrap to a negative size). */
+static inline size_t msg_limit(const ss_conn *c)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n && i < 24 && o + 5 < dst_len; i++) {
-        unsigned char ch = (unsigned char)src[i];
-        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
-            dst[o++] = (char)ch;
-        else
-            o += (size_t)snprintf(dst + o, dst_len - o, "\\x%02x", ch);
-    }
-    if (n > 24 && o + 4 < dst_len)
-        o += (size_t)snprintf(dst + o, dst_len - o, "...");
-    dst[o] = '\0';
+    return c->max_message > SS_MAX_MESSAGE_LIMIT ? SS_MAX_MESSAGE_LIMIT : c->max_message;
+}
+
+/* What kind of byte broke a frame, for the error message: a frame error is the peer's
+ * plaintext, so messages (and the logs they reach) describe it and never quote it. */
+static const char *byte_kind(unsigned char ch)
+{
+    if (ch >= 'a' && ch <= 'z')
+        return "a letter";
+    if (ch >= 'A' && ch <= 'Z')
+        return "a letter";
+    if (ch == ' ' || ch == '\t')
+        return "a space";
+    if (ch == '\r')
+        return "a CR not followed by LF";
+    if (ch < 0x20 || ch == 0x7f)
+        return "a control character";
+    if (ch >= 0x80)
+        return "a byte outside ASCII";
+    return "punctuation";
 }
 
 /* ---- the socket BIO ------------------------------------------------------------------ */
@@ -531,17 +542,13 @@ static int parse_size_header(ss_conn *c, ss_err *err)
     const char *p = buf_head(&c->in);
     size_t n = c->in.len, digits = 0;
     unsigned long long value = 0;
-    char shown[128];
     for (size_t i = 0; i < n; i++) {
         char ch = p[i];
         if (ch == '\n' || (ch == '\r' && i + 1 < n && p[i + 1] == '\n')) {
-            if (digits == 0) {
-                escape(shown, sizeof shown, p, i + 1);
+            if (digits == 0)
                 return ss_fail(err, SS_E_FRAME,
-                               "malformed frame: empty size header \"%s\" "
-                               "(SocketSizeAtBeginning expects a decimal byte count, CR LF)",
-                               shown);
-            }
+                               "malformed frame: empty size header (a line end where "
+                               "SocketSizeAtBeginning expects a decimal byte count, CR LF)");
             buf_consume(&c->in, i + 1 + (ch == '\r'));
             c->want = (long long)value;
             c->msg.len = 0;
@@ -549,27 +556,26 @@ static int parse_size_header(ss_conn *c, ss_err *err)
         }
         if (ch == '\r' && i + 1 == n)
             return 0; /* CR at the end: LF may follow */
-        if (ch < '0' || ch > '9') {
-            escape(shown, sizeof shown, p, n < i + 8 ? n : i + 8);
+        if (ch < '0' || ch > '9')
             return ss_fail(err, SS_E_FRAME,
-                           "malformed frame: the size header \"%s\" is not a decimal number "
-                           "(byte %zu is 0x%02x); is the peer in the same transmission mode?",
-                           shown, i, (unsigned char)ch);
-        }
+                           "malformed frame: the size header is not a decimal number (byte "
+                           "%zu of it is %s, after %zu digit%s); is the peer in the same "
+                           "transmission mode?",
+                           i, byte_kind((unsigned char)ch), digits, digits == 1 ? "" : "s");
         if (++digits > SS_MAX_SIZE_DIGITS)
             return ss_fail(err, SS_E_TOO_BIG,
                            "the size header has more than %d digits: larger than any "
                            "message this socket accepts (%zu bytes)",
-                           SS_MAX_SIZE_DIGITS, c->max_message);
+                           SS_MAX_SIZE_DIGITS, msg_limit(c));
         /* saturate: 20 digits can exceed 2^64, and any such value is over the limit */
         value = value <= (ULLONG_MAX - 9) / 10 ? value * 10 + (unsigned)(ch - '0') : ULLONG_MAX;
-        if (value > c->max_message) /* refuse before the header even ends */
+        if (value > msg_limit(c)) /* refuse before the header even ends */
             return ss_fail(err, SS_E_TOO_BIG,
                            "the peer announced a message of %s%llu bytes, more than this "
                            "socket's %zu-byte limit; the connection is closed (raise the "
                            "limit if such messages are expected)",
                            i + 1 < n && p[i + 1] >= '0' && p[i + 1] <= '9' ? "over " : "",
-                           value, c->max_message);
+                           value, msg_limit(c));
     }
     return 0;
 }
@@ -643,7 +649,7 @@ static int read_tagged(ss_conn *c, long long deadline, const char **out, size_t 
         size_t from = c->scanned >= c->tag_len ? c->scanned - (c->tag_len - 1) : 0;
         const char *hit = n >= c->tag_len && from < n
                               ? memmem(p + from, n - from, c->tag, c->tag_len) : NULL;
-        if (hit && (size_t)(hit - p) <= c->max_message) {
+        if (hit && (size_t)(hit - p) <= msg_limit(c)) {
             size_t pos = (size_t)(hit - p);
             *out = p;
             *out_len = pos;
@@ -655,11 +661,11 @@ static int read_tagged(ss_conn *c, long long deadline, const char **out, size_t 
         c->scanned = n;
         /* Too big: the tag came after the limit, or a tag not seen yet would (it starts at
          * n - tag_len + 1 at the earliest). */
-        if (hit || n >= c->max_message + c->tag_len)
+        if (hit || n >= msg_limit(c) + c->tag_len)
             return ss_fail(err, SS_E_TOO_BIG,
                            "no end tag within this socket's %zu-byte message limit; the "
                            "connection is closed (is the peer sending the same end tag?)",
-                           c->max_message);
+                           msg_limit(c));
         long r = fill(c, deadline, err);
         if (r < 0)
             return (int)r;

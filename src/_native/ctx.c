@@ -346,9 +346,6 @@ static int load_trust(SSL_CTX *c, const char *pem, size_t len, ss_err *err)
     BIO_free(bio);
     if (names)
         SSL_CTX_set_client_CA_list(c, names); /* takes ownership */
-    /* A certificate placed in the store is trusted as it is, like one in the Windows
-     * store, even when it is not self-signed (a server's own leaf, an intermediate). */
-    X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
     return SS_OK;
 }
 
@@ -574,6 +571,16 @@ int ss_ctx_set_ticket_keys(ss_ctx *ctx, const unsigned char *keys, int count, ss
 
 /* ---- building a context ----------------------------------------------------------------- */
 
+/* What else shapes the verification of a client: the system's authorities trusted or not,
+ * partial chains allowed or not (and the security levels, which refuse weak client keys).
+ * A session verified under looser trust must not resume under stricter trust. */
+static int session_trust_update(EVP_MD_CTX *h, const ss_ctx_config *cfg)
+{
+    int trust[4] = {cfg->use_system_ca, cfg->partial_chain, cfg->security_level,
+                    cfg->legacy_security_level};
+    return EVP_DigestUpdate(h, "trust", 5) == 1 && EVP_DigestUpdate(h, trust, sizeof trust) == 1;
+}
+
 /* Server: the session id context binds sessions and tickets to this configuration (a
  * session made under another certificate, trust or version set does not resume here).
  * Without one OpenSSL refuses to resume sessions of verified clients. */
@@ -589,6 +596,7 @@ static int set_session_id_context(SSL_CTX *c, const ss_ctx_config *cfg)
              EVP_DigestUpdate(h, cfg->cert_pem ? cfg->cert_pem : "", cfg->cert_pem_len) == 1 &&
              EVP_DigestUpdate(h, cfg->ca_pem ? cfg->ca_pem : "", cfg->ca_pem_len) == 1 &&
              EVP_DigestUpdate(h, cfg->crl_pem ? cfg->crl_pem : "", cfg->crl_pem_len) == 1 &&
+             session_trust_update(h, cfg) &&
              EVP_DigestFinal_ex(h, md, &md_len) == 1;
     EVP_MD_CTX_free(h);
     if (md_len > SSL_MAX_SID_CTX_LENGTH)
@@ -745,6 +753,11 @@ static int ctx_setup(ss_ctx *ctx, const ss_ctx_config *cfg, ss_err *err)
         add_system_trust(c);
     if (cfg->ca_pem && cfg->ca_pem_len && (rc = load_trust(c, cfg->ca_pem, cfg->ca_pem_len, err)))
         return rc;
+    /* Only when asked: a certificate trusted as it is, even when it is not self-signed (a
+     * client trusting a server's own leaf from the store, like the Windows store does).  A
+     * server verifying clients wants chains that end at a CA meant for clients. */
+    if (cfg->partial_chain)
+        X509_STORE_set_flags(SSL_CTX_get_cert_store(c), X509_V_FLAG_PARTIAL_CHAIN);
     set_sessions(ctx, cfg);
     if (cfg->verify_peer)
         SSL_CTX_set_verify(

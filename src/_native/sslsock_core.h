@@ -22,7 +22,7 @@
 /* The version of this interface: a part built against another one (the CPython bridge,
  * sslsock._fastio, compiled separately from the cffi module) refuses to load.  Raise it
  * when a declaration below changes. */
-#define SS_ABI_VERSION 4
+#define SS_ABI_VERSION 5
 
 #define SS_OK 0
 #define SS_E_TIMEOUT (-1)     /* nothing within the time-out; the object stays usable */
@@ -95,6 +95,9 @@ typedef struct ss_ctx_config {
     size_t crl_pem_len;
     int ocsp_required;          /* client: require a stapled OCSP response that verifies and
                                  * says the server's certificate is good */
+    int partial_chain;          /* trust a ca_pem certificate as it is, even when it is not
+                                 * self-signed (X509_V_FLAG_PARTIAL_CHAIN); 0: a chain must
+                                 * reach a self-signed anchor */
 } ss_ctx_config;
 
 typedef struct ss_ctx ss_ctx;

@@ -147,8 +147,10 @@ class Issued:
         return path
 
 
-def make_ca(common_name: str = "sslsock test CA", key_type: str = "ec", days: int = 365) -> Issued:
-    """A self-signed certification authority, able to issue leaf certificates."""
+def make_ca(common_name: str = "sslsock test CA", key_type: str = "ec", days: int = 365,
+            issuer: Issued | None = None) -> Issued:
+    """A certification authority, able to issue leaf certificates: self-signed, or an
+    intermediate signed by ``issuer``."""
     key = _generate_key(key_type)
     name = _name(common_name)
     start = _now() - _BACKDATE
@@ -156,7 +158,7 @@ def make_ca(common_name: str = "sslsock test CA", key_type: str = "ec", days: in
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer.certificate.subject if issuer else name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
@@ -168,7 +170,10 @@ def make_ca(common_name: str = "sslsock test CA", key_type: str = "ec", days: in
         )
         .add_extension(ski, critical=False)
     )
-    return Issued(builder.sign(key, _hash_for(key)), key, [])
+    if issuer is None:
+        return Issued(builder.sign(key, _hash_for(key)), key, [])
+    certificate = builder.sign(issuer.key, _hash_for(issuer.key))
+    return Issued(certificate, key, [issuer.certificate, *issuer.chain])
 
 
 def make_leaf(

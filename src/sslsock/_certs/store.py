@@ -13,6 +13,11 @@ What the directory holds (only its top level is read):
   does not, a sibling ``NAME.key`` (PEM or DER) is the key.  A file with certificates and no
   key is a trust anchor (a CA certificate, say): it can be found, it is in
   :meth:`CertStore.trust_pem`, it cannot identify a server.
+- **Client CAs**: a PEM file of certificates (no key) whose text starts with the line
+  ``# sslsock: client-ca`` (what ``sslsock cert import --client-ca`` writes) vouches for
+  clients under mutual TLS: :meth:`CertStore.client_ca_pem` is made of these entries only.
+  No other entry (a server's own chain, a CA imported for clients to verify servers) lets a
+  client in.
 - Other files, and names starting with a dot, are ignored.
 
 Decisions:
@@ -48,6 +53,7 @@ Decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import re
@@ -62,7 +68,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import x448, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -81,6 +87,9 @@ __all__ = [
 
 STORE_ENV = "SSLSOCK_CERT_STORE"
 PASSWORD_ENV = "SSLSOCK_CERT_PASSWORD"
+#: Set to 1 to let a server use a private key file that other users can read (a warning
+#: then, not a refusal): for a key shared with a group on purpose.
+READABLE_KEYS_ENV = "SSLSOCK_ALLOW_READABLE_KEYS"
 
 #: How to look a certificate up: the WLanguage ``CertificateName`` / ``CertificateHash``.
 Lookup = Literal["name", "hash"]
@@ -232,6 +241,8 @@ class StoredCertificate:
     sha1: str
     sha256: str
     friendly_name: str | None = None
+    #: marked as a CA that vouches for clients under mutual TLS (``# sslsock: client-ca``)
+    client_ca: bool = False
 
     @property
     def common_name(self) -> str | None:
@@ -481,9 +492,31 @@ def _load_certificates(path: Path, data: bytes) -> tuple[list[x509.Certificate],
     return certs, n_keys
 
 
+#: The first line of a store file that holds CA certificates trusted to vouch for clients.
+CLIENT_CA_MARK = b"# sslsock: client-ca"
+
+
+def _marked_client_ca(data: bytes) -> bool:
+    """Whether a PEM file's text, before its first PEM block, has the client-CA line."""
+    head = data.split(b"-----BEGIN", 1)[0]
+    return any(line.strip() == CLIENT_CA_MARK for line in head.splitlines())
+
+
 def _load_entry(path: Path, password: _Password) -> StoredCertificate:
     """Read one certificate file (without decrypting a PEM key)."""
     data = _read(path)
+    entry = _load_entry_data(path, data, password)
+    if _marked_client_ca(data):
+        if entry.has_key:
+            raise CertificateError(
+                f"{path}: marked as a client CA ({CLIENT_CA_MARK.decode()}) but holds a "
+                "private key: a client CA entry holds CA certificates only; remove the "
+                "first line, or the key")
+        return dataclasses.replace(entry, client_ca=True)
+    return entry
+
+
+def _load_entry_data(path: Path, data: bytes, password: _Password) -> StoredCertificate:
     if _format_of(path, data) == "pkcs12":
         bundle, _ = _open_pkcs12(path, data, password)
         if bundle.cert is not None:
@@ -606,13 +639,22 @@ class CertStore:
 
     ``password`` (``bytes``, or ``str`` encoded as UTF-8) opens encrypted files; by default it
     is ``$SSLSOCK_CERT_PASSWORD`` as set when the store object is made.
+
+    A private key file that its group or other users can read is refused when a server
+    loads it (:meth:`load_identity`); ``allow_readable_keys=True`` (default:
+    ``$SSLSOCK_ALLOW_READABLE_KEYS=1``) lets it through with a warning, for a key shared
+    with a group on purpose.
     """
 
     def __init__(
         self,
         path: str | Path | None = None,
         password: bytes | str | None = None,
+        allow_readable_keys: bool | None = None,
     ) -> None:
+        if allow_readable_keys is None:
+            allow_readable_keys = os.environ.get(READABLE_KEYS_ENV, "") == "1"
+        self.allow_readable_keys = bool(allow_readable_keys)
         self._path = Path(path).expanduser() if path is not None else default_store_path()
         if password is not None:
             self._password = _Password.of(password, "password= argument")
@@ -756,9 +798,11 @@ class CertStore:
     def load_identity(self, identifier: str, by: Lookup = "name") -> Identity:
         """Find a certificate and check that a server can use it; return it with its key.
 
-        Checks, in order: the certificate has a private key, it is valid now, the key can be
-        read (password), and the key belongs to the certificate.  Warns with
-        :class:`InsecureKeyFileWarning` when the key file is readable by group or others.
+        Checks, in order: the certificate has a private key, it is valid now, the key file
+        cannot be read by its group or other users, the key can be read (password), and
+        the key belongs to the certificate.  A key file others can read is refused, unless
+        the store allows it (``allow_readable_keys``): then it warns with
+        :class:`InsecureKeyFileWarning`.
         """
         entry = self.find(identifier, by, with_key=True)
         if not entry.has_key:
@@ -782,6 +826,12 @@ class CertStore:
         key_file = entry.key_file
         if entry.key_world_readable and key_file is not None:
             mode = stat.S_IMODE(key_file.stat().st_mode)
+            if not self.allow_readable_keys:
+                raise CertificateError(
+                    f"the private key file {key_file} can be read by other users (mode "
+                    f"{mode:04o}), so a server will not use it: run chmod 600 {key_file} "
+                    f"(or, for a key shared with a group on purpose, set "
+                    f"{READABLE_KEYS_ENV}=1 or CertStore(allow_readable_keys=True))")
             warnings.warn(
                 InsecureKeyFileWarning(
                     f"the private key file {key_file} can be read by other users "
@@ -836,12 +886,22 @@ class CertStore:
         _generations[self._path] = (dir_ns, now, generation)
         return generation
 
+    def client_ca_pem(self) -> bytes:
+        """The certificates of the entries marked as client CAs (each once), as a PEM
+        bundle: what vouches for clients under mutual TLS.  Nothing else of the store does,
+        so a server's own chain (its public CA) never lets that CA's other customers in."""
+        return self._bundle([e for e in self.entries() if e.client_ca])
+
     def trust_pem(self) -> bytes:
         """Every certificate of the store (leaves and chains, each once), as a PEM bundle:
-        extra trust anchors when verifying a peer."""
+        extra trust anchors when a client verifies a server."""
+        return self._bundle(self.entries())
+
+    @staticmethod
+    def _bundle(entries: list[StoredCertificate]) -> bytes:
         seen: set[str] = set()
         out = []
-        for entry in self.entries():
+        for entry in entries:
             for certificate in (entry.certificate, *entry.chain):
                 digest = certificate.fingerprint(hashes.SHA256()).hex()
                 if digest not in seen:
@@ -901,8 +961,12 @@ class CertStore:
         password: bytes | str | None = None,
         name: str | None = None,
         replace: bool = False,
+        client_ca: bool = False,
     ) -> StoredCertificate:
         """Check a certificate file and copy it into the store as ``NAME.<suffix>``.
+
+        ``client_ca=True`` stores CA certificates (no key) as ``NAME.pem`` marked as a
+        client CA: under mutual TLS, listeners let in the clients these CAs vouch for.
 
         ``replace=True`` renews the certificate stored as ``NAME``: the new file (and key)
         take the place of the old ones, each file renamed into place whole, so listeners
@@ -950,11 +1014,15 @@ class CertStore:
                     f"{src}: this is the certificate already stored as {existing.path.name} "
                     "(same SHA-1 "
                     f"{entry.certmgr_thumbprint}): nothing to renew")
+            if existing.sha256 == entry.sha256 and client_ca and not existing.client_ca:
+                continue  # a client-CA copy of a stored certificate (a pinned client)
             if existing.sha256 == entry.sha256:
                 raise CertificateError(
                     f"{src}: this certificate (SHA-1 {entry.certmgr_thumbprint}) is already in "
                     f"the store as {existing.path.name}"
                 )
+        if client_ca:
+            return self._import_client_ca(src, entry, stem, replace, old_files)
         key: PrivateKeyTypes | None = None
         used_password = False
         if _format_of(src, data) == "pkcs12":
@@ -993,6 +1061,33 @@ class CertStore:
             self._replace_files(files, old_files)
         else:
             self._write_files(files)
+        return _load_entry(dest, self._password)
+
+    def _import_client_ca(self, src: Path, entry: StoredCertificate, stem: str,
+                          replace: bool, old_files: list[Path]) -> StoredCertificate:
+        if entry.has_key:
+            raise CertificateError(
+                f"{src}: holds a private key; a client CA is imported as certificates only "
+                "(the CA that issued your clients' certificates, without its key)")
+        for certificate in (entry.certificate, *entry.chain):
+            try:
+                ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+                is_ca = ca.value.ca
+            except x509.ExtensionNotFound:
+                is_ca = False
+            pinned = certificate.issuer == certificate.subject  # one client, self-signed
+            if not (is_ca or pinned):
+                raise CertificateError(
+                    f"{src}: {certificate.subject.rfc4514_string()} is not a CA certificate "
+                    "(no basicConstraints CA:TRUE) and not self-signed: a client CA vouches "
+                    "for the client certificates it issued; import the CA that issued them "
+                    "(or a self-signed client certificate, to let in that client alone)")
+        dest = self._path / f"{stem}.pem"
+        data = CLIENT_CA_MARK + b"\n" + _chain_pem(entry)
+        if replace:
+            self._replace_files([(dest, data, False)], old_files)
+        else:
+            self._write_files([(dest, data, False)])
         return _load_entry(dest, self._password)
 
     def _existing_files(self, stem: str) -> list[Path]:
@@ -1166,14 +1261,10 @@ def _as_file(identifier: str) -> Path | None:
         return None
 
 
-# The key types a PKCS#12 file can carry (those that sign certificates).
-_PKCS12_KEYS = (
-    rsa.RSAPrivateKey,
-    dsa.DSAPrivateKey,
-    ec.EllipticCurvePrivateKey,
-    ed25519.Ed25519PrivateKey,
-    ed448.Ed448PrivateKey,
-)
+# The key types a PKCS#12 file cannot carry (they cannot sign certificates).  Named by
+# exclusion, and finite-field DH by its name: cryptography 51 deprecates its DSA and DH
+# types, and touching one (even at import) warns, or fails once they are gone.
+_NOT_IN_PKCS12 = (x25519.X25519PrivateKey, x448.X448PrivateKey)
 
 
 def _encryption(password: bytes | None) -> serialization.KeySerializationEncryption:
@@ -1205,9 +1296,9 @@ def _pkcs12_key(key: PrivateKeyTypes | None) -> pkcs12.PKCS12PrivateKeyTypes | N
     """The key, if PKCS#12 can hold it (X25519/X448/DH keys cannot sign certificates)."""
     if key is None:
         return None
-    if not isinstance(key, _PKCS12_KEYS):
+    if isinstance(key, _NOT_IN_PKCS12) or type(key).__name__.startswith("DH"):
         raise CertificateError(f"a {type(key).__name__} cannot go in a PKCS#12 file")
-    return key
+    return key  # type: ignore[return-value]  # (every other private key type can)
 
 
 def _is_private_file(path: Path) -> bool:

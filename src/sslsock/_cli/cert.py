@@ -54,7 +54,7 @@ def _key_mode(entry: Any) -> Optional[str]:
 
 
 def _key_type(public: Any) -> str:
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
     if isinstance(public, rsa.RSAPublicKey):
         return f"RSA {public.key_size}"
@@ -64,9 +64,10 @@ def _key_type(public: Any) -> str:
         return "Ed25519"
     if isinstance(public, ed448.Ed448PublicKey):
         return "Ed448"
-    if isinstance(public, dsa.DSAPublicKey):
+    name = type(public).__name__
+    if "DSA" in name:  # (cryptography deprecates its DSA types: not named here)
         return f"DSA {public.key_size}"
-    return type(public).__name__
+    return name
 
 
 def _hosts(certificate: Any) -> list[str]:
@@ -105,6 +106,7 @@ def describe(entry: Any) -> dict[str, Any]:
         "expired": entry.expired,
         "not_yet_valid": entry.not_yet_valid,
         "chain": [c.subject.rfc4514_string() for c in entry.chain],
+        "client_ca": entry.client_ca,
     }
 
 
@@ -117,6 +119,8 @@ def _validity_flag(entry: Any) -> str:
 
 
 def _key_column(entry: Any) -> str:
+    if entry.client_ca:
+        return "no (client CA)"
     if not entry.has_key:
         return "no"
     if entry.key_world_readable:
@@ -249,7 +253,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             password = getpass.getpass(f"password for {path}: ")
             try:
                 entry = store.import_file(path, password=password, name=args.name,
-                                          replace=args.replace)
+                                          replace=args.replace, client_ca=args.client_ca)
                 break
             except _errors.CertificateError as e:
                 if "password" not in str(e) or attempt == 2:
@@ -257,8 +261,10 @@ def cmd_import(args: argparse.Namespace) -> int:
                 err("that password does not open it; try again")
     else:
         entry = store.import_file(path, password=password, name=args.name,
-                                  replace=args.replace)
-    kind = ("with its private key" if entry.has_key else
+                                  replace=args.replace, client_ca=args.client_ca)
+    kind = ("as a client CA (under mutual TLS, listeners let in the clients it vouches "
+            "for)" if entry.client_ca else
+            "with its private key" if entry.has_key else
             "as a trust anchor (no private key: clients verify servers against it; it "
             "cannot identify a server)")
     print(f'{"renewed" if args.replace else "imported"} "{entry.name}" {kind}: {entry.path}')
@@ -351,7 +357,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     dir_warning = _store_dir_warning(store.path) if store.path.is_dir() else None
     key_warnings = [
         f"the private key file {e.key_file} can be read by other users (mode "
-        f"{_key_mode(e)}): run chmod 600 {e.key_file}"
+        f"{_key_mode(e)}): run chmod 600 {e.key_file} (a server refuses it until then)"
         for e in entries if e.key_world_readable]
     if args.json:
         print(json.dumps({"store": str(store.path), "exists": store.path.is_dir(),
@@ -531,6 +537,11 @@ def add_parser(sub: Any, store: argparse.ArgumentParser, formatter: Any, epilog:
                    help="renew the certificate stored under NAME: the checked file takes its "
                         "place, and running listeners serving NAME switch to it within a few "
                         "seconds (connections already open keep the old one)")
+    p.add_argument("--client-ca", action="store_true",
+                   help="FILE holds the CA (certificates only) that issued your clients' "
+                        "certificates: under mutual TLS, listeners let in the clients it "
+                        "vouches for.  No other store entry lets a client in (not a "
+                        "server's own chain); `cert list` shows the client CAs")
     _add_password(p, "of FILE")
 
     p = add("export", cmd_export, "write a certificate (and its key) to a file",

@@ -248,7 +248,9 @@ def _listener_args(args: argparse.Namespace, store: Any, ident: Any, *,
                 end_tag=args.end_tag, handshake_timeout=args.handshake_timeout,
                 reuse_port=reuse_port, proxy_protocol=args.proxy_protocol,
                 proxy_allow=args.proxy_allow or (),
+                client_ca_pem=_read_cafile(getattr(args, "client_ca", None)),
                 ticket_keys=ticket_keys if ticket_keys is not None else args.ticket_keys,
+                ticket_rotation=args.ticket_rotation or None,
                 reload_interval=args.reload_interval or None)
 
 
@@ -302,6 +304,7 @@ def _reserve_port(host: str) -> socket.socket:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("sslsock").setLevel(logging.INFO)  # renewals and reloads are news
+    _check_proxy_args(args)
     store = store_of(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -315,12 +318,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _serve_single(args, store, ident)
 
 
+def _check_proxy_args(args: argparse.Namespace) -> None:
+    allow = args.proxy_allow or []
+    if allow and not args.proxy_protocol:
+        raise UsageError("--proxy-allow says who may send the PROXY header: it goes with "
+                         "--proxy-protocol")
+    if args.proxy_protocol and not allow:
+        raise UsageError(
+            "--proxy-protocol lets the sender of the PROXY header name any client address: "
+            "say who may send it with --proxy-allow ADDR[/BITS] (the load balancers, "
+            "repeatable), or --proxy-allow any only when nothing but the balancer can reach "
+            "this port")
+
+
+def _proxy_note(args: argparse.Namespace) -> str:
+    """What serve says at start about the PROXY protocol: whose headers it believes."""
+    if not args.proxy_protocol:
+        return ""
+    allow = args.proxy_allow or []
+    if [a.strip().lower() for a in allow] == ["any"]:
+        return ("; PROXY protocol expected, headers believed from ANY address (--proxy-allow "
+                "any: only safe when nothing but the balancer can reach this port)")
+    return f"; PROXY protocol expected, headers believed only from {', '.join(allow)}"
+
+
 def _served_certificate(args: argparse.Namespace, store: Any, ident: Any) -> Any:
     """What the listener is given: the certificate's name (or file), so that it notices a
     renewed file; the loaded identity itself when it was chosen by thumbprint (a renewed
     certificate has another one)."""
     if args.cert and _lookup_for(args) == "hash":
-        return ident
+        from sslsock._tls.options import SSLOption
+
+        if not args.options & SSLOption.SSLClientCertificate:
+            return ident
+        # by thumbprint under mutual TLS: the listener looks it up itself, so that it
+        # follows the store's client CAs (a CA removed stops letting clients in)
+        ident.wipe()
+        args.options = (args.options & ~SSLOption.CertificateName) | SSLOption.CertificateHash
+        return args.cert
     name = args.cert if args.cert else _store_name(store, ident.certificate)
     ident.wipe()
     return name
@@ -348,7 +383,7 @@ def _serve_single(args: argparse.Namespace, store: Any, ident: Any) -> int:
                   f"thumbprint {entry.certmgr_thumbprint}", flush=True)
             server.log(f"mode {_mode_name(args.mode)}, SHA-256 "
                        f"{entry.sha256.lower()}, file {entry.path}; Ctrl-C stops"
-                       + (", PROXY protocol expected" if args.proxy_protocol else ""))
+                       + _proxy_note(args))
             _serve_loop(args, listener, server, lambda: stopper.signal is not None)
             stats = listener.stats()
             listener.close()
@@ -392,8 +427,12 @@ def _serve_workers(args: argparse.Namespace, store: Any, ident: Any) -> int:
     if args.ticket_keys is not None:  # a missing or unsafe file: said once, before forking
         checked = _tickets.TicketKeys(args.ticket_keys, store).read()
         checked[:] = bytes(len(checked))
-    keys = args.ticket_keys if args.ticket_keys is not None else bytes(
-        b for _ in range(3) for b in _tickets.new_key())
+    # In memory, the keys rotate by a ratchet that every worker moves on alike.
+    # (--ticket-rotation 0: fixed keys, made here, for the life of the server)
+    keys: Any = args.ticket_keys
+    if keys is None:
+        keys = (_tickets.Ratchet(args.ticket_rotation) if args.ticket_rotation else
+                bytes(b for _ in range(3) for b in _tickets.new_key()))
     ready: dict[int, str] = {}
     started = time.monotonic()
 
@@ -420,6 +459,8 @@ def _serve_workers(args: argparse.Namespace, store: Any, ident: Any) -> int:
         return EXIT_OK
 
     def on_ready(index: int, note: str) -> None:
+        if isinstance(keys, _tickets.Ratchet):
+            keys.advance()  # what the next worker starts from: no older state kept here
         if len(ready) == n:
             return  # a restarted worker
         ready[index] = note
@@ -430,7 +471,9 @@ def _serve_workers(args: argparse.Namespace, store: Any, ident: Any) -> int:
             err(f"{n} worker processes, mode {_mode_name(args.mode)}, SHA-256 "
                 f"{entry.sha256.lower()}, file {entry.path}; session-ticket keys: "
                 f"{'shared in memory' if args.ticket_keys is None else args.ticket_keys}"
-                + (", PROXY protocol expected" if args.proxy_protocol else "")
+                + (f", rotated every {args.ticket_rotation:g} s" if args.ticket_rotation
+                   else ", not rotated")
+                + _proxy_note(args)
                 + "; SIGTERM stops gracefully, SIGHUP reloads")
 
     def on_event(text: str) -> None:
@@ -480,12 +523,16 @@ def cmd_connect(args: argparse.Namespace) -> int:
     from sslsock._core.connection import Mode
     from sslsock._faces.objects import connect
 
+    if args.system_ca and not args.cafile:
+        raise UsageError("--system-ca adds the system's authorities to the CA of --cafile; "
+                         "without --cafile they are trusted already")
     store = store_of(args)
     ident = _client_identity(args, store)
     conn = connect(args.host, args.port, options=args.options,
                    verify=False if args.no_verify else None, timeout=args.timeout,
                    server_hostname=args.server_name, client_certificate=ident, store=store,
-                   cafile_pem=_read_cafile(args.cafile), mode=args.mode, end_tag=args.end_tag)
+                   cafile_pem=_read_cafile(args.cafile), mode=args.mode, end_tag=args.end_tag,
+                   system_ca=bool(args.cafile and args.system_ca))
     raw = args.mode == Mode.SocketNoEndTag
     out = sys.stdout.buffer
     with conn:
@@ -722,17 +769,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=seconds, default=10.0, metavar="SECONDS",
                    help="on SIGTERM, stop accepting and give open connections this long to "
                         "finish before closing them (default 10)")
+    p.add_argument("--client-ca", metavar="FILE",
+                   help="under mutual TLS (SSLClientCertificate), also let in the clients "
+                        "whose certificates the CAs of this PEM file issued (besides the "
+                        "store's entries imported with `sslsock cert import --client-ca`)")
     p.add_argument("--proxy-protocol", action="store_true",
                    help="[extension] every connection starts with a PROXY v1/v2 header (from "
                         "HAProxy send-proxy(-v2), nginx proxy_protocol): the client it names "
                         "is logged; connections without a valid one are refused")
     p.add_argument("--proxy-allow", action="append", metavar="ADDR[/BITS]",
-                   help="only these proxies may send the PROXY header (repeatable)")
+                   help="with --proxy-protocol (required): only these proxies may send the "
+                        "PROXY header (repeatable); `any`: every sender, only when nothing "
+                        "but the balancer can reach this port")
     p.add_argument("--ticket-keys", metavar="FILE", nargs="?", const="store", default=None,
                    help="encrypt session tickets with the keys of FILE (without FILE: the "
                         "store's, made by `sslsock cert tickets rotate`), so that processes "
                         "and hosts sharing it resume each other's sessions; re-read when it "
                         "changes")
+    p.add_argument("--ticket-rotation", type=interval, default=3600.0, metavar="SECONDS",
+                   help="rotate the session-ticket keys every SECONDS (default 3600), "
+                        "keeping the previous ones as long as the tickets they issued are "
+                        "valid (2 h); 0: never (a key file rotated elsewhere and copied to "
+                        "several hosts)")
     p.add_argument("--stats", type=seconds, default=0.0, metavar="SECONDS",
                    help="log the listener's counters on stderr every SECONDS")
     p.add_argument("--reload-interval", type=interval, default=2.0, metavar="SECONDS",
@@ -756,7 +814,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true",
                    help="do not verify the server certificate (SSLNoVerify; tests only)")
     p.add_argument("--cafile", metavar="FILE",
-                   help="also trust the certificates in this PEM file")
+                   help="trust only the CAs in this PEM file (a private CA): not the "
+                        "system's authorities, not the store's other certificates")
+    p.add_argument("--system-ca", action="store_true",
+                   help="with --cafile: trust the system's authorities as well")
     p.add_argument("--server-name", metavar="NAME",
                    help="name to send (SNI) and check in the certificate (default: HOST)")
     p.add_argument("--cert", metavar="ID",

@@ -26,6 +26,7 @@ from sslsock._core import errors as _errors
 from sslsock._core.connection import Connection, Mode
 from sslsock._core.errors import Error, ErrorCode, ProgrammingError
 from sslsock._faces.objects import Listener, connect, unbracket
+from sslsock._faces.objects import _proxy_allow as _proxy_allow_entries
 from sslsock._faces.registry import REGISTRY, Entry
 from sslsock._tls.options import ALL_BITS, DEFAULT, SSLOption
 
@@ -125,11 +126,29 @@ _KNOWN_OPTIONS = int(SocketNoReuseAddress | SocketReusePort | SocketProxyProtoco
 
 
 class _SocketSettings:
-    """``Socket.Option``: process-wide, for sockets created afterwards."""
+    """``Socket.Option`` and **[extension]** ``Socket.ProxyAllow``: process-wide, for
+    sockets created afterwards."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._option = SocketOption(0)
+        self._proxy_allow: tuple[str, ...] = ()
+
+    @property
+    def ProxyAllow(self) -> tuple[str, ...]:
+        """[extension] Who may send the PROXY header to servers created with
+        SocketProxyProtocol: the load balancers' addresses or networks (``"10.0.0.5"``,
+        ``"10.0.0.0/8"``), or ``"any"``, only when nothing but the balancer can reach the
+        port.  Required with SocketProxyProtocol."""
+        with self._lock:
+            return self._proxy_allow
+
+    @ProxyAllow.setter
+    def ProxyAllow(self, value: Any) -> None:
+        items = (value,) if isinstance(value, str) else tuple(value or ())
+        _proxy_allow_entries(items)  # a bad address is refused here, with what is wrong
+        with self._lock:
+            self._proxy_allow = items
 
     @property
     def Option(self) -> SocketOption:
@@ -285,6 +304,11 @@ def _proxy() -> bool:
     return bool(Socket.Option & SocketOption.SocketProxyProtocol)
 
 
+def _proxy_allow() -> tuple[str, ...]:
+    """Socket.ProxyAllow for a server created now (nothing without SocketProxyProtocol)."""
+    return Socket.ProxyAllow if _proxy() else ()
+
+
 def _conn_of(entry: Entry, name: str, wait_s: Optional[float]) -> Connection:
     """The connection a read/write on `name` talks to; for a listener (the simplified
     server) the client accepted at the first use, waiting at most wait_s for one."""
@@ -319,7 +343,8 @@ def SocketCreateSSL(name: str, port: int, cert_id: str, options: int = DEFAULT,
         by_name = CertStore().names_map(exclude=cert_id)
     listener = Listener(_server_port(port), cert_id, options=options, host=address or "",
                         reuse_address=reuse_address, reuse_port=reuse_port,
-                        proxy_protocol=_proxy(), certificates=by_name)
+                        proxy_protocol=_proxy(), proxy_allow=_proxy_allow(),
+                        certificates=by_name)
     _register(name, Entry(listener, "listener"))
     return True
 
@@ -332,7 +357,7 @@ def SocketCreate(name: str, port: int, address: str = "") -> bool:
     reuse_address, reuse_port = _reuse()
     listener = Listener(_server_port(port), tls=False, host=address or "",
                         reuse_address=reuse_address, reuse_port=reuse_port,
-                        proxy_protocol=_proxy())
+                        proxy_protocol=_proxy(), proxy_allow=_proxy_allow())
     _register(name, Entry(listener, "listener"))
     return True
 
@@ -347,14 +372,18 @@ def _register(name: str, entry: Entry) -> None:
 
 @_named(False)
 def SocketConnectSSL(name: str, port: int, address: str = "", options: int = DEFAULT,
-                     timeout: Any = None, client_cert: str = "") -> bool:
-    """Connect to a TLS server; the server's certificate is verified (SSLNoVerify: not)."""
+                     timeout: Any = None, client_cert: str = "", *, ca: str = "",
+                     system_ca: bool = False) -> bool:
+    """Connect to a TLS server; the server's certificate is verified (SSLNoVerify: not).
+    **[extension]** ``ca``: a store entry (name, thumbprint) or PEM file, the CA this
+    connection trusts alone (``system_ca=True``: and the system's authorities)."""
     REGISTRY.check_name(name)
     options = _ssl_options(options)
     REGISTRY.reserve(name)
     t = _seconds(timeout, "timeout")
     conn = connect(address or "", port, options=options,
-                   timeout=30.0 if t is None else t, client_certificate=client_cert or None)
+                   timeout=30.0 if t is None else t, client_certificate=client_cert or None,
+                   ca=ca or None, system_ca=system_ca)
     _register(name, Entry(conn, "client"))
     return True
 

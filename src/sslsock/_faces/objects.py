@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from sslsock._certs.store import CertStore, Identity, crl_file_pem
+from sslsock._certs.store import CertStore, Identity, _chain_pem, crl_file_pem
 from sslsock._core import errors as _errors
 from sslsock._core.binding import ffi, lib, new_err, text
 from sslsock._core.connection import (
@@ -25,6 +25,7 @@ from sslsock._core.connection import (
     Connection,
     Mode,
     Seconds,
+    _as_bytes,
     _Guard,
     _ms,
     _sliced,
@@ -89,15 +90,23 @@ def connect(
     resume: bool = True,
     alpn: Any = (),
     require_ocsp: bool = False,
+    ca: Optional[str] = None,
+    system_ca: bool = False,
+    check_hostname: bool = True,
 ) -> Connection:
     """Connect to ``host:port`` (empty host: this machine), with TLS unless ``tls=False``.
 
     The server's certificate is verified against the system's authorities and the
     certificates of the store, and must match ``server_hostname`` (default: ``host``, or
-    ``localhost`` for an empty host).  ``verify=False`` (or the SSLNoVerify option) turns
-    verification off for this connection.  A reconnection to the same server with the same
-    settings resumes the previous TLS session (``resume=False``: always a full handshake);
-    :attr:`Connection.resumed` tells.
+    ``localhost`` for an empty host).  Given a CA, ``ca`` (a store entry: name, thumbprint
+    or file) or ``cafile_pem`` (PEM bytes), the connection trusts that CA alone: not the
+    system's authorities (unless ``system_ca=True``), not the store's other certificates.
+    ``check_hostname=False`` accepts a certificate for any name (the chain is still
+    verified); ``server_hostname=""`` is refused, as it would say that silently.
+    ``verify=False`` (or the SSLNoVerify option) turns verification off for this
+    connection.  A reconnection to the same server with the same settings resumes the
+    previous TLS session (``resume=False``: always a full handshake); :attr:`Connection.resumed`
+    tells.
 
     ``alpn``: application protocols to offer, most preferred first (``["h2",
     "http/1.1"]``); :attr:`Connection.alpn` is the one the server chose.  ``require_ocsp``:
@@ -112,6 +121,15 @@ def connect(
         raise _errors.ArgumentError("alpn and require_ocsp are TLS features: drop them or "
                                     "connect with tls=True")
     host = unbracket(host) or "localhost"
+    if server_hostname == "" and tls:
+        raise _errors.ArgumentError(
+            'server_hostname="" would turn the check of the server\'s name off while its '
+            "chain is still verified: give the name the certificate must carry, or pass "
+            "check_hostname=False to accept a certificate for any name on purpose")
+    if system_ca and ca is None and cafile_pem is None:
+        raise _errors.ArgumentError(
+            "system_ca=True adds the system's authorities to a CA given with ca= or "
+            "cafile_pem=; without one they are trusted already")
     ctx = None
     if tls:
         rec = recipe(options)
@@ -120,16 +138,23 @@ def connect(
             verify = not rec.no_verify
         st = _store(store, password)
         wanted = client_certificate if client_certificate != "" else None
+        pinned = ca is not None or cafile_pem is not None
+        anchors = cafile_pem
+        if ca is not None:
+            anchors = _ca_pem(st, ca, rec.by_hash) + (cafile_pem or b"")
         try:
             ctx = _tlsconfig.client_context(
-                rec, verify=verify, store=st, cafile_pem=cafile_pem, client_certificate=wanted,
+                rec, verify=verify, store=st, cafile_pem=anchors, client_certificate=wanted,
                 password=password, resume=resume,
                 load_identity=lambda: _identity(wanted, rec.by_hash, st, password),
+                pinned=pinned, system_ca=system_ca,
                 ext=_tlsconfig.Extensions(alpn=protocols, keylog=_tlsconfig.keylog_path(),
                                           ocsp_required=bool(require_ocsp)))
         finally:
             _wipe_if_identity(wanted)  # the context has the key now (or already had it)
     name = host if server_hostname is None else server_hostname
+    if not check_hostname:
+        name = ""
     out = ffi.new("ss_conn **")
     err = new_err()
     host_b = host.encode() if host.isascii() else host.encode("idna")
@@ -163,6 +188,14 @@ def alpn_protocols(alpn: Any) -> tuple[str, ...]:
     if sum(len(n.encode()) + 1 for n in names) > 65535:
         raise _errors.ArgumentError("the ALPN protocol list is longer than 65,535 bytes")
     return tuple(names)
+
+
+def _ca_pem(st: Any, ca: str, by_hash: bool) -> bytes:
+    """The certificates of the store entry (or file) ``ca``, as trust anchors."""
+    if not isinstance(ca, str) or not ca.strip():
+        raise _errors.ArgumentError(
+            "ca names the CA to trust: a store entry's name or thumbprint, or a PEM file")
+    return _chain_pem(st.find(ca, "hash" if by_hash else "name"))
 
 
 def unbracket(host: str) -> str:
@@ -319,11 +352,46 @@ class ListenerStats:
     proxy_refused: int = 0
 
 
+def _framing(mode: Any, end_tag: Any, max_message: Any) -> tuple[Mode, bytes, int]:
+    """A listener's transmission mode, end tag and message limit, checked as a
+    connection's setters check them (the accept engine takes them as they are)."""
+    try:
+        mode = Mode(mode)
+    except ValueError:
+        raise _errors.ArgumentError(
+            f"unknown transmission mode {mode!r}: use SocketSizeAtBeginning, "
+            "SocketEndTag, SocketEndTagBuffer or SocketNoEndTag") from None
+    tag = _as_bytes(end_tag, "end_tag")
+    if not 1 <= len(tag) <= 64:
+        raise _errors.ArgumentError(f"the end tag must be 1 to 64 bytes long, got {len(tag)}")
+    if isinstance(max_message, bool) or not isinstance(max_message, int):
+        raise TypeError(f"max_message is a number of bytes (an int), not "
+                        f"{type(max_message).__name__}")
+    if not 1 <= max_message <= lib.SS_MAX_MESSAGE_LIMIT:
+        raise _errors.ArgumentError(
+            f"max_message must be 1 to {lib.SS_MAX_MESSAGE_LIMIT} bytes (the size "
+            f"arithmetic's bound; memory runs out long before), got {max_message!r}")
+    return mode, tag, max_message
+
+
+#: ``proxy_allow`` value that lets any sender give a PROXY header: only when nothing but
+#: the balancer can reach the port (a firewall, a private network, a Unix-socket relay).
+PROXY_ANY = "any"
+
+
 def _proxy_allow(allow: Any) -> bytes:
     """Addresses / networks ("10.0.0.0/8", "::1", "192.0.2.7") as the C core's 17-byte
-    entries: the IPv6 address (IPv4 mapped) and the prefix length."""
+    entries: the IPv6 address (IPv4 mapped) and the prefix length.  ``"any"`` (alone) is
+    no entry at all: every sender may give a header."""
     if isinstance(allow, str):
         allow = [allow]
+    allow = list(allow)
+    if any(isinstance(a, str) and a.strip().lower() == PROXY_ANY for a in allow):
+        if len(allow) != 1:
+            raise _errors.ArgumentError(
+                'proxy_allow: "any" lets every sender give a PROXY header, so it cannot be '
+                "combined with addresses; give either the balancers' addresses or \"any\"")
+        return b""
     out = bytearray()
     for item in allow:
         if not isinstance(item, str):
@@ -355,8 +423,12 @@ class Listener:
     :class:`~sslsock.Identity`.
 
     Under mutual TLS (the SSLClientCertificate option) clients must present a certificate
-    that the store's certificates or ``client_ca_pem`` vouch for; the system's authorities
-    only with ``client_system_ca=True`` (or the SSLClientSystemCA option).
+    that a client CA vouches for: the store's entries marked as client CAs (``sslsock cert
+    import --client-ca``) or ``client_ca_pem``; the system's authorities only with
+    ``client_system_ca=True`` (or the SSLClientSystemCA option).  The chain must reach a
+    self-signed CA, unless ``client_partial_chain=True`` lets an intermediate of
+    ``client_ca_pem`` or of a client-CA entry be enough on its own.  Removing a client CA
+    from the store reaches running listeners like a renewal does.
 
     Extensions for a server behind a load balancer, or made of several processes (see
     docs/deployment.md):
@@ -366,11 +438,18 @@ class Listener:
       it), read before the handshake within ``handshake_timeout`` and at most
       ``proxy_max_len`` bytes; a connection without a valid one is refused and counted
       (:attr:`ListenerStats.proxy_refused`).  The client it names is the connection's
-      ``peer_address``; the proxy stays readable as ``proxy_address``.  ``proxy_allow``
-      (addresses or networks) limits who may send the header.
+      ``peer_address``; the proxy stays readable as ``proxy_address``.  ``proxy_allow`` is
+      required with it: the addresses or networks of the balancers allowed to send the
+      header (others are refused), or ``"any"``, only when nothing but the balancer can
+      reach this port (anyone else who can would name any client address they like).
     * ``ticket_keys``: a session-ticket key file (``"store"``: the store's own, made by
-      ``sslsock cert tickets rotate``), or the keys as bytes; processes sharing them resume
-      each other's sessions.  A rewritten file is picked up by running listeners.
+      ``sslsock cert tickets rotate``), the keys as bytes, or a
+      ``sslsock._deploy.tickets.Ratchet`` (keys rotating in memory, shared by the processes
+      forked after it is made); processes sharing them resume each other's sessions.  A
+      rewritten file is picked up by running listeners, and rotated once it is
+      ``ticket_rotation`` seconds old (default an hour; ``None``: never, for a file rotated
+      elsewhere and copied to several hosts).  A file that breaks is reported once per
+      version, and the listener keeps its keys.
     * certificate renewal: a certificate named in the store (not by thumbprint) is watched
       every ``reload_interval`` seconds (``None``: only by :meth:`reload`, or SIGHUP in
       ``sslsock serve`` and :func:`run_workers`' workers); when the store's file is
@@ -417,6 +496,7 @@ class Listener:
         backlog: int = 0,
         client_ca_pem: Optional[bytes] = None,
         client_system_ca: bool = False,
+        client_partial_chain: bool = False,
         mode: Mode = Mode.SocketSizeAtBeginning,
         end_tag: bytes = b"<EOF>",
         max_message: int = DEFAULT_MAX_MESSAGE,
@@ -425,6 +505,7 @@ class Listener:
         proxy_max_len: int = 0,
         ticket_keys: Any = None,
         reload_interval: Optional[float] = 2.0,
+        ticket_rotation: Optional[float] = 3600.0,
         certificates: Any = None,
         alpn: Any = (),
         alpn_required: bool = False,
@@ -433,10 +514,18 @@ class Listener:
 
         _check_port(port)
         host = unbracket(host)
+        mode, end_tag, max_message = _framing(mode, end_tag, max_message)
         allow = _proxy_allow(proxy_allow) if proxy_allow else b""
-        if allow and not proxy_protocol:
+        if proxy_allow and not proxy_protocol:
             raise _errors.ArgumentError("proxy_allow lists who may send the PROXY header: "
                                         "it needs proxy_protocol=True")
+        if proxy_protocol and not proxy_allow:
+            raise _errors.ArgumentError(
+                "proxy_protocol=True lets the sender of the PROXY header name any client "
+                "address: say who may send it, proxy_allow=[\"10.0.0.5\"] (the load "
+                "balancers' addresses or networks), or proxy_allow=\"any\" only when nothing "
+                "but the balancer can reach this port (in the named functions: "
+                "Socket.ProxyAllow)")
         if not tls and (alpn or alpn_required or certificates or crl is not None):
             raise _errors.ArgumentError("certificates, alpn, alpn_required and crl are TLS "
                                         "features: drop them or listen with tls=True")
@@ -446,11 +535,12 @@ class Listener:
         self._tickets = None
         self._renew: Optional[dict[str, Any]] = None
         self._reload_lock = threading.Lock()
+        self._client_partial_chain = bool(client_partial_chain)
         if ticket_keys is not None and ticket_keys is not False:
             if not tls:
                 raise _errors.ArgumentError("ticket_keys are for a TLS listener")
             self._tickets = TicketKeys("store" if ticket_keys is True else ticket_keys,
-                                       _store(store, password))
+                                       _store(store, password), rotation=ticket_rotation)
         ctx = None
         if tls:
             if certificate is None or certificate == "":
@@ -469,11 +559,24 @@ class Listener:
             if alpn_required and not ext["alpn"]:
                 raise _errors.ArgumentError("alpn_required=True needs the protocols this "
                                             "server speaks: alpn=[\"h2\", \"http/1.1\"]")
-            watched = (isinstance(certificate, str) and not rec.by_hash
+            if rec.client_certificate and not (rec.client_system_ca or client_ca_pem
+                                               or st.client_ca_pem()):
+                raise _errors.CertificateError(
+                    "mutual TLS (SSLClientCertificate) needs a CA that vouches for clients, "
+                    f"and the certificate store {st.path} has none marked as a client CA: "
+                    "import it with `sslsock cert import CA.pem --client-ca`, or give the "
+                    "listener client_ca_pem (serve --client-ca FILE); SSLClientSystemCA "
+                    "(client_system_ca=True) lets in whatever the system's authorities "
+                    "vouch for")
+            # a certificate named in the store is renewed; by thumbprint it cannot change,
+            # but the trust of a listener that requires client certificates can
+            watched = (isinstance(certificate, str)
+                       and (not rec.by_hash or rec.client_certificate)
                        and all(isinstance(c, str) for c in by_name.values()))
             self._renew = dict(rec=rec, certificate=certificate, store=st, password=password,
                                client_ca_pem=client_ca_pem, by_name=by_name, crl=crl_source,
-                               ext=ext, generation=None, digest=None, failed=None)
+                               ext=ext, generation=None, digest=None, failed=None,
+                               trust=self._trust(rec, st, client_ca_pem))
             generation = self._state(self._renew) if watched else None
             ctx, cert, digest = self._load(self._renew, rec.by_hash)
             self.recipe = ctx.recipe
@@ -500,6 +603,10 @@ class Listener:
         cfg.proxy_allow = allow_c
         cfg.proxy_allow_count = len(allow) // 17
         self.proxy_protocol = bool(proxy_protocol)
+        #: who may send the PROXY header: addresses/networks, ("any",), or () without PROXY
+        self.proxy_allow: tuple[str, ...] = (
+            () if not proxy_protocol else
+            ((proxy_allow,) if isinstance(proxy_allow, str) else tuple(proxy_allow)))
         out = ffi.new("ss_listener **")
         err = new_err()
         rc = lib.ss_listener_new(ctx.ptr if ctx else ffi.NULL, cfg, out, err)
@@ -509,8 +616,8 @@ class Listener:
                          "the listener")
         self.port: int = int(lib.ss_listener_port(out[0]))
         self.host = host
-        self._conn_args = dict(mode=Mode(mode), end_tag=end_tag, max_message=max_message)
-        if self._renew or (self._tickets and self._tickets.path):
+        self._conn_args = dict(mode=mode, end_tag=end_tag, max_message=max_message)
+        if self._renew or (self._tickets and (self._tickets.path or self._tickets.ratchet)):
             if reload_interval is not None:
                 _renewal.watch(self, float(reload_interval))
             else:
@@ -536,7 +643,8 @@ class Listener:
                     built[key] = (_tlsconfig._digest(sub_ident.cert_chain_pem),
                                   _tlsconfig.server_context(
                                       rec, identity=sub_ident, store=st,
-                                      client_ca_pem=r["client_ca_pem"], ext=ext))
+                                      client_ca_pem=r["client_ca_pem"], ext=ext,
+                                      client_partial_chain=self._client_partial_chain))
                     staples.append((built[key][1], sub_ident.certificate))
                 finally:
                     sub_ident.wipe()
@@ -545,7 +653,8 @@ class Listener:
         try:
             ctx = _tlsconfig.server_context(rec, identity=ident, store=st,
                                             client_ca_pem=r["client_ca_pem"],
-                                            tickets=self._tickets, ext=ext, sni=sni or None)
+                                            tickets=self._tickets, ext=ext, sni=sni or None,
+                                            client_partial_chain=self._client_partial_chain)
             staples.append((ctx, ident.certificate))
             responses = tuple(_staple(c, entry) for c, entry in staples)
             r["ocsp_paths"] = [ocsp_path(entry) for _, entry in staples]
@@ -554,8 +663,51 @@ class Listener:
         finally:
             ident.wipe()
         if self._tickets is not None:
-            _set_ticket_keys(ctx.ptr, self._tickets.read())
+            try:
+                keys = self._tickets.read()
+            except _errors.CertificateError:
+                keys = self._tickets.last_good()
+                if not keys:
+                    raise  # a listener being created: its key file must be usable
+                # a renewal: the certificate goes on, with the keys the listener has
+            _set_ticket_keys(ctx.ptr, keys)
         return ctx, ident.certificate, digest
+
+    def _reload_tickets(self) -> bool:
+        """The ticket-key step of :meth:`reload`: a scheduled rotation if one is due, then
+        the keys of a rewritten file (or the ratchet's next ones).  A file that cannot be
+        used is logged once per version of it; the listener keeps its keys, and the
+        certificate step runs all the same."""
+        tickets = self._tickets
+        assert tickets is not None and self._tls is not None
+        try:
+            tickets.tick()
+        except _errors.CertificateError as e:
+            log.error("listener on port %d: %s; the current keys stay", self.port, e)
+        if not tickets.changed():
+            return False
+        version = tickets.version()
+        if tickets.failed is not None and tickets.failed == version:
+            return False  # said already, for this version of the file
+        try:
+            keys = tickets.read()
+        except _errors.CertificateError as e:
+            tickets.failed = version
+            log.error("listener on port %d: the session-ticket keys were not reloaded, the "
+                      "previous ones stay: %s", self.port, e)
+            return False
+        _set_ticket_keys(self._tls.ptr, keys)
+        log.info("listener on port %d: session-ticket keys reloaded from %s",
+                 self.port, tickets.describe())
+        return True
+
+    @staticmethod
+    def _trust(rec: Recipe, st: Any, client_ca_pem: Optional[bytes]) -> Optional[str]:
+        """What vouches for clients (a digest), for a listener that requires client
+        certificates: a client CA removed from the store must stop letting clients in."""
+        if not rec.client_certificate:
+            return None
+        return _tlsconfig._digest(st.client_ca_pem() + (client_ca_pem or b""))
 
     @staticmethod
     def _state(r: dict[str, Any]) -> Any:
@@ -583,21 +735,17 @@ class Listener:
                 return False
             changed = False
             r = self._renew
-            if self._tickets is not None and self._tickets.changed():
-                keys = self._tickets.read()
-                assert self._tls is not None
-                _set_ticket_keys(self._tls.ptr, keys)
-                log.info("listener on port %d: session-ticket keys reloaded from %s",
-                         self.port, self._tickets.describe())
-                changed = True
+            if self._tickets is not None:
+                changed = self._reload_tickets()
             if r is None:
                 return changed
             generation = self._state(r)
             if generation == r["generation"]:
                 return changed
             try:
-                ctx, cert, digest = self._load(r, False)
-                if digest == r["digest"]:
+                trust = self._trust(r["rec"], r["store"], r["client_ca_pem"])
+                ctx, cert, digest = self._load(r, r["rec"].by_hash)
+                if digest == r["digest"] and trust == r["trust"]:
                     r["generation"] = generation
                     return changed
             except _errors.Error as e:
@@ -617,7 +765,12 @@ class Listener:
             self._tls = ctx
             self.recipe = ctx.recipe
             self.certificate = cert
-            r.update(generation=generation, digest=digest, failed=None)
+            renewed = digest != r["digest"]
+            r.update(generation=generation, digest=digest, failed=None, trust=trust)
+            if not renewed:
+                log.info("listener on port %d: the client CAs changed; new handshakes are "
+                         "verified against them", self.port)
+                return True
             log.info("listener on port %d: now serving the renewed certificate %s (SHA-1 %s, "
                      "valid until %s)%s", self.port, cert.name, cert.certmgr_thumbprint,
                      cert.not_after.strftime("%Y-%m-%d"),

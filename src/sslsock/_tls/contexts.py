@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import logging
 import os
+import secrets
 import threading
 import weakref
 from collections import OrderedDict
@@ -99,6 +101,19 @@ def _digest(data: Optional[bytes]) -> str:
     return hashlib.sha256(data or b"").hexdigest()
 
 
+# keyed per process, so that the cache's keys say nothing about a password outside it
+_PASSWORD_SALT = secrets.token_bytes(32)
+
+
+def _password_key(password: Any) -> Optional[str]:
+    """What names a key password in a cache key: a keyed hash of it (a later caller with
+    another password must not reuse a key the first one opened), never the password."""
+    if password is None:
+        return None
+    raw = password.encode("utf-8") if isinstance(password, str) else bytes(password)
+    return hmac.new(_PASSWORD_SALT, raw, hashlib.sha256).hexdigest()
+
+
 def _build(
     is_server: bool,
     rec: Recipe,
@@ -110,6 +125,7 @@ def _build(
     use_system_ca: bool,
     resume: bool = True,
     ext: Optional[Extensions] = None,
+    partial_chain: bool = False,
 ) -> TLSContext:
     cfg = ffi.new("ss_ctx_config *")
     keep = []  # the char buffers must outlive ss_ctx_new
@@ -139,6 +155,7 @@ def _build(
     cfg.verify_peer = int(verify)
     cfg.use_system_ca = int(use_system_ca and verify)
     cfg.no_resumption = int(not resume)
+    cfg.partial_chain = int(partial_chain)
     if ext is not None:
         keep.extend(_apply_extensions(cfg, ext))
     out = ffi.new("ss_ctx **")
@@ -236,10 +253,14 @@ def client_context(
     password: Any,
     resume: bool,
     load_identity: Callable[[], Any],
+    pinned: bool = False,
+    system_ca: bool = True,
     ext: Optional[Extensions] = None,
 ) -> TLSContext:
     """The context for a client: verifying servers against the system's authorities, the
-    store's certificates and ``cafile_pem``; presenting ``client_certificate`` if given."""
+    store's certificates and ``cafile_pem``; presenting ``client_certificate`` if given.
+    ``pinned``: ``cafile_pem`` alone (a private CA), plus the system's authorities only
+    with ``system_ca``."""
     from sslsock._certs.store import Identity
 
     generation = store.generation() if (verify or client_certificate) else ()
@@ -247,19 +268,22 @@ def client_context(
     if isinstance(client_certificate, Identity):
         ident_key = ("object", _digest(client_certificate.cert_chain_pem))
     elif client_certificate:
-        ident_key = ("store", str(client_certificate), password is not None)
+        ident_key = ("store", str(client_certificate), _password_key(password))
     key = ("client", rec.mask, verify, str(store.path), _digest(cafile_pem), ident_key, resume,
-           ext.key() if ext is not None else None)
+           pinned, system_ca, ext.key() if ext is not None else None)
+    if pinned:
+        generation = store.generation() if client_certificate else ()
 
     def build() -> TLSContext:
-        ca = store.trust_pem() if verify else b""
+        ca = store.trust_pem() if verify and not pinned else b""
         if cafile_pem:
             ca += cafile_pem
         ident = load_identity() if client_certificate else None
         try:
             return _build(False, rec, cert_pem=ident.cert_chain_pem if ident else b"",
                           key_pem=ident.key_pem if ident else None, verify=verify, ca_pem=ca,
-                          use_system_ca=True, resume=resume, ext=ext)
+                          use_system_ca=system_ca or not pinned, resume=resume,
+                          partial_chain=True, ext=ext)
         finally:
             if ident is not None:
                 ident.wipe()
@@ -274,13 +298,16 @@ def server_context(
     store: Any,
     client_ca_pem: Optional[bytes],
     tickets: Any = None,
+    client_partial_chain: bool = False,
     ext: Optional[Extensions] = None,
     sni: Optional[list[tuple[str, str, TLSContext]]] = None,
 ) -> TLSContext:
     """The context for a server presenting ``identity`` (already loaded: a server always
     checks its certificate afresh).  Under mutual TLS, clients are verified against the
-    store's certificates and ``client_ca_pem`` only; the system's authorities too only when
-    the recipe says so (SSLClientSystemCA).  Shared by the listeners open at the same time
+    store's client CAs (:meth:`CertStore.client_ca_pem`) and ``client_ca_pem`` only, each
+    chain up to a self-signed CA unless ``client_partial_chain``; the system's authorities
+    too only when the recipe says so (SSLClientSystemCA).  Never against the server's own
+    chain or the store's other entries.  Shared by the listeners open at the same time
     with the same configuration, and only while one is open: the caller keeps it."""
     generation = store.generation() if rec.client_certificate else ()
     # The key pair is checked against the certificate, so the certificate names it.
@@ -288,16 +315,17 @@ def server_context(
     # the context by the caller) do not share a context with listeners without them.
     key = ("server", rec.mask, _digest(identity.cert_chain_pem), str(store.path),
            _digest(client_ca_pem), tickets.describe() if tickets is not None else None,
-           ext.key() if ext is not None else None,
+           client_partial_chain, ext.key() if ext is not None else None,
            tuple(sorted((n, d) for n, d, _ in sni)) if sni else None)
 
     def build() -> TLSContext:
         ca = b""
         if rec.client_certificate:
-            ca = store.trust_pem() + (client_ca_pem or b"")
+            ca = store.client_ca_pem() + (client_ca_pem or b"")
         ctx = _build(True, rec, cert_pem=identity.cert_chain_pem, key_pem=identity.key_pem,
                      verify=rec.client_certificate, ca_pem=ca,
-                     use_system_ca=rec.client_system_ca, ext=ext)
+                     use_system_ca=rec.client_system_ca,
+                     partial_chain=rec.client_certificate and client_partial_chain, ext=ext)
         if sni:
             _set_sni(ctx, sni)
         return ctx
