@@ -16,7 +16,7 @@ FLOORS = [
     {"sslsock._native", "sslsock._fastio", "sslsock._version"},
     {"sslsock._core.binding"},
     {"sslsock._core.errors"},
-    {"sslsock._tls.options", "sslsock._certs.generate", "sslsock._deploy.renewal",
+    {"sslsock._tls.options", "sslsock._certs.generate", "sslsock._deploy.renewal", "sslsock._files",
      "sslsock._deploy.tickets", "sslsock._core.connection"},
     {"sslsock._certs.store", "sslsock._deploy.workers", "sslsock._core.engine"},
     {"sslsock._tls.contexts"},

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sslsock import _files
 from sslsock._core.errors import ArgumentError
 
 __all__ = [
@@ -102,11 +102,11 @@ class Issued:
         """
         path = Path(path)
         if not split:
-            _write_file(path, self.cert_pem() + self.key_pem(password), private=True)
+            _files.write(path, self.cert_pem() + self.key_pem(password), private=True, replace=True)
             return [path]
         crt, key = path.with_suffix(".crt"), path.with_suffix(".key")
-        _write_file(crt, self.cert_pem(), private=False)
-        _write_file(key, self.key_pem(password), private=True)
+        _files.write(crt, self.cert_pem(), private=False, replace=True)
+        _files.write(key, self.key_pem(password), private=True, replace=True)
         return [crt, key]
 
     def write_pkcs12(
@@ -143,7 +143,7 @@ class Issued:
             self.chain or None,
             encryption,
         )
-        _write_file(path, data, private=True)
+        _files.write(path, data, private=True, replace=True)
         return path
 
 
@@ -373,11 +373,3 @@ def _validity(
     return start, end
 
 
-def _write_file(path: Path, data: bytes, *, private: bool) -> None:
-    """Write ``data`` to ``path``, replacing it; mode 0600 for ``private`` files."""
-    mode = 0o600 if private else 0o644
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as out:
-        if private:
-            os.fchmod(fd, mode)  # the file may have existed with a wider mode
-        out.write(data)

@@ -72,6 +72,7 @@ from cryptography.hazmat.primitives.asymmetric import x448, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from sslsock import _files
 from sslsock._certs import generate as _certgen
 from sslsock._core.errors import ArgumentError, CertificateError
 
@@ -1102,17 +1103,13 @@ class CertStore:
         temps: list[tuple[Path, Path]] = []
         try:
             for path, data, private in files:
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-                tmp.unlink(missing_ok=True)
-                _write_new(tmp, data, private=private)
-                temps.append((tmp, path))
+                temps.append((_files.stage(path, data, private=private), path))
         except BaseException:
             for tmp, _ in temps:
                 tmp.unlink(missing_ok=True)
             raise
         temps.sort(key=lambda t: t[1].suffix != ".key")
-        for tmp, path in temps:
-            os.replace(tmp, path)
+        _files.install(temps, replace=True)
         finals = {path for _, path in temps}
         for path in old:
             if path not in finals:
@@ -1163,7 +1160,7 @@ class CertStore:
         else:
             data = _pkcs12_bytes(entry, key, encryption)
         dest = Path(dest).expanduser()
-        _write_new(dest, data, private=key is not None)
+        _files.write(dest, data, private=key is not None, replace=False)
         return dest
 
     def create_self_signed(
@@ -1232,13 +1229,23 @@ class CertStore:
                 raise CertificateError(
                     f"cannot create the certificate store {self._path} ({exc.strerror or exc})"
                 ) from None
-        written: list[Path] = []
+        staged = []
         try:
             for path, data, private in files:
-                _write_new(path, data, private=private)
-                written.append(path)
+                staged.append((_files.stage(path, data, private=private), path))
         except BaseException:
-            for path in written:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise
+        installed: list[Path] = []
+        try:
+            for tmp, path in staged:  # (one by one: the others go if one name is taken)
+                _files.install([(tmp, path)], replace=False)
+                installed.append(path)
+        except BaseException:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            for path in installed:
                 path.unlink(missing_ok=True)
             raise
 
@@ -1309,24 +1316,6 @@ def _is_private_file(path: Path) -> bool:
         return any(_is_key_label(label) for label, _ in _pem_blocks(path.read_bytes()))
     except OSError:
         return False
-
-
-def _write_new(path: Path, data: bytes, *, private: bool) -> None:
-    """Create ``path`` (it must not exist) with ``data``; mode 0600 when ``private``."""
-    mode = 0o600 if private else 0o644
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError:
-        raise CertificateError(f"{path} already exists: not replacing it") from None
-    except OSError as exc:
-        raise CertificateError(f"cannot create {path} ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), mode)  # exactly this mode, whatever the umask
-            out.write(data)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
 
 
 def crl_file_pem(path: str | Path) -> bytes:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from sslsock import _files
 from sslsock._cli.common import (
     EXIT_OK,
     UsageError,
@@ -277,17 +278,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write_new(dest: Path, data: bytes, private: bool) -> None:
-    mode = 0o600 if private else 0o644
-    try:
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError:
-        raise _errors.CertificateError(f"{dest} already exists: not replacing it") from None
-    except OSError as e:
-        raise _errors.CertificateError(f"cannot create {dest} ({e.strerror or e})") from None
-    with os.fdopen(fd, "wb") as out:
-        os.fchmod(out.fileno(), mode)
-        out.write(data)
 
 
 def _certificates_only(entry: Any, fmt: str, password: Optional[str]) -> bytes:
@@ -324,7 +314,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if with_key:
         store.export(args.id, by, dest, fmt, password=password)
     else:
-        _write_new(dest, _certificates_only(entry, fmt, password), private=False)
+        _files.write(dest, _certificates_only(entry, fmt, password), private=False,
+                     replace=False)
     what = "certificate and private key" if with_key else "certificate only"
     if entry.chain:
         what += f", with {len(entry.chain)} chain certificate{'s' if len(entry.chain) > 1 else ''}"

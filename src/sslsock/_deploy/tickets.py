@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from sslsock import _files
 from sslsock._core.errors import CertificateError
 
 KEY_LEN = 80  # name 16 + AES 32 + HMAC 32 (the C core's SS_TICKET_KEY_LEN)
@@ -162,31 +163,11 @@ def rotate(path: Union[str, Path], keep: int = DEFAULT_KEEP, *,
         keys = [new_key()] + [bytes(old[i:i + KEY_LEN]) for i in range(0, len(old), KEY_LEN)]
         old[:] = bytes(len(old))
         keys = keys[:keep + 1]
-        _write(path, (_HEADER + "".join(k.hex() + "\n" for k in keys)).encode())
+        _files.write(path, (_HEADER + "".join(k.hex() + "\n" for k in keys)).encode(),
+                     private=True, replace=True)
         return len(keys)
     finally:
         os.close(lock)  # (closing releases the lock)
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), 0o600)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a crash
-    finally:
-        os.close(dir_fd)
 
 
 class Ratchet:
