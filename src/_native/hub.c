@@ -97,7 +97,7 @@ struct ss_hub {
     ss_listener *listener;
     int stop_fd; /* the listener's, -1 without one */
     int mode;
-    char tag[64];
+    char tag[SS_MAX_END_TAG];
     size_t tag_len;
     size_t max_message;
     size_t max_bytes;
@@ -208,8 +208,9 @@ int ss_hub_new(ss_listener *listener, int mode, const char *tag, size_t tag_len,
     *out = NULL;
     if (mode < SS_MODE_END_TAG || mode > SS_MODE_NO_END_TAG)
         return ss_fail(err, SS_E_INVALID, "unknown transmission mode %d", mode);
-    if (tag_len > sizeof ((ss_hub *)0)->tag)
-        return ss_fail(err, SS_E_INVALID, "the end tag must be 1 to 64 bytes long");
+    if (tag_len > SS_MAX_END_TAG)
+        return ss_fail(err, SS_E_INVALID, "the end tag must be 1 to %d bytes long",
+                       SS_MAX_END_TAG);
     ss_hub *h = calloc(1, sizeof *h);
     if (!h || !(h->scratch = malloc(SCRATCH))) {
         free(h);

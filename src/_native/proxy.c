@@ -222,7 +222,7 @@ int ss_proxy_allowed(const unsigned char *allow, int count, const struct sockadd
         return 0;
     }
     for (int i = 0; i < count; i++) {
-        const unsigned char *e = allow + 17 * i;
+        const unsigned char *e = allow + (size_t)SS_PROXY_ALLOW_ENTRY * (size_t)i;
         int bits = e[16] > 128 ? 128 : e[16];
         int full = bits / 8, rest = bits % 8;
         if (memcmp(a, e, (size_t)full) != 0)

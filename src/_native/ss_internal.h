@@ -66,20 +66,20 @@ struct ss_conn {
     atomic_int state;     /* SS_STATE_* */
     ss_err *broken;       /* the error that broke the connection (set once, then kept) */
     int mode;             /* the reader's copy of the mode and tag (under read_lock) */
-    char tag[64];
+    char tag[SS_MAX_END_TAG];
     size_t tag_len;
     size_t max_message;
     /* SocketChangeTransmissionMode's latest setting, under ssl_lock (never held while
      * waiting); the reader and the writer each copy it at the start of their next call when
      * mode_gen moved, so changing the mode never waits for a call blocked on the network. */
     int set_mode;
-    char set_tag[64];
+    char set_tag[SS_MAX_END_TAG];
     size_t set_tag_len;
     atomic_uint mode_gen;
     unsigned read_gen;    /* mode_gen the reader's copy is from (under read_lock) */
     unsigned write_gen;   /* mode_gen the writer's copy is from (under write_lock) */
     int wmode;            /* the writer's copy (under write_lock) */
-    char wtag[64];
+    char wtag[SS_MAX_END_TAG];
     size_t wtag_len;
     /* framing state (under read_lock) */
     ss_buf in;            /* bytes received, not yet consumed */
@@ -177,7 +177,8 @@ int ss_tlsext_client_hello(SSL *s, ss_ctx *ctx);
  * are needed, -1 when it is malformed or longer than max_len (why says what). */
 int ss_proxy_parse(const unsigned char *buf, size_t len, size_t max_len,
                    struct sockaddr_storage *src, socklen_t *src_len, char *why, size_t why_len);
-/* 1 when addr is in the allowed prefixes (17-byte entries; count 0: every address). */
+/* 1 when addr is in the allowed prefixes (SS_PROXY_ALLOW_ENTRY-byte entries; count 0:
+ * every address). */
 int ss_proxy_allowed(const unsigned char *allow, int count, const struct sockaddr *addr);
 
 /* closing.c: close a socket after a failed handshake's alert, without a reset. */

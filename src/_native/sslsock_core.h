@@ -22,7 +22,7 @@
 /* The version of this interface: a part built against another one (the CPython bridge,
  * sslsock._fastio, compiled separately from the cffi module) refuses to load.  Raise it
  * when a declaration below changes. */
-#define SS_ABI_VERSION 5
+#define SS_ABI_VERSION 6
 
 #define SS_OK 0
 #define SS_E_TIMEOUT (-1)     /* nothing within the time-out; the object stays usable */
@@ -129,6 +129,9 @@ int ss_ctx_set_ocsp_response(ss_ctx *ctx, const unsigned char *der, size_t len, 
 
 /* ---- connections ------------------------------------------------------------------- */
 
+/* An end tag is 1 to SS_MAX_END_TAG bytes: long enough for any delimiter in use (HTTP's
+ * "\r\n\r\n", a MIME boundary), short enough to keep in each connection's state. */
+#define SS_MAX_END_TAG 64
 #define SS_MODE_END_TAG 0        /* payload + tag; read up to the tag, rest dropped */
 #define SS_MODE_SIZE 1           /* "N\r\n" + payload */
 #define SS_MODE_END_TAG_BUFFER 2 /* as END_TAG, bytes after the tag kept */
@@ -225,6 +228,10 @@ int ss_conn_tls_resumed(ss_conn *c);
 
 /* ---- listeners and the accept engine ------------------------------------------------ */
 
+/* A PROXY allow-list entry: an IPv6 address (IPv4 as ::ffff:a.b.c.d), then a prefix
+ * length in bits. */
+#define SS_PROXY_ALLOW_ENTRY 17
+
 typedef struct ss_listener_config {
     const char *host;          /* NULL or "": all interfaces (IPv6 dual stack when possible) */
     int port;                  /* 0: the system picks */
@@ -240,7 +247,8 @@ typedef struct ss_listener_config {
      * bytes); the client it names becomes the connection's peer.  0: no header expected. */
     int proxy_protocol;
     int proxy_max_len;         /* <= 0: default (1024) */
-    /* addresses allowed to send the header: proxy_allow_count entries of 17 bytes, an IPv6
+    /* addresses allowed to send the header: proxy_allow_count entries of
+     * SS_PROXY_ALLOW_ENTRY bytes, an IPv6
      * address (IPv4 as ::ffff:a.b.c.d) and a prefix length in bits; 0 entries: any */
     const unsigned char *proxy_allow;
     int proxy_allow_count;

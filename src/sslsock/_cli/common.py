@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 from sslsock._core import errors as _errors
+from sslsock._core.connection import checked_end_tag
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -137,9 +138,10 @@ def end_tag(text: str) -> bytes:
         tag = codecs.escape_decode(text.encode("utf-8"))[0]
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"bad escape in end tag {text!r}: {e}") from None
-    if not 1 <= len(tag) <= 64:
-        raise argparse.ArgumentTypeError(f"the end tag must be 1 to 64 bytes, got {len(tag)}")
-    return tag
+    try:
+        return checked_end_tag(tag)
+    except _errors.ArgumentError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def port_number(text: str, *, allow_zero: bool = True) -> int:

@@ -266,15 +266,8 @@ class Connection:
 
     def set_mode(self, mode: Union[Mode, int], end_tag: Union[bytes, str, None] = None) -> None:
         """Change the transmission mode (both ends must agree)."""
-        try:
-            mode = Mode(mode)
-        except ValueError:
-            raise _errors.ArgumentError(
-                f"unknown transmission mode {mode!r}: use SocketSizeAtBeginning, "
-                "SocketEndTag, SocketEndTagBuffer or SocketNoEndTag") from None
-        tag = self._end_tag if end_tag is None else _as_bytes(end_tag, "end_tag")
-        if not 1 <= len(tag) <= 64:
-            raise _errors.ArgumentError(f"the end tag must be 1 to 64 bytes long, got {len(tag)}")
+        mode = checked_mode(mode)
+        tag = self._end_tag if end_tag is None else checked_end_tag(end_tag)
         with self._g as ptr:
             err = _scratch.err
             check(lib.ss_conn_set_mode(ptr, int(mode), tag, len(tag), err), err)
@@ -287,13 +280,7 @@ class Connection:
 
     @max_message.setter
     def max_message(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"max_message is a number of bytes (an int), not "
-                            f"{type(value).__name__}")
-        if not 1 <= value <= lib.SS_MAX_MESSAGE_LIMIT:
-            raise _errors.ArgumentError(
-                f"max_message must be 1 to {lib.SS_MAX_MESSAGE_LIMIT} bytes (the size "
-                f"arithmetic's bound; memory runs out long before), got {value!r}")
+        value = checked_max_message(value)
         with self._g as ptr:
             lib.ss_conn_set_max_message(ptr, value)
         self._max_message = value
@@ -428,6 +415,37 @@ class Connection:
         i = self.info()
         return (f"<sslsock.Connection {i.peer_address}:{i.peer_port} {i.protocol or 'TCP'} "
                 f"{i.state} mode={i.mode.name}>")
+
+
+def checked_mode(mode: Any) -> Mode:
+    """A transmission mode, or ArgumentError naming the four."""
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise _errors.ArgumentError(
+            f"unknown transmission mode {mode!r}: use SocketSizeAtBeginning, "
+            "SocketEndTag, SocketEndTagBuffer or SocketNoEndTag") from None
+
+
+def checked_end_tag(end_tag: Any) -> bytes:
+    """An end tag (str as UTF-8) of 1 to SS_MAX_END_TAG bytes, or ArgumentError."""
+    tag = _as_bytes(end_tag, "end_tag")
+    if not 1 <= len(tag) <= lib.SS_MAX_END_TAG:
+        raise _errors.ArgumentError(
+            f"the end tag must be 1 to {lib.SS_MAX_END_TAG} bytes long, got {len(tag)}")
+    return tag
+
+
+def checked_max_message(value: Any) -> int:
+    """A message limit in bytes, within what the size arithmetic allows."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_message is a number of bytes (an int), not "
+                        f"{type(value).__name__}")
+    if not 1 <= value <= lib.SS_MAX_MESSAGE_LIMIT:
+        raise _errors.ArgumentError(
+            f"max_message must be 1 to {lib.SS_MAX_MESSAGE_LIMIT} bytes (the size "
+            f"arithmetic's bound; memory runs out long before), got {value!r}")
+    return value
 
 
 def _as_bytes(data: Any, what: str) -> bytes:

@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from sslsock import _files
+from sslsock._core.binding import lib
 from sslsock._core.errors import CertificateError
 
-KEY_LEN = 80  # name 16 + AES 32 + HMAC 32 (the C core's SS_TICKET_KEY_LEN)
-MAX_KEYS = 16
+KEY_LEN: int = lib.SS_TICKET_KEY_LEN  # name 16 + AES 32 + HMAC 32
+MAX_KEYS: int = lib.SS_TICKET_KEYS_MAX
 DEFAULT_KEEP = 2  # previous keys kept by a rotation
 FILE_NAME = "session-ticket-keys"
 #: How long a ticket stays valid (OpenSSL's default session time-out, which the server

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from sslsock._certs.store import CertStore
 from sslsock._core import engine as _engine
 from sslsock._core import errors as _errors
-from sslsock._core.connection import Connection, Mode
+from sslsock._core.connection import Connection, Mode, checked_end_tag
 from sslsock._core.errors import Error, ErrorCode, ProgrammingError
 from sslsock._faces.objects import Listener, connect, unbracket
 from sslsock._faces.objects import _proxy_allow as _proxy_allow_entries
@@ -597,13 +597,9 @@ def SocketChangeTransmissionMode(name: str, mode: int,
     """Set the framing of `name` (a listener's channels inherit it)."""
     entry = REGISTRY.get(name)
     m = _mode(mode)
-    tag = end_tag.encode("utf-8") if isinstance(end_tag, str) else end_tag
-    if not isinstance(tag, (bytes, bytearray)):
-        raise TypeError(f"end_tag must be bytes or str, not {type(end_tag).__name__}")
+    tag = checked_end_tag(end_tag)
     if isinstance(entry.obj, Listener):
-        if not 1 <= len(tag) <= 64:
-            raise _errors.ArgumentError(f"the end tag must be 1 to 64 bytes long, got {len(tag)}")
-        entry.obj._conn_args.update(mode=m, end_tag=bytes(tag))
+        entry.obj._conn_args.update(mode=m, end_tag=tag)
         if entry.simple is not None:
             entry.simple.set_mode(m, tag)
     else:

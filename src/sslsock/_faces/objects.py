@@ -25,10 +25,12 @@ from sslsock._core.connection import (
     Connection,
     Mode,
     Seconds,
-    _as_bytes,
     _Guard,
     _ms,
     _sliced,
+    checked_end_tag,
+    checked_max_message,
+    checked_mode,
 )
 from sslsock._core.engine import messages as _messages
 from sslsock._core.errors import check, raise_err
@@ -355,23 +357,7 @@ class ListenerStats:
 def _framing(mode: Any, end_tag: Any, max_message: Any) -> tuple[Mode, bytes, int]:
     """A listener's transmission mode, end tag and message limit, checked as a
     connection's setters check them (the accept engine takes them as they are)."""
-    try:
-        mode = Mode(mode)
-    except ValueError:
-        raise _errors.ArgumentError(
-            f"unknown transmission mode {mode!r}: use SocketSizeAtBeginning, "
-            "SocketEndTag, SocketEndTagBuffer or SocketNoEndTag") from None
-    tag = _as_bytes(end_tag, "end_tag")
-    if not 1 <= len(tag) <= 64:
-        raise _errors.ArgumentError(f"the end tag must be 1 to 64 bytes long, got {len(tag)}")
-    if isinstance(max_message, bool) or not isinstance(max_message, int):
-        raise TypeError(f"max_message is a number of bytes (an int), not "
-                        f"{type(max_message).__name__}")
-    if not 1 <= max_message <= lib.SS_MAX_MESSAGE_LIMIT:
-        raise _errors.ArgumentError(
-            f"max_message must be 1 to {lib.SS_MAX_MESSAGE_LIMIT} bytes (the size "
-            f"arithmetic's bound; memory runs out long before), got {max_message!r}")
-    return mode, tag, max_message
+    return checked_mode(mode), checked_end_tag(end_tag), checked_max_message(max_message)
 
 
 #: ``proxy_allow`` value that lets any sender give a PROXY header: only when nothing but
@@ -410,6 +396,21 @@ def _proxy_allow(allow: Any) -> bytes:
             out += net.network_address.packed
             out.append(net.prefixlen)
     return bytes(out)
+
+
+def _proxy_allow_checked(proxy_protocol: bool, proxy_allow: Any) -> bytes:
+    """The C core's allow list for a listener: PROXY needs one, and only PROXY takes one."""
+    if proxy_allow and not proxy_protocol:
+        raise _errors.ArgumentError("proxy_allow lists who may send the PROXY header: "
+                                    "it needs proxy_protocol=True")
+    if proxy_protocol and not proxy_allow:
+        raise _errors.ArgumentError(
+            "proxy_protocol=True lets the sender of the PROXY header name any client "
+            "address: say who may send it, proxy_allow=[\"10.0.0.5\"] (the load "
+            "balancers' addresses or networks), or proxy_allow=\"any\" only when nothing "
+            "but the balancer can reach this port (in the named functions: "
+            "Socket.ProxyAllow)")
+    return _proxy_allow(proxy_allow) if proxy_allow else b""
 
 
 class Listener:
@@ -515,17 +516,7 @@ class Listener:
         _check_port(port)
         host = unbracket(host)
         mode, end_tag, max_message = _framing(mode, end_tag, max_message)
-        allow = _proxy_allow(proxy_allow) if proxy_allow else b""
-        if proxy_allow and not proxy_protocol:
-            raise _errors.ArgumentError("proxy_allow lists who may send the PROXY header: "
-                                        "it needs proxy_protocol=True")
-        if proxy_protocol and not proxy_allow:
-            raise _errors.ArgumentError(
-                "proxy_protocol=True lets the sender of the PROXY header name any client "
-                "address: say who may send it, proxy_allow=[\"10.0.0.5\"] (the load "
-                "balancers' addresses or networks), or proxy_allow=\"any\" only when nothing "
-                "but the balancer can reach this port (in the named functions: "
-                "Socket.ProxyAllow)")
+        allow = _proxy_allow_checked(proxy_protocol, proxy_allow)
         if not tls and (alpn or alpn_required or certificates or crl is not None):
             raise _errors.ArgumentError("certificates, alpn, alpn_required and crl are TLS "
                                         "features: drop them or listen with tls=True")
@@ -541,50 +532,77 @@ class Listener:
                 raise _errors.ArgumentError("ticket_keys are for a TLS listener")
             self._tickets = TicketKeys("store" if ticket_keys is True else ticket_keys,
                                        _store(store, password), rotation=ticket_rotation)
-        ctx = None
+        self._tls = None  # shared with listeners of the same configuration while open
         if tls:
-            if certificate is None or certificate == "":
-                raise _errors.CertificateError(
-                    "a TLS server needs a certificate: pass its name or thumbprint from the "
-                    "store (sslsock cert list), or create one with: sslsock cert create NAME")
-            rec = recipe(options)
-            if client_system_ca:
-                rec = recipe(int(rec.mask) | SSLOption.SSLClientSystemCA)
-            _warn_dropped(rec, f"listener on port {port}")
-            st = _store(store, password)
-            by_name = sni_names(certificates)
-            crl_source = _crl_source(crl, rec)
-            ext = dict(alpn=alpn_protocols(alpn), alpn_required=bool(alpn_required),
-                       keylog=_tlsconfig.keylog_path())
-            if alpn_required and not ext["alpn"]:
-                raise _errors.ArgumentError("alpn_required=True needs the protocols this "
-                                            "server speaks: alpn=[\"h2\", \"http/1.1\"]")
-            if rec.client_certificate and not (rec.client_system_ca or client_ca_pem
-                                               or st.client_ca_pem()):
-                raise _errors.CertificateError(
-                    "mutual TLS (SSLClientCertificate) needs a CA that vouches for clients, "
-                    f"and the certificate store {st.path} has none marked as a client CA: "
-                    "import it with `sslsock cert import CA.pem --client-ca`, or give the "
-                    "listener client_ca_pem (serve --client-ca FILE); SSLClientSystemCA "
-                    "(client_system_ca=True) lets in whatever the system's authorities "
-                    "vouch for")
-            # a certificate named in the store is renewed; by thumbprint it cannot change,
-            # but the trust of a listener that requires client certificates can
-            watched = (isinstance(certificate, str)
-                       and (not rec.by_hash or rec.client_certificate)
-                       and all(isinstance(c, str) for c in by_name.values()))
-            self._renew = dict(rec=rec, certificate=certificate, store=st, password=password,
-                               client_ca_pem=client_ca_pem, by_name=by_name, crl=crl_source,
-                               ext=ext, generation=None, digest=None, failed=None,
-                               trust=self._trust(rec, st, client_ca_pem))
-            generation = self._state(self._renew) if watched else None
-            ctx, cert, digest = self._load(self._renew, rec.by_hash)
-            self.recipe = ctx.recipe
-            self.certificate = cert
-            self._renew.update(generation=generation, digest=digest)
-            if not watched:
-                self._renew = None
-        self._tls = ctx  # shared with listeners of the same configuration while open
+            self._tls = self._tls_setup(
+                port, certificate, options, _store(store, password), password, client_ca_pem,
+                client_system_ca, certificates=certificates, alpn=alpn,
+                alpn_required=alpn_required, crl=crl)
+        self.proxy_protocol = bool(proxy_protocol)
+        #: who may send the PROXY header: addresses/networks, ("any",), or () without PROXY
+        self.proxy_allow: tuple[str, ...] = (
+            () if not proxy_protocol else
+            ((proxy_allow,) if isinstance(proxy_allow, str) else tuple(proxy_allow)))
+        self._start(host, port, allow, reuse_address=reuse_address, reuse_port=reuse_port,
+                    backlog=backlog, threads=threads, handshake_timeout=handshake_timeout,
+                    max_pending=max_pending, max_ready=max_ready, proxy_max_len=proxy_max_len)
+        self._conn_args = dict(mode=mode, end_tag=end_tag, max_message=max_message)
+        if self._renew or (self._tickets and (self._tickets.path or self._tickets.ratchet)):
+            if reload_interval is not None:
+                _renewal.watch(self, float(reload_interval))
+            else:
+                _renewal.register(self)  # SIGHUP in sslsock serve and run_workers
+
+    def _tls_setup(self, port: int, certificate: Any, options: Mask, st: Any, password: Any,
+                   client_ca_pem: Optional[bytes], client_system_ca: bool, *,
+                   certificates: Any, alpn: Any, alpn_required: bool, crl: Any) -> Any:
+        """Check the TLS settings, load the certificates and build the context; remember
+        what renewal watches.  Returns the context."""
+        if certificate is None or certificate == "":
+            raise _errors.CertificateError(
+                "a TLS server needs a certificate: pass its name or thumbprint from the "
+                "store (sslsock cert list), or create one with: sslsock cert create NAME")
+        rec = recipe(options)
+        if client_system_ca:
+            rec = recipe(int(rec.mask) | SSLOption.SSLClientSystemCA)
+        _warn_dropped(rec, f"listener on port {port}")
+        by_name = sni_names(certificates)
+        crl_source = _crl_source(crl, rec)
+        ext = dict(alpn=alpn_protocols(alpn), alpn_required=bool(alpn_required),
+                   keylog=_tlsconfig.keylog_path())
+        if alpn_required and not ext["alpn"]:
+            raise _errors.ArgumentError("alpn_required=True needs the protocols this "
+                                        "server speaks: alpn=[\"h2\", \"http/1.1\"]")
+        if rec.client_certificate and not (rec.client_system_ca or client_ca_pem
+                                           or st.client_ca_pem()):
+            raise _errors.CertificateError(
+                "mutual TLS (SSLClientCertificate) needs a CA that vouches for clients, "
+                f"and the certificate store {st.path} has none marked as a client CA: "
+                "import it with `sslsock cert import CA.pem --client-ca`, or give the "
+                "listener client_ca_pem (serve --client-ca FILE); SSLClientSystemCA "
+                "(client_system_ca=True) lets in whatever the system's authorities "
+                "vouch for")
+        # a certificate named in the store is renewed; by thumbprint it cannot change,
+        # but the trust of a listener that requires client certificates can
+        watched = (isinstance(certificate, str)
+                   and (not rec.by_hash or rec.client_certificate)
+                   and all(isinstance(c, str) for c in by_name.values()))
+        renew = dict(rec=rec, certificate=certificate, store=st, password=password,
+                     client_ca_pem=client_ca_pem, by_name=by_name, crl=crl_source,
+                     ext=ext, generation=None, digest=None, failed=None,
+                     trust=self._trust(rec, st, client_ca_pem))
+        generation = self._state(renew) if watched else None
+        ctx, cert, digest = self._load(renew, rec.by_hash)
+        self.recipe = ctx.recipe
+        self.certificate = cert
+        renew.update(generation=generation, digest=digest)
+        self._renew = renew if watched else None
+        return ctx
+
+    def _start(self, host: str, port: int, allow: bytes, *, reuse_address: bool,
+               reuse_port: bool, backlog: int, threads: int, handshake_timeout: Seconds,
+               max_pending: int, max_ready: int, proxy_max_len: int) -> None:
+        """Open the listening socket and start the accept engine."""
         cfg = ffi.new("ss_listener_config *")
         host_c = ffi.new("char[]", host.encode()) if host else ffi.NULL
         cfg.host = host_c
@@ -597,18 +615,14 @@ class Listener:
         cfg.handshake_timeout_ms = hs_ms if hs_ms > 0 else 0
         cfg.max_pending = max_pending
         cfg.max_ready = max_ready
-        cfg.proxy_protocol = int(bool(proxy_protocol))
+        cfg.proxy_protocol = int(self.proxy_protocol)
         cfg.proxy_max_len = int(proxy_max_len)
         allow_c = ffi.from_buffer(allow) if allow else ffi.NULL
         cfg.proxy_allow = allow_c
-        cfg.proxy_allow_count = len(allow) // 17
-        self.proxy_protocol = bool(proxy_protocol)
-        #: who may send the PROXY header: addresses/networks, ("any",), or () without PROXY
-        self.proxy_allow: tuple[str, ...] = (
-            () if not proxy_protocol else
-            ((proxy_allow,) if isinstance(proxy_allow, str) else tuple(proxy_allow)))
+        cfg.proxy_allow_count = len(allow) // lib.SS_PROXY_ALLOW_ENTRY
         out = ffi.new("ss_listener **")
         err = new_err()
+        ctx = self._tls
         rc = lib.ss_listener_new(ctx.ptr if ctx else ffi.NULL, cfg, out, err)
         if rc != 0:
             raise_err(rc, err)
@@ -616,12 +630,6 @@ class Listener:
                          "the listener")
         self.port: int = int(lib.ss_listener_port(out[0]))
         self.host = host
-        self._conn_args = dict(mode=mode, end_tag=end_tag, max_message=max_message)
-        if self._renew or (self._tickets and (self._tickets.path or self._tickets.ratchet)):
-            if reload_interval is not None:
-                _renewal.watch(self, float(reload_interval))
-            else:
-                _renewal.register(self)  # SIGHUP in sslsock serve and run_workers
 
     # -- the TLS context, renewal and ticket keys --------------------------------------
 
