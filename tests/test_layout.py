@@ -111,3 +111,46 @@ def test_no_import_cycles() -> None:
         if m not in seen:
             visit(m)
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+#: A function is read in one sitting: at most this many lines (its docstring aside).
+MAX_FUNCTION_LINES = 80
+
+
+def _python_functions() -> list[tuple[int, str]]:
+    out = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = (node.end_lineno or node.lineno) - node.lineno + 1
+                first = node.body[0]
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                        and isinstance(first.value.value, str):
+                    n -= (first.end_lineno or first.lineno) - first.lineno + 1
+                out.append((n, f"{path.relative_to(PKG.parent)}:{node.lineno} {node.name}"))
+    return out
+
+
+def _c_functions() -> list[tuple[int, str]]:
+    """Top-level C functions: a definition line ending in ")" followed by a lone "{"."""
+    out = []
+    for path in (PKG.parent / "_native").glob("*.c"):
+        lines = path.read_text().split("\n")
+        i = 0
+        while i < len(lines) - 1:
+            if lines[i][:1].isalpha() and lines[i].rstrip().endswith(")") \
+                    and lines[i + 1] == "{":
+                j = i + 2
+                while j < len(lines) and lines[j] != "}":
+                    j += 1
+                out.append((j - i - 1, f"src/_native/{path.name}:{i + 1} {lines[i][:60]}"))
+                i = j
+            i += 1
+    return out
+
+
+def test_no_function_is_longer_than_a_sitting() -> None:
+    found = _python_functions() + _c_functions()
+    assert len(found) > 300, "the function finder found too little: it is broken"
+    long = sorted((f for f in found if f[0] > MAX_FUNCTION_LINES), reverse=True)
+    assert not long, "\n".join(f"{n} lines: {where}" for n, where in long)

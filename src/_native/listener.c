@@ -357,6 +357,74 @@ static void step(worker *w, hs *h)
     arm(w, h, want);
 }
 
+/* A PROXY listener refuses connections from addresses not on its allow list, before
+ * reading a byte of theirs.  1: refused (counted, closed). */
+static int proxy_refused(ss_listener *l, int fd, const struct sockaddr_storage *peer)
+{
+    if (!l->proxy_protocol ||
+        ss_proxy_allowed(l->proxy_allow, l->proxy_allow_count, (const struct sockaddr *)peer))
+        return 0;
+    ss_err err;
+    char host[64];
+    int port;
+    ss_addr_to_str((const struct sockaddr *)peer, host, sizeof host, &port);
+    ss_fail(&err, SS_E_TLS, "connection from %s port %d refused: that address is not "
+                            "one of the proxies allowed to send the PROXY header",
+            host, port);
+    count_failure(l, &l->st.proxy_refused, &err);
+    close(fd);
+    return 1;
+}
+
+/* Start the handshake (or the PROXY header) of an accepted connection on worker w: its
+ * record joins w's list, ordered by deadline, and a first step runs at once. */
+static void begin_handshake(worker *w, int fd, const struct sockaddr_storage *peer,
+                            socklen_t peer_len)
+{
+    ss_listener *l = w->l;
+    hs *h = calloc(1, sizeof *h);
+    ss_ctx *ctx = NULL;
+    if (h && l->ctx) {
+        pthread_mutex_lock(&l->ctx_lock);
+        ctx = l->ctx;
+        ss_ctx_ref(ctx);
+        pthread_mutex_unlock(&l->ctx_lock);
+    }
+    SSL *ssl = h && ctx ? SSL_new(ctx->ssl_ctx) : NULL;
+    unsigned char *pbuf = h && l->proxy_protocol ? malloc((size_t)l->proxy_max_len) : NULL;
+    if (!h || (ctx && (!ssl || ss_ssl_set_fd(ssl, fd) != 1)) || (l->proxy_protocol && !pbuf)) {
+        ERR_clear_error();
+        SSL_free(ssl);
+        ss_ctx_free(ctx);
+        free(pbuf);
+        free(h);
+        close(fd);
+        count(l, &l->st.dropped_pending);
+        return;
+    }
+    if (ssl)
+        SSL_set_accept_state(ssl);
+    h->fd = fd;
+    h->ssl = ssl;
+    h->ctx = ctx;
+    h->pbuf = pbuf;
+    h->deadline = ss_now_ms() + l->handshake_timeout_ms;
+    memcpy(&h->peer, peer, peer_len);
+    h->peer_len = peer_len;
+    h->prev = w->tail;
+    if (w->tail)
+        w->tail->next = h;
+    else
+        w->head = h;
+    w->tail = h;
+    atomic_fetch_add(&l->pending, 1);
+    w->burst++;
+    if (h->pbuf)
+        proxy_step(w, h); /* the header is often there already */
+    else
+        step(w, h); /* the ClientHello is often there already */
+}
+
 static void accept_burst(worker *w)
 {
     ss_listener *l = w->l;
@@ -380,19 +448,8 @@ static void accept_burst(worker *w)
         }
         count(l, &l->st.accepted);
         ss_set_nodelay(fd);
-        if (l->proxy_protocol &&
-            !ss_proxy_allowed(l->proxy_allow, l->proxy_allow_count, (struct sockaddr *)&peer)) {
-            ss_err err;
-            char host[64];
-            int port;
-            ss_addr_to_str((struct sockaddr *)&peer, host, sizeof host, &port);
-            ss_fail(&err, SS_E_TLS, "connection from %s port %d refused: that address is not "
-                                    "one of the proxies allowed to send the PROXY header",
-                    host, port);
-            count_failure(l, &l->st.proxy_refused, &err);
-            close(fd);
+        if (proxy_refused(l, fd, &peer))
             continue;
-        }
         if (!l->ctx && !l->proxy_protocol) {
             enqueue(l, fd, NULL, NULL, (struct sockaddr *)&peer, peer_len, NULL, 0);
             continue;
@@ -402,47 +459,7 @@ static void accept_burst(worker *w)
             close(fd);
             continue;
         }
-        hs *h = calloc(1, sizeof *h);
-        ss_ctx *ctx = NULL;
-        if (h && l->ctx) {
-            pthread_mutex_lock(&l->ctx_lock);
-            ctx = l->ctx;
-            ss_ctx_ref(ctx);
-            pthread_mutex_unlock(&l->ctx_lock);
-        }
-        SSL *ssl = h && ctx ? SSL_new(ctx->ssl_ctx) : NULL;
-        unsigned char *pbuf = h && l->proxy_protocol ? malloc((size_t)l->proxy_max_len) : NULL;
-        if (!h || (ctx && (!ssl || ss_ssl_set_fd(ssl, fd) != 1)) || (l->proxy_protocol && !pbuf)) {
-            ERR_clear_error();
-            SSL_free(ssl);
-            ss_ctx_free(ctx);
-            free(pbuf);
-            free(h);
-            close(fd);
-            count(l, &l->st.dropped_pending);
-            continue;
-        }
-        if (ssl)
-            SSL_set_accept_state(ssl);
-        h->fd = fd;
-        h->ssl = ssl;
-        h->ctx = ctx;
-        h->pbuf = pbuf;
-        h->deadline = ss_now_ms() + l->handshake_timeout_ms;
-        memcpy(&h->peer, &peer, peer_len);
-        h->peer_len = peer_len;
-        h->prev = w->tail;
-        if (w->tail)
-            w->tail->next = h;
-        else
-            w->head = h;
-        w->tail = h;
-        atomic_fetch_add(&l->pending, 1);
-        w->burst++;
-        if (h->pbuf)
-            proxy_step(w, h); /* the header is often there already */
-        else
-            step(w, h); /* the ClientHello is often there already */
+        begin_handshake(w, fd, &peer, peer_len);
     }
 }
 

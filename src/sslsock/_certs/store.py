@@ -981,19 +981,7 @@ class CertStore:
         the store, and so must the certificate.
         """
         src = Path(src).expanduser()
-        suffix = src.suffix.lower()
-        if suffix == ".key":
-            raise CertificateError(
-                f"{src}: import the certificate file ({src.stem}.crt); the key beside it "
-                f"comes along"
-            )
-        if suffix not in _SUFFIXES:
-            raise CertificateError(
-                f"{src}: unknown certificate file type; the store takes "
-                f"{', '.join(sorted(_SUFFIXES))} files"
-            )
-        if not src.is_file():
-            raise CertificateError(f"{src}: no such file to import")
+        suffix = _importable(src)
         stem = name if name is not None else src.stem
         old_files: list[Path] = []
         if replace:
@@ -1009,6 +997,26 @@ class CertStore:
         )
         data = _read(src)
         entry = _load_entry(src, source_password)
+        self._check_not_stored(src, entry, replace, old_files, client_ca)
+        if client_ca:
+            return self._import_client_ca(src, entry, stem, replace, old_files)
+        dest = self._path / f"{stem}{suffix}"
+        files = self._files_to_write(src, data, entry, source_password, dest)
+        if replace:
+            had_key = any(p.suffix == ".key" or _is_private_file(p) for p in old_files)
+            if had_key and not entry.has_key:
+                raise CertificateError(
+                    f'{src}: no private key with it, and "{stem}" has one: a server could not '
+                    f"use the renewed certificate (import its key too: {src.stem}.key beside "
+                    "it, or a PKCS#12 / PEM file holding both)")
+            self._replace_files(files, old_files)
+        else:
+            self._write_files(files)
+        return _load_entry(dest, self._password)
+
+    def _check_not_stored(self, src: Path, entry: StoredCertificate, replace: bool,
+                          old_files: list[Path], client_ca: bool) -> None:
+        """A certificate is stored once (a client-CA copy of a stored one aside)."""
         for existing in self.entries():
             if existing.sha256 == entry.sha256 and replace and existing.path in old_files:
                 raise CertificateError(
@@ -1022,8 +1030,11 @@ class CertStore:
                     f"{src}: this certificate (SHA-1 {entry.certmgr_thumbprint}) is already in "
                     f"the store as {existing.path.name}"
                 )
-        if client_ca:
-            return self._import_client_ca(src, entry, stem, replace, old_files)
+
+    def _files_to_write(self, src: Path, data: bytes, entry: StoredCertificate,
+                        source_password: _Password, dest: Path) -> list[tuple[Path, bytes, bool]]:
+        """The store's files for an imported certificate: (path, bytes, private).  As they
+        came, unless the key needed another password than the store's: then re-encoded."""
         key: PrivateKeyTypes | None = None
         used_password = False
         if _format_of(src, data) == "pkcs12":
@@ -1037,7 +1048,7 @@ class CertStore:
                     f"{src}: they do not belong together"
                 )
         verbatim = not used_password or source_password.value == self._password.value
-        dest = self._path / f"{stem}{suffix}"
+        suffix = dest.suffix
         files: list[tuple[Path, bytes, bool]] = []
         if verbatim:
             files.append((dest, data, entry.has_key and entry.key_path is None))
@@ -1052,17 +1063,7 @@ class CertStore:
         else:
             assert key is not None
             files.append((dest, _chain_pem(entry) + self._key_pem(key), True))
-        if replace:
-            had_key = any(p.suffix == ".key" or _is_private_file(p) for p in old_files)
-            if had_key and not entry.has_key:
-                raise CertificateError(
-                    f'{src}: no private key with it, and "{stem}" has one: a server could not '
-                    f"use the renewed certificate (import its key too: {src.stem}.key beside "
-                    "it, or a PKCS#12 / PEM file holding both)")
-            self._replace_files(files, old_files)
-        else:
-            self._write_files(files)
-        return _load_entry(dest, self._password)
+        return files
 
     def _import_client_ca(self, src: Path, entry: StoredCertificate, stem: str,
                           replace: bool, old_files: list[Path]) -> StoredCertificate:
@@ -1316,6 +1317,24 @@ def _is_private_file(path: Path) -> bool:
         return any(_is_key_label(label) for label, _ in _pem_blocks(path.read_bytes()))
     except OSError:
         return False
+
+
+def _importable(src: Path) -> str:
+    """The suffix of a certificate file the store can import, or why it cannot."""
+    suffix = src.suffix.lower()
+    if suffix == ".key":
+        raise CertificateError(
+            f"{src}: import the certificate file ({src.stem}.crt); the key beside it "
+            f"comes along"
+        )
+    if suffix not in _SUFFIXES:
+        raise CertificateError(
+            f"{src}: unknown certificate file type; the store takes "
+            f"{', '.join(sorted(_SUFFIXES))} files"
+        )
+    if not src.is_file():
+        raise CertificateError(f"{src}: no such file to import")
+    return suffix
 
 
 def crl_file_pem(path: str | Path) -> bytes:

@@ -473,8 +473,7 @@ def cmd_tickets_rotate(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any, store: argparse.ArgumentParser, formatter: Any, epilog: str) -> None:
-    from sslsock._certs.generate import KEY_TYPES
-
+    """sslsock cert and its commands."""
     epilog = epilog + "\n" + CERT_EPILOG_EXTRA
     cert = sub.add_parser(
         "cert", parents=[store], formatter_class=formatter, epilog=epilog,
@@ -490,6 +489,15 @@ def add_parser(sub: Any, store: argparse.ArgumentParser, formatter: Any, epilog:
             description=description)
         p.set_defaults(func=_translated(func), kind="cert")
         return p
+
+    _add_create_import(add)
+    _add_export_list_show_remove(add)
+    _add_tickets(csub, store, formatter, epilog)
+
+
+def _add_create_import(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """sslsock cert create and import."""
+    from sslsock._certs.generate import KEY_TYPES
 
     p = add("create", cmd_create, "create a self-signed development certificate",
             "Create a self-signed certificate and its private key in the store, as NAME.pem "
@@ -535,6 +543,9 @@ def add_parser(sub: Any, store: argparse.ArgumentParser, formatter: Any, epilog:
                         "server's own chain); `cert list` shows the client CAs")
     _add_password(p, "of FILE")
 
+
+def _add_export_list_show_remove(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """sslsock cert export, list, show and remove."""
     p = add("export", cmd_export, "write a certificate (and its key) to a file",
             "Write a certificate of the store, its chain and (unless --no-key) its private "
             "key to DEST, which must not exist.  A file holding a key is written with mode "
@@ -567,6 +578,10 @@ def add_parser(sub: Any, store: argparse.ArgumentParser, formatter: Any, epilog:
             "without asking.  Export it first to keep a copy.")
     _add_id(p)
 
+
+def _add_tickets(csub: Any, store: argparse.ArgumentParser, formatter: Any, epilog: str
+                 ) -> None:
+    """sslsock cert tickets rotate."""
     tickets = csub.add_parser(
         "tickets", parents=[store], formatter_class=formatter, epilog=epilog,
         help="session-ticket keys shared by processes and hosts (rotate)",

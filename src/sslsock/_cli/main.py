@@ -719,7 +719,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-
+    """The whole command line: the certificate commands and the network commands."""
     store = _store_parent()
     parser = argparse.ArgumentParser(
         prog="sslsock", formatter_class=_Formatter, epilog=EPILOG, parents=[store],
@@ -730,6 +730,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _cli_cert.add_parser(sub, store, _Formatter, EPILOG)
 
+    _add_serve(sub, store)
+    _add_connect(sub, store)
+    _add_probe_and_debug(sub, store)
+    return parser
+
+
+def _add_serve(sub: Any, store: argparse.ArgumentParser) -> None:
+    """sslsock serve."""
     p = sub.add_parser(
         "serve", parents=[store], formatter_class=_Formatter, epilog=EPILOG,
         help="run a TLS echo server",
@@ -798,6 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "SECONDS (default 2); 0: only on SIGHUP")
     p.set_defaults(func=cmd_serve, kind="net")
 
+
+def _add_connect(sub: Any, store: argparse.ArgumentParser) -> None:
+    """sslsock connect."""
     p = sub.add_parser(
         "connect", parents=[store], formatter_class=_Formatter, epilog=EPILOG,
         help="send lines to a TLS server, print its replies",
@@ -828,6 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not print the connection line on stderr")
     p.set_defaults(func=cmd_connect, kind="net")
 
+
+def _add_probe_and_debug(sub: Any, store: argparse.ArgumentParser) -> None:
+    """sslsock probe and sslsock debug."""
     p = sub.add_parser(
         "probe", parents=[store], formatter_class=_Formatter, epilog=EPILOG,
         help="which protocol versions a server accepts",
@@ -854,7 +868,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "path.  Same as python -m sslsock.debug.")
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
     p.set_defaults(func=cmd_debug, kind="net")
-    return parser
 
 
 def _exit_code(e: BaseException, kind: str) -> int:

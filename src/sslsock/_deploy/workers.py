@@ -217,96 +217,124 @@ def run_workers(
         workers = available_cpus()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    say = on_event or (lambda text: log.warning("%s", text))
-    r_fd, w_fd = os.pipe()
-    os.set_blocking(r_fd, False)
-    got: list[int] = []
+    sup = _Supervisor(target, workers, grace, on_ready,
+                      on_event or (lambda text: log.warning("%s", text)))
+    old = {sig: signal.signal(sig, sup.handle) for sig in (signal.SIGTERM, signal.SIGINT,
+                                                            signal.SIGHUP)}
+    try:
+        status = sup.run(restart)
+    finally:
+        try:
+            _stop_all(sup.children, grace)  # a second SIGTERM meanwhile changes nothing
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+            sup.close()
+    if status:
+        return status
+    return 130 if signal.SIGINT in sup.got else 0
 
-    def handle(signum: int, frame: object) -> None:
+
+class _Supervisor:
+    """run_workers' state: the children, which of them were ever ready, when to restart
+    the ones that died, and the pipe on which workers say they are ready.  Why its loop
+    ends: a signal (SIGTERM, SIGINT), a worker dying before it was ever ready, or, without
+    restarts, the last worker gone."""
+
+    def __init__(self, target: Callable[[Worker], Optional[int]], workers: int, grace: float,
+                 on_ready: Optional[Callable[[int, str], None]],
+                 say: Callable[[str], None]) -> None:
+        self.target, self.workers, self.grace = target, workers, grace
+        self.on_ready, self.say = on_ready, say
+        self.r_fd, self.w_fd = os.pipe()
+        os.set_blocking(self.r_fd, False)
+        self.got: list[int] = []  # signals received (-1: a worker failed at its start)
+        self.children: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
+        self.ever_ready: set[int] = set()
+        self.backoff = [0.0] * workers
+        self.due: dict[int, float] = {}  # index -> when to start it again
+        self.buf = b""
+
+    def handle(self, signum: int, frame: object) -> None:
         if signum == signal.SIGHUP:
-            for pid in list(children):
+            for pid in list(self.children):
                 _kill(pid, signal.SIGHUP)
             return
-        got.append(signum)
+        self.got.append(signum)
 
-    children: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
-    ever_ready: set[int] = set()
-    backoff = [0.0] * workers
-    due: dict[int, float] = {}  # index -> when to start it again
-    buf = b""
-
-    def spawn(index: int) -> None:
+    def spawn(self, index: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            os.close(r_fd)
+            os.close(self.r_fd)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
-            _child(target, Worker(index, workers, grace, w_fd))
-        children[pid] = (index, time.monotonic())
+            _child(self.target, Worker(index, self.workers, self.grace, self.w_fd))
+        self.children[pid] = (index, time.monotonic())
 
-    old = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT,
-                                                        signal.SIGHUP)}
-    status = 0
-    try:
-        for i in range(workers):
-            spawn(i)
-        while not got:
+    def read_ready(self) -> None:
+        """The workers' "ready" lines: index, a space, a note."""
+        try:
+            self.buf += os.read(self.r_fd, 4096)
+        except BlockingIOError:
+            pass
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            index_text, _, note = line.decode(errors="replace").partition(" ")
+            if index_text.isdigit():
+                self.ever_ready.add(int(index_text))
+                if self.on_ready:
+                    self.on_ready(int(index_text), note)
+
+    def reap(self, restart: bool) -> int:
+        """Collect the workers that died; schedule their restart.  Returns the status to
+        end with when one died before it was ever ready (0: none did)."""
+        while self.children:
             try:
-                chunk = os.read(r_fd, 4096)
-            except BlockingIOError:
-                chunk = b""
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                index_text, _, note = line.decode(errors="replace").partition(" ")
-                if index_text.isdigit():
-                    ever_ready.add(int(index_text))
-                    if on_ready:
-                        on_ready(int(index_text), note)
-            while children:
-                try:
-                    pid, st = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                index, started = children.pop(pid)
-                what = f"worker {index} (pid {pid}) {_describe(st)}"
-                if index not in ever_ready:
-                    say(f"{what} before it was ready: stopping")
-                    code = os.waitstatus_to_exitcode(st)
-                    status = code if code > 0 else 1
-                    got.append(-1)
-                    break
-                lived = time.monotonic() - started
-                backoff[index] = 0.0 if lived > 30 else min(_BACKOFF_MAX,
-                                                            max(0.1, backoff[index] * 2))
-                if restart:
-                    say(f"{what}; starting it again in {backoff[index]:.1f} s")
-                    due[index] = time.monotonic() + backoff[index]
-                else:
-                    say(what)
-            if not restart and not children and not due:
+                pid, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            index, started = self.children.pop(pid)
+            what = f"worker {index} (pid {pid}) {_describe(st)}"
+            if index not in self.ever_ready:
+                self.say(f"{what} before it was ready: stopping")
+                code = os.waitstatus_to_exitcode(st)
+                self.got.append(-1)
+                return code if code > 0 else 1
+            lived = time.monotonic() - started
+            self.backoff[index] = 0.0 if lived > 30 else min(
+                _BACKOFF_MAX, max(0.1, self.backoff[index] * 2))
+            if restart:
+                self.say(f"{what}; starting it again in {self.backoff[index]:.1f} s")
+                self.due[index] = time.monotonic() + self.backoff[index]
+            else:
+                self.say(what)
+        return 0
+
+    def run(self, restart: bool) -> int:
+        for i in range(self.workers):
+            self.spawn(i)
+        while not self.got:
+            self.read_ready()
+            status = self.reap(restart)
+            if status:
+                return status
+            if not restart and not self.children and not self.due:
                 break
             now = time.monotonic()
-            for index, when in list(due.items()):
+            for index, when in list(self.due.items()):
                 if when <= now:
-                    del due[index]
-                    spawn(index)
+                    del self.due[index]
+                    self.spawn(index)
             time.sleep(0.05)
-    finally:
-        try:
-            _stop_all(children, grace)  # a second SIGTERM meanwhile changes nothing
-        finally:
-            for sig, h in old.items():
-                signal.signal(sig, h)
-            os.close(r_fd)
-            os.close(w_fd)
-    if status:
-        return status
-    return 130 if signal.SIGINT in got else 0
+        return 0
+
+    def close(self) -> None:
+        os.close(self.r_fd)
+        os.close(self.w_fd)
 
 
 def _kill(pid: int, sig: int) -> None:
