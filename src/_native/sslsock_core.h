@@ -185,6 +185,13 @@ void ss_conn_get_info(ss_conn *c, ss_conn_info *info);
 int ss_conn_peer_cert(ss_conn *c, unsigned char *buf, int buf_len);
 /* 1 when the TLS handshake resumed an earlier session (ticket or session id), else 0. */
 int ss_conn_tls_resumed(ss_conn *c);
+/* The key-exchange group the handshake negotiated ("X25519MLKEM768", "x25519", ...; "" for
+ * plain TCP or when the library does not say), into buf (groups.c). */
+void ss_conn_group(ss_conn *c, char *buf, size_t len);
+/* 1 when the linked OpenSSL knows the TLS group of that name (e.g. "X25519MLKEM768"). */
+int ss_openssl_group_available(const char *name);
+/* The SSLSOCK_TLS_GROUPS list every new context uses, NULL when unset (OpenSSL's defaults). */
+const char *ss_groups_override(void);
 
 /* ---- listeners and the accept engine ------------------------------------------------ */
 

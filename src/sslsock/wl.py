@@ -60,6 +60,7 @@ class ClientInfo(enum.IntEnum):
     SocketResumed = 6      # [extension] "1" when the TLS handshake resumed a session, else "0"
     SocketProxyAddress = 7  # [extension] the proxy that sent the PROXY header ("" if none)
     SocketProxyPort = 8     # [extension] its port ("" if none)
+    SocketGroup = 9         # [extension] the key-exchange group ("X25519MLKEM768", "x25519")
 
 
 SocketAddress = ClientInfo.SocketAddress
@@ -70,6 +71,7 @@ SocketCipher = ClientInfo.SocketCipher
 SocketResumed = ClientInfo.SocketResumed
 SocketProxyAddress = ClientInfo.SocketProxyAddress
 SocketProxyPort = ClientInfo.SocketProxyPort
+SocketGroup = ClientInfo.SocketGroup
 
 
 class ErrInfo(enum.IntEnum):
@@ -669,7 +671,7 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
         raise _errors.UnknownConstantError(
             f"SocketClientInfo({name!r}, {what!r}): use SocketAddress, SocketPort, "
             "SocketCertificate, SocketProtocol, SocketCipher, SocketResumed, "
-            "SocketProxyAddress or SocketProxyPort") from None
+            "SocketProxyAddress, SocketProxyPort or SocketGroup") from None
     conn: Optional[Connection]
     if isinstance(entry.obj, Listener):
         conn = entry.simple
@@ -700,6 +702,7 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
         ClientInfo.SocketCipher: info.cipher,
         ClientInfo.SocketProxyAddress: info.proxy_address,
         ClientInfo.SocketProxyPort: str(info.proxy_port) if info.proxy_address else "",
+        ClientInfo.SocketGroup: info.group,
     }[what]
 
 
@@ -794,7 +797,7 @@ __all__ = [
     "SocketNoEndTag", "SocketAddress", "SocketPort", "SocketCertificate", "SocketProtocol",
     "SocketCipher", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
     "SocketResumed", "SSLClientSystemCA", "errSystemCode", "errSystemMessage", "errFullDetails",
-    "SocketProxyProtocol", "SocketProxyAddress", "SocketProxyPort",
+    "SocketProxyProtocol", "SocketProxyAddress", "SocketProxyPort", "SocketGroup",
 ]
 __all__ += [  # French
     "SocketCréeSSL", "SocketCrée", "SocketConnecteSSL", "SocketConnecte",
