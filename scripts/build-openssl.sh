@@ -13,15 +13,20 @@
 #                 prefix).  A prefix is reused when its BUILDINFO names the same build.
 #   --tarball F   use this source tarball (it must have the pinned sha256).
 #   --source S    where to get the source when there is no --tarball and no cached copy:
-#                 debian   = Debian's source package (apt-get source; adds a deb-src entry
-#                            for the suites already configured, needs root or sudo),
+#                 debian   = Debian's source package (apt-get source through a private apt
+#                            configuration with deb-src entries for PIN_SUITE, under the
+#                            cache; no root, the machine's apt sources are not touched),
 #                 upstream = download (Debian's pool, then GitHub/openssl.org) with curl,
 #                 auto     = debian when apt-get is there, else upstream (the default).
 #   --force       rebuild even when the prefix is complete.
 #
-# Pinned: OpenSSL 3.0.22, the version Debian 12 (bookworm-security) ships.  The sha256 is the
-# one of Debian's openssl_3.0.22.orig.tar.gz, which is upstream's release tarball as
-# signed by the OpenSSL release key (the .asc is verified when Debian's source is used).
+# Pinned: OpenSSL 3.5.7, upstream's long-term support branch (fixes until April 2030), as
+# Debian 13 (trixie) ships it: source package openssl 3.5.7-1~deb13u2.  The sha256 is the one
+# of Debian's openssl_3.5.7.orig.tar.gz, which is upstream's release tarball; when it comes
+# from Debian's source package, apt checks it against the signed Sources index and this
+# script checks upstream's signature (.asc) with the release key Debian ships in
+# debian/upstream/signing-key.asc.  From 3.5 on, TLS 1.3 offers and accepts the hybrid
+# post-quantum group X25519MLKEM768 by default.
 # SSLSOCK_OPENSSL_VERSION / SSLSOCK_OPENSSL_SHA256 override the pin (for trying a bump).
 #
 # Cache: ${XDG_CACHE_HOME:-~/.cache}/sslsock/ (override: SSLSOCK_CACHE):

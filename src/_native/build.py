@@ -10,6 +10,9 @@ Which OpenSSL:
 - otherwise ``pkg-config openssl`` (the system's libssl), falling back to the compiler's
   default paths.
 Without OpenSSL's headers the build stops with a message naming the package to install.
+The OpenSSL a build links is part of the generated C source (``openssl_identity``): building
+again in the same checkout with another ``SSLSOCK_OPENSSL_DIR`` recompiles and relinks
+instead of reusing objects in ``build/`` made against the previous one.
 
 ``SSLSOCK_SANITIZE=address,undefined`` builds the core with those sanitizers (for CI).
 """
