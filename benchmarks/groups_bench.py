@@ -82,6 +82,8 @@ def main() -> int:
     p.add_argument("--out", type=Path, help="also write the markdown table here")
     args = p.parse_args()
     prefix = (args.openssl_dir or default_prefix()).resolve()
+    # absolute but not resolved: a venv's python is a symlink that must stay the venv's
+    args.python = os.path.abspath(args.python)
     version = next((line.split(": ", 1)[1] for line in
                     (prefix / "BUILDINFO").read_text().splitlines()
                     if line.startswith("openssl: ")), "?")
