@@ -133,12 +133,7 @@ check_tarball() {  # file -> ok if it has the pinned sha256
 # its own package lists, checked against Debian's archive keyring.  The machine's apt
 # sources, lists and cache are not touched, and no root is needed.
 APT_DIR=""
-apt_private() { apt-get -o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$APT_DIR/parts" \
-  -o "Dir::State::Lists=$APT_DIR/lists" -o "Dir::Cache=$APT_DIR/cache" \
-  -o "Dir::State::status=$APT_DIR/status" -o "Debug::NoLocking=1" "$@"; }
-apt_cache_private() { apt-cache -o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$APT_DIR/parts" \
-  -o "Dir::State::Lists=$APT_DIR/lists" -o "Dir::Cache=$APT_DIR/cache" \
-  -o "Dir::State::status=$APT_DIR/status" "$@"; }
+APT_OPTS=()  # set by setup_apt_private: the options that make apt use that configuration
 setup_apt_private() {
   local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
   [ -f "$keyring" ] || { log "no $keyring (package debian-archive-keyring)"; return 1; }
@@ -158,8 +153,11 @@ Suites: $PIN_SUITE-security
 Components: main
 Signed-By: $keyring
 SRC
+  APT_OPTS=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$APT_DIR/parts"
+            -o "Dir::State::Lists=$APT_DIR/lists" -o "Dir::Cache=$APT_DIR/cache"
+            -o "Dir::State::status=$APT_DIR/status" -o "Debug::NoLocking=1")
   log "apt-get update with deb-src entries for $PIN_SUITE (private configuration in $APT_DIR)"
-  apt_private update -q >&2
+  apt-get "${APT_OPTS[@]}" update -q >&2
 }
 
 # apt-get source into the current directory, its output filtered: files that the mirror no
@@ -167,7 +165,7 @@ SRC
 # only the orig tarball is needed; they are counted in one line instead of printed as errors.
 apt_source() {
   local out rc=0 missing
-  out=$(apt_private source -q --download-only "$@" 2>&1) || rc=$?
+  out=$(apt-get ${APT_OPTS[@]+"${APT_OPTS[@]}"} source -q --download-only "$@" 2>&1) || rc=$?
   missing=$(grep -c '^E: Failed to fetch .*404 *Not Found' <<<"$out" || true)
   # apt says "Err:N URL" then "  404  Not Found ...": drop both lines, and the summary lines
   awk '/^Err:/ { held = $0; next }
@@ -191,7 +189,7 @@ from_debian() {
   setup_apt_private || return 1
   # (Read whole, never piped into grep -q: with pipefail, grep leaving early is a failure.)
   local showsrc
-  showsrc=$(apt_cache_private showsrc openssl 2>/dev/null || true)
+  showsrc=$(apt-cache "${APT_OPTS[@]}" showsrc openssl 2>/dev/null || true)
   grep -q '^Package: openssl' <<<"$showsrc" || { log "no openssl source package in $PIN_SUITE"; return 1; }
   local dl
   dl=$(mktemp -d "$CACHE/src/apt.XXXXXX")
