@@ -32,6 +32,8 @@
 # Cache: ${XDG_CACHE_HOME:-~/.cache}/sslsock/ (override: SSLSOCK_CACHE):
 #   src/openssl-<version>.tar.gz             the verified source tarball
 #   openssl-<version>[-legacy]/              the default prefix, keyed by version + options
+#   apt-<suite>/                             the private apt configuration and lists for
+#                                            Debian's source package (--source debian)
 # A second run with the same options finds BUILDINFO and returns at once.
 #
 # Reproducible: pinned source (sha256), fixed Configure options, SOURCE_DATE_EPOCH taken

@@ -49,7 +49,7 @@ int ss_openssl_group_available(const char *name)
     return ok;
 }
 
-const char *ss_groups_override(void)
+static const char *groups_override(void)
 {
     const char *v = getenv("SSLSOCK_TLS_GROUPS");
     return v && v[0] ? v : NULL;
@@ -57,7 +57,7 @@ const char *ss_groups_override(void)
 
 int ss_ctx_apply_groups(SSL_CTX *c, ss_err *err)
 {
-    const char *groups = ss_groups_override();
+    const char *groups = groups_override();
     if (groups && SSL_CTX_set1_groups_list(c, groups) != 1)
         return ss_fail_ssl(err, SS_E_CONFIG,
                            "SSLSOCK_TLS_GROUPS=\"%s\" is not a group list this OpenSSL (%s) "

@@ -190,8 +190,6 @@ int ss_conn_tls_resumed(ss_conn *c);
 void ss_conn_group(ss_conn *c, char *buf, size_t len);
 /* 1 when the linked OpenSSL knows the TLS group of that name (e.g. "X25519MLKEM768"). */
 int ss_openssl_group_available(const char *name);
-/* The SSLSOCK_TLS_GROUPS list every new context uses, NULL when unset (OpenSSL's defaults). */
-const char *ss_groups_override(void);
 
 /* ---- listeners and the accept engine ------------------------------------------------ */
 
