@@ -50,7 +50,7 @@ LIBASAN=$(readlink -f "$(runtime_of)")
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sslsock-sanitize.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 SITE=$WORK/site
-mkdir -p "$SITE/sslsock" "$WORK/build" "$WORK/src"
+mkdir -p "$SITE/sslsock" "$WORK/build" "$WORK/src/sslsock"  # build.py copies a prefix's licence there
 # The package's Python files, and the core compiled with the sanitizers next to them.  The
 # build script runs from a copy, so nothing it writes lands in the work tree.
 cp src/sslsock/*.py "$SITE/sslsock/"
