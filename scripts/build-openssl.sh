@@ -23,9 +23,10 @@
 # Pinned: OpenSSL 3.5.7, upstream's long-term support branch (fixes until April 2030), as
 # Debian 13 (trixie) ships it: source package openssl 3.5.7-1~deb13u2.  The sha256 is the one
 # of Debian's openssl_3.5.7.orig.tar.gz, which is upstream's release tarball; when it comes
-# from Debian's source package, apt checks it against the signed Sources index and this
-# script checks upstream's signature (.asc) with the release key Debian ships in
-# debian/upstream/signing-key.asc.  From 3.5 on, TLS 1.3 offers and accepts the hybrid
+# from Debian's source package (apt-get source, or --source upstream from Debian's pool),
+# this script checks upstream's signature (.asc) with the release key Debian ships in
+# debian/upstream/signing-key.asc (gpg and gpgv needed; apt also checks the tarball against
+# the signed Sources index).  From 3.5 on, TLS 1.3 offers and accepts the hybrid
 # post-quantum group X25519MLKEM768 by default.
 # SSLSOCK_OPENSSL_VERSION / SSLSOCK_OPENSSL_SHA256 override the pin (for trying a bump).
 #
@@ -182,6 +183,34 @@ apt_source() {
   return "$rc"
 }
 
+# Check upstream's signature (.asc) on a tarball with the release key Debian ships in its
+# debian.tar (debian/upstream/signing-key.asc).  Fails only on a bad signature; when a piece
+# or a tool (gpg, gpgv) is missing it says so and the pinned sha256 is what holds.
+verify_signature() {  # tarball asc debian-tar
+  local tarball=$1 asc=$2 deb=$3
+  if [ ! -f "$asc" ] || [ -z "$deb" ] || [ ! -f "$deb" ] || ! command -v gpgv >/dev/null 2>&1 \
+     || ! command -v gpg >/dev/null 2>&1; then
+    log "upstream signature not checked (needs the .asc, Debian's debian.tar, gpg and gpgv);" \
+        "relying on the pinned sha256"
+    return 0
+  fi
+  local keys out rc=0
+  keys=$(mktemp -d)
+  if tar -xf "$deb" -C "$keys" debian/upstream/signing-key.asc 2>/dev/null \
+     && gpg --batch --quiet --homedir "$keys" --dearmor -o "$keys/k.gpg" \
+            "$keys/debian/upstream/signing-key.asc" 2>/dev/null; then
+    if out=$(gpgv --keyring "$keys/k.gpg" "$asc" "$tarball" 2>&1); then
+      log "upstream signature verified: $(grep -m1 'Good signature' <<<"$out" || true)"
+    else
+      echo "$out" >&2; rc=1
+    fi
+  else
+    log "could not read the upstream signing key from $(basename "$deb"); relying on the sha256"
+  fi
+  rm -rf "$keys"
+  return $rc
+}
+
 from_debian() {
   command -v apt-get >/dev/null 2>&1 || { log "no apt-get here"; return 1; }
   if ! command -v dpkg-source >/dev/null 2>&1; then
@@ -212,26 +241,7 @@ from_debian() {
   # Upstream's signature, with the release keys Debian ships in debian/upstream/.
   local deb
   deb=$(ls "$dl"/openssl_*.debian.tar.* 2>/dev/null | head -n1 || true)
-  if [ -f "$orig.asc" ] && [ -n "$deb" ] && command -v gpgv >/dev/null 2>&1 \
-     && command -v gpg >/dev/null 2>&1; then
-    local keys out
-    keys=$(mktemp -d)
-    if tar -xf "$deb" -C "$keys" debian/upstream/signing-key.asc 2>/dev/null \
-       && gpg --batch --quiet --homedir "$keys" --dearmor -o "$keys/k.gpg" \
-              "$keys/debian/upstream/signing-key.asc" 2>/dev/null; then
-      if out=$(gpgv --keyring "$keys/k.gpg" "$orig.asc" "$orig" 2>&1); then
-        log "upstream signature verified: $(grep -m1 'Good signature' <<<"$out" || true)"
-      else
-        echo "$out" >&2; rm -rf "$keys" "$dl"; die "bad upstream signature on $orig"
-      fi
-    else
-      log "could not read the upstream signing key from $(basename "$deb"); relying on the sha256"
-    fi
-    rm -rf "$keys"
-  else
-    log "upstream signature not checked (needs the .asc, Debian's debian.tar, gpg and gpgv);" \
-        "relying on the pinned sha256"
-  fi
+  verify_signature "$orig" "$orig.asc" "$deb" || { rm -rf "$dl"; die "bad upstream signature on $orig"; }
   check_tarball "$orig" || { rm -rf "$dl"; return 1; }
   # The Debian version actually fetched: its .dsc's, else the version whose Sources stanza
   # lists this orig tarball (apt-cache showsrc lists every suite's version, oldest or not).
@@ -263,6 +273,17 @@ from_upstream() {
       wget -q -O "$part" "$url" || continue
     fi
     if check_tarball "$part"; then
+      case "$url" in
+        https://deb.debian.org/*/pool/*)  # Debian's source package: its .asc and key beside it
+          local pool=${url%/*} deb="$part.debian.tar.xz"
+          curl -fsSL --retry 3 --connect-timeout 20 -o "$part.asc" "$url.asc" 2>/dev/null \
+            || rm -f "$part.asc"
+          curl -fsSL --retry 3 --connect-timeout 20 -o "$deb" \
+               "$pool/openssl_$PIN_DEBIAN.debian.tar.xz" 2>/dev/null || rm -f "$deb"
+          verify_signature "$part" "$part.asc" "$deb" \
+            || { rm -f "$part" "$part.asc" "$deb"; die "bad upstream signature on $url"; }
+          rm -f "$part.asc" "$deb" ;;
+      esac
       mv "$part" "$cached_src"
       origin="$url"
       return 0
