@@ -148,7 +148,8 @@ def lines() -> list[str]:
         + (" (TLS 1.0/1.1 need level 0; sslsock lowers it per connection when asked to)"
            if d["security_level_default"] > 0 else ""),
         "post-quantum key exchange (X25519MLKEM768): "
-        + ("available, offered and accepted by default in TLS 1.3"
+        + (("available, offered and accepted by default in TLS 1.3" if not d["groups_override"]
+            else f"available; ${GROUPS_ENV} decides whether it is offered and accepted")
            if d["groups_available"]["X25519MLKEM768"]
            else "not in this OpenSSL (it needs 3.5 or later, as the wheels bundle)"),
         "key-exchange groups known: "
