@@ -102,7 +102,7 @@ def main() -> int:
     args = p.parse_args()
     subprocess.run(["make", "-s", "-C", str(HERE / "c")], check=True)
     sys.path.insert(0, str(HERE.parent / "src"))
-    from sslsock import _certgen
+    from sslsock._certs import generate as _certgen
 
     hs = ["--scenario", "handshake", "--conns", "8", "--tls13"]
     echo = ["--scenario", "echo64", "--conns", "16", "--tls13"]

@@ -95,7 +95,7 @@ def server_commands(py: str, certs: dict[str, dict[str, Path]]) -> dict[str, lis
 
 def make_certs(d: Path) -> dict[str, dict[str, Path]]:
     sys.path.insert(0, str(HERE.parent / "src"))
-    from sslsock import _certgen
+    from sslsock._certs import generate as _certgen
 
     out = {}
     for kind, key_type in (("ec", "ec"), ("rsa", "rsa2048")):

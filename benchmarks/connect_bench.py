@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import sslsock
-from sslsock import _certgen
+from sslsock._certs import generate as _certgen
 
 SERVER = r"""
 import sys, threading

@@ -42,7 +42,7 @@ def default_prefix() -> Path:
 
 
 def linked_version(py: str) -> str:
-    out = subprocess.run([py, "-c", "from sslsock._binding import openssl_versions; "
+    out = subprocess.run([py, "-c", "from sslsock._core.binding import openssl_versions; "
                           "print(openssl_versions()[1])"], capture_output=True, text=True,
                          cwd="/", check=True)
     return out.stdout.strip()

@@ -26,8 +26,8 @@ import atheris
 with atheris.instrument_imports(include=["sslsock"]):
     from cryptography.hazmat.primitives import serialization
 
-    from sslsock._certstore import CertStore, Identity, InsecureKeyFileWarning
-    from sslsock._errors import CertificateError
+    from sslsock._certs.store import CertStore, Identity, InsecureKeyFileWarning
+    from sslsock._core.errors import CertificateError
 
 _DIR = tempfile.mkdtemp(prefix="sslsock-fuzz-store-")
 atexit.register(shutil.rmtree, _DIR, True)

@@ -25,8 +25,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["sslsock"]):
-    from sslsock import _errors
-    from sslsock._objects import Connection, Mode
+    from sslsock._core import errors as _errors
+    from sslsock._core.connection import Connection, Mode
 
 LIMITS = (64 << 20, 4096, 16, 1)  # the default, then small ones that make TOO_BIG reachable
 TAGS = (b"<EOF>", b"\r\n", b"x", b"<END-OF-A-RATHER-LONG-TAG>")

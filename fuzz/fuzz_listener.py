@@ -39,10 +39,10 @@ import atheris
 
 with atheris.instrument_imports(include=["sslsock"]):
     import sslsock
-    from sslsock import _certgen
-    from sslsock._certstore import CertStore
-    from sslsock._objects import Listener, connect
-    from sslsock._options import SSLOption
+    from sslsock._certs import generate as _certgen
+    from sslsock._certs.store import CertStore
+    from sslsock._faces.objects import Listener, connect
+    from sslsock._tls.options import SSLOption
 
 HEALTH_EVERY = 50
 ANSWER_WITHIN = 8.0  # seconds for the server to finish with a connection after EOF

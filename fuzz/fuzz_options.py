@@ -1,4 +1,4 @@
-"""Fuzz the SSL-options mask: sslsock._options.recipe.
+"""Fuzz the SSL-options mask: sslsock._tls.options.recipe.
 
 Invariant: for any value passed as the mask,
   - recipe() either returns a Recipe or raises OptionsError (a bad mask) or TypeError (not
@@ -19,9 +19,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["sslsock"]):
-    from sslsock import _options
-    from sslsock._errors import OptionsError
-    from sslsock._options import Recipe, SSLOption, recipe
+    from sslsock._core.errors import OptionsError
+    from sslsock._tls import options as _options
+    from sslsock._tls.options import Recipe, SSLOption, recipe
 
 _BITS = {name: core for _, name, core in _options._VERSIONS}
 

@@ -22,8 +22,8 @@ import tempfile
 import atheris
 
 with atheris.instrument_imports(include=["sslsock"]):
-    from sslsock._certstore import CertStore, parse_thumbprint
-    from sslsock._errors import ArgumentError, CertificateError
+    from sslsock._certs.store import CertStore, parse_thumbprint
+    from sslsock._core.errors import ArgumentError, CertificateError
 
 _HEX = set("0123456789abcdefABCDEF")
 _DIR = tempfile.mkdtemp(prefix="sslsock-fuzz-store-")

@@ -110,7 +110,7 @@ def committed() -> dict[str, dict[str, bytes]]:
 def fresh() -> dict[str, dict[str, bytes]]:
     from cryptography.hazmat.primitives import serialization
 
-    from sslsock import _certgen
+    from sslsock._certs import generate as _certgen
 
     ca = _certgen.make_ca("sslsock fuzz seed CA")
     leaf = _certgen.make_leaf(ca, "fuzz")

@@ -64,15 +64,18 @@ for entry in "${HARNESSES[@]}"; do
   flags=${entry#*|}
   case " ${FUZZ_ONLY:-$name} " in *" $name "*) ;; *) continue;; esac
   log="$WORK/$name.log"
-  if [ "$name" = deframe ]; then
+  if [ "$name" = deframe ]; then  # both C harnesses (deframe, proxy): one row each
     fuzz/c/run.sh "${FUZZ_C_SECONDS:-$(( 2 * SECONDS_EACH ))}" >"$log" 2>&1
     rc=$?
-    line=$(grep '^fuzz-c: deframe ' "$log" | tail -1)
-    total=$(sed -n 's/^fuzz-c: deframe \([0-9]*\) executions.*/\1/p' <<<"$line")
-    rate=$(sed -n 's/.*, \([0-9]*\) exec\/s.*/\1/p' <<<"$line")
-    if [ "$rc" -eq 0 ]; then result=ok; else result="FAILED (exit $rc)"; failed=1; fi
-    printf '%-12s %10s %14s  %s\n' "$name" "${rate:-?}" "${total:-?}" "$result"
-    all=$(( all + ${total:-0} ))
+    for c in deframe proxy; do
+      line=$(grep "^fuzz-c: $c " "$log" | tail -1)
+      total=$(sed -n "s/^fuzz-c: $c \([0-9]*\) executions.*/\1/p" <<<"$line")
+      rate=$(sed -n 's/.*, \([0-9]*\) exec\/s.*/\1/p' <<<"$line")
+      case $line in *": ok") result=ok;; *) result="FAILED (exit $rc)"; failed=1;; esac
+      printf '%-12s %10s %14s  %s\n' "$c" "${rate:-?}" "${total:-?}" "$result"
+      all=$(( all + ${total:-0} ))
+    done
+    [ "$rc" -eq 0 ] || { result="FAILED (exit $rc)"; failed=1; }
     if [ "$result" != ok ]; then
       echo "---- $name: end of the log ----"
       tail -70 "$log"

@@ -40,7 +40,7 @@ wheel=$(ls "$work"/wheel/sslsock-*.whl)
 log "built and installed $(basename "$wheel") in $(( $(date +%s) - t1 ))s"
 (cd /tmp && "$work/venv/bin/python" -m sslsock.debug) >&2
 (cd /tmp && "$work/venv/bin/python" -c 'import sys
-from sslsock._binding import lib
+from sslsock._core.binding import lib
 sys.exit(0 if lib.ss_versions_supported() & 1 else "this sslsock cannot do SSLv3")') \
   || die "the legacy build cannot do SSLv3"
 

@@ -33,7 +33,8 @@ import os, subprocess, sys, threading
 from pathlib import Path
 
 import sslsock
-from sslsock import SSLOption as O, _certgen
+from sslsock import SSLOption as O
+from sslsock._certs import generate as _certgen
 from sslsock.debug import info
 
 here = Path.cwd()

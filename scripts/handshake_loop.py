@@ -19,10 +19,10 @@ import threading
 from pathlib import Path
 
 import sslsock
-from sslsock import _certgen
-from sslsock._certstore import CertStore
-from sslsock._objects import Listener, connect
-from sslsock._options import SSLOption as O
+from sslsock._certs import generate as _certgen
+from sslsock._certs.store import CertStore
+from sslsock._faces.objects import Listener, connect
+from sslsock._tls.options import SSLOption as O
 
 
 def main(n: int) -> None:
@@ -195,7 +195,7 @@ def deployment(d: Path, store: CertStore, ca: _certgen.Issued, ctx: ssl.SSLConte
     and a renewed certificate taken by a running listener (its context replaced)."""
     import time
 
-    from sslsock import _tickets
+    from sslsock._deploy import tickets as _tickets
 
     keys = d / "ticket-keys"
     _tickets.rotate(keys)

@@ -91,7 +91,7 @@ tests() { run -m pytest -q -p no:cacheprovider "$@" || { reports; echo "sanitize
 
 where=$(run -c 'import sslsock._native as n; print(n.__file__)')
 case $where in "$SITE"/*) ;; *) echo "sanitize: imported $where, not the sanitized build" >&2; exit 1;; esac
-fast=$(run -c 'import sslsock._objects as o; print(o._fastio.__file__)')
+fast=$(run -c 'import sslsock._core.connection as o; print(o._fastio.__file__)')
 case $fast in "$SITE"/*) ;; *) echo "sanitize: imported $fast, not the sanitized _fastio" >&2; exit 1;; esac
 undefined=$(nm -D --undefined-only "$where")
 for sym in __asan_report_load8 __ubsan_handle_; do  # really instrumented, by both

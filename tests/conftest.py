@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 import sslsock
-from sslsock import _certgen
-from sslsock._binding import openssl_versions
-from sslsock._registry import REGISTRY
+from sslsock._certs import generate as _certgen
+from sslsock._core.binding import openssl_versions
+from sslsock._faces.registry import REGISTRY
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

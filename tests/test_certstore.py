@@ -1,6 +1,6 @@
 """The certificate store (SPEC section 4): lookups, error messages, key hygiene.
 
-Every certificate is made here, in ``tmp_path``, with :mod:`sslsock._certgen`.
+Every certificate is made here, in ``tmp_path``, with :mod:`sslsock._certs.generate`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from sslsock import _certgen
-from sslsock._certstore import (
+from sslsock._certs import generate as _certgen
+from sslsock._certs.store import (
     CertStore,
     Identity,
     InsecureKeyFileWarning,
@@ -29,7 +29,7 @@ from sslsock._certstore import (
     format_thumbprint,
     parse_thumbprint,
 )
-from sslsock._errors import ArgumentError, CertificateError
+from sslsock._core.errors import ArgumentError, CertificateError
 
 # The reference's own example of a thumbprint, with its typo ("of" for "0f").
 REFERENCE_HASH = "9d a4 84 fc f6 62 92 90 9a 62 d4 ca 65 fb 08 7e 06 45 of 24"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from sslsock import _certgen
+from sslsock._certs import generate as _certgen
 
 SSLSOCK = [sys.executable, "-m", "sslsock"]
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CERT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import sslsock
 from sslsock import debug
-from sslsock._cli import PROBE_VERSIONS
-from sslsock._errors import ErrorCode
-from sslsock._objects import Mode
-from sslsock._options import _VERSIONS, CORE_VERSIONS
+from sslsock._cli.main import PROBE_VERSIONS
+from sslsock._core.connection import Mode
+from sslsock._core.errors import ErrorCode
+from sslsock._tls.options import _VERSIONS, CORE_VERSIONS
 
 HEADER = Path(__file__).resolve().parents[1] / "src" / "_native" / "sslsock_core.h"
 

@@ -19,8 +19,11 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 
 import sslsock
-from sslsock import CertStore, Listener, _certgen, _tickets, _tlsconfig
-from sslsock._workers import _cgroup_cpu_quota, available_cpus
+from sslsock import CertStore, Listener
+from sslsock._certs import generate as _certgen
+from sslsock._deploy import tickets as _tickets
+from sslsock._deploy.workers import _cgroup_cpu_quota, available_cpus
+from sslsock._tls import contexts as _tlsconfig
 
 SSLSOCK = [sys.executable, "-m", "sslsock"]
 

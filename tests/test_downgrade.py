@@ -19,7 +19,7 @@ from typing import Any, Optional
 import pytest
 
 import sslsock
-from sslsock._options import recipe
+from sslsock._tls.options import recipe
 
 O = sslsock.SSLOption
 TLS10, TLS11, TLS12 = 0x0301, 0x0302, 0x0303

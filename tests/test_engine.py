@@ -18,7 +18,7 @@ import pytest
 
 import sslsock
 from sslsock import Mode
-from sslsock._engine import ACCEPTED, ENDED, MESSAGE, Hub
+from sslsock._core.engine import ACCEPTED, ENDED, MESSAGE, Hub
 
 LOOPBACK = "127.0.0.1"
 TLS = sslsock.ProtocolTLS1_2 | sslsock.ProtocolTLS1_3

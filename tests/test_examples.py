@@ -4,7 +4,7 @@
   a temporary directory filled by ``sslsock cert create``.  Every run is bounded (the
   servers' ``--max-clients`` / ``--timeout``, and a time-out on every wait), and every
   process started here is killed in a ``finally``.
-- ``docs/functions.md`` names every public name of :mod:`sslsock.wl`, and every name and
+- ``docs/functions.md`` names every public name of :mod:`sslsock._faces.named`, and every name and
   value it gives exists.
 - Every ```python block of README.md and docs/*.md compiles; the README's side-by-side
   example prints the message the README shows.
@@ -17,6 +17,8 @@ import datetime
 import os
 import re
 import select
+import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -30,13 +32,15 @@ from pathlib import Path
 import pytest
 
 import sslsock as ss
-from sslsock import _certgen, wl
+from sslsock._certs import generate as _certgen
+from sslsock._faces import named as wl
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 DOCS = ROOT / "docs"
 TIMEOUT = 20  # any one wait; each takes well under a second
 MODERN = ss.ProtocolTLS1_2 | ss.ProtocolTLS1_3
+OPENSSL = shutil.which("openssl")
 
 
 def _env(store: Path) -> dict[str, str]:
@@ -66,9 +70,10 @@ def env(store: Path) -> dict[str, str]:
 class Example:
     """An example server in a subprocess, started on a free port (``--port 0``)."""
 
-    def __init__(self, env: dict[str, str], script: str, *args: str) -> None:
+    def __init__(self, env: dict[str, str], script: str, *args: str,
+                 flags: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / script), *args, "--port", "0"], env=env,
+            [sys.executable, *flags, str(EXAMPLES / script), *args, "--port", "0"], env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._out = b""
 
@@ -110,8 +115,10 @@ class Example:
         self.proc.communicate(timeout=TIMEOUT)
 
 
-def run(env: dict[str, str], script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(EXAMPLES / script), *args], env=env,
+def run(env: dict[str, str], script: str, *args: str,
+        flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run an example to its end; `flags` go to the interpreter (``-bb``)."""
+    return subprocess.run([sys.executable, *flags, str(EXAMPLES / script), *args], env=env,
                           capture_output=True, text=True, timeout=TIMEOUT,
                           stdin=subprocess.DEVNULL)
 
@@ -225,6 +232,139 @@ def test_mutual_tls(env: dict[str, str]) -> None:
         status, out, err = server.finish()
     assert status == 0, err
     assert "client certificate: subject=CN=alice; issuer=CN=alice; thumbprint=" in out
+
+
+# ---- the line service of docs/porting.md ------------------------------------------------
+
+LINE_COMMANDS = ["PING", "ECHO hello wörld", "upper wörld", "", "ECHO", "NOPE", "COUNT", "QUIT"]
+LINE_REPLIES = ["PONG", "hello wörld", "WÖRLD", "ERR empty command (HELP lists the commands)",
+                "ERR ECHO needs some text",
+                'ERR unknown command "NOPE" (HELP lists the commands)', "7", "BYE"]
+
+
+@pytest.mark.parametrize("flags", [(), ("-bb",)], ids=["python", "python-bb"])
+def test_line_service(env: dict[str, str], store: Path, flags: tuple[str, ...]) -> None:
+    """The port of the guide, server and client; under ``-bb`` any bytes/str comparison in
+    them or in the named face would be an error (BytesWarning) and end the thread."""
+    with Example(env, "line_server.py", "--max-clients", "3", "--timeout", "10",
+                 "--idle", "800", flags=flags) as server:
+        r = run(env, "line_client.py", "--port", str(server.port), *LINE_COMMANDS, flags=flags)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == LINE_REPLIES
+        assert r.stderr == ""
+        # two lines in one TLS record: SocketEndTagBuffer answers both
+        with ss.connect("localhost", server.port, options=MODERN, store=ss.CertStore(store),
+                        timeout=TIMEOUT, mode=ss.SocketNoEndTag) as raw:
+            raw.write(b"PING\r\nUPPER abc\r\nQUIT\r\n")
+            got = b""
+            while not got.endswith(b"BYE\r\n"):
+                got += raw.read(timeout=TIMEOUT)
+            assert got == b"PONG\r\nABC\r\nBYE\r\n"
+        # a silent client is dropped after --idle ms, with a last line
+        with ss.connect("localhost", server.port, options=MODERN, store=ss.CertStore(store),
+                        timeout=TIMEOUT, mode=ss.SocketEndTagBuffer, end_tag=ss.CR) as quiet:
+            t0 = time.monotonic()
+            assert quiet.read(timeout=TIMEOUT) == b"BYE idle"
+            assert time.monotonic() - t0 >= 0.7
+            with pytest.raises(ss.PeerClosed):
+                quiet.read(timeout=TIMEOUT)
+        status, out, err = server.finish()
+    assert status == 0, err
+    assert err == "", err
+    assert out.count("QUIT, 8 commands served") == 1, out
+    assert out.count("QUIT, 3 commands served") == 1, out
+    assert "server#3: dropped after 800 ms of silence" in out, out
+
+
+def test_porting_md_shows_what_the_line_client_prints(env: dict[str, str]) -> None:
+    """The guide's "Run it": the client's command line and the lines it prints."""
+    guide = (DOCS / "porting.md").read_text(encoding="utf-8")
+    m = re.search(r"python examples/line_client\.py (.*?)\n```\s*```text\n(.*?)```", guide,
+                  re.DOTALL)
+    assert m, "docs/porting.md: no line_client.py run followed by its output"
+    with Example(env, "line_server.py", "--max-clients", "1", "--timeout", "10") as server:
+        r = run(env, "line_client.py", "--port", str(server.port), *shlex.split(m.group(1)))
+        assert r.returncode == 0, r.stderr
+        server.finish()
+    assert r.stdout == m.group(2)
+
+
+def test_line_client_says_how_to_trust_the_server(env: dict[str, str], tmp_path: Path) -> None:
+    """A client whose store does not hold the server's self-signed certificate is told the
+    fix; following it (export without the key, import on the client) lets it in."""
+    client_env = _env(tmp_path / "client-store")
+    with Example(env, "line_server.py", "--max-clients", "2", "--timeout", "10") as server:
+        port = str(server.port)
+        r = run(client_env, "line_client.py", "--port", port, "PING", flags=("-bb",))
+        assert r.returncode == 1
+        assert "self-signed certificate" in r.stderr and "Error code: 5 (VERIFY)" in r.stderr
+        assert ("Export it without its key on the server (`sslsock cert export NAME "
+                "server.crt --no-key`" in r.stderr), r.stderr
+        assert "`sslsock cert import server.crt`" in r.stderr, r.stderr
+        crt = tmp_path / "server.crt"
+        for cmd, cmd_env in ((["export", "sslsock-dev", str(crt), "--no-key"], env),
+                             (["import", str(crt)], client_env)):
+            done = subprocess.run([sys.executable, "-m", "sslsock", "cert", *cmd],
+                                  env=cmd_env, capture_output=True, text=True,
+                                  timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+            assert done.returncode == 0, done.stderr
+        r = run(client_env, "line_client.py", "--port", port, "PING", "QUIT", flags=("-bb",))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "PONG\nBYE\n"
+        status, out, err = server.finish()
+    assert status == 0, err
+
+
+def _s_client(port: int, cafile: Path, typed: bytes, *flags: str) -> bytes:
+    """What `openssl s_client` prints when a user types `typed` and waits for the server to
+    close (stdin stays open: no end of input)."""
+    assert OPENSSL is not None
+    with subprocess.Popen([OPENSSL, "s_client", "-connect", f"localhost:{port}", "-CAfile",
+                           str(cafile), "-verify_return_error", "-quiet", *flags],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(typed)
+            proc.stdin.flush()
+            proc.wait(TIMEOUT)
+            return proc.stdout.read()
+        finally:
+            proc.kill()
+            proc.stdin.close()
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command")
+def test_line_service_with_openssl_s_client(env: dict[str, str], tmp_path: Path) -> None:
+    """What docs/porting.md says of openssl s_client as a test client of a line service
+    (-quiet: print only what the server sends)."""
+    crt = tmp_path / "server.crt"
+    done = subprocess.run([sys.executable, "-m", "sslsock", "cert", "export", "sslsock-dev",
+                           str(crt), "--no-key"], env=env, capture_output=True,
+                          timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    with Example(env, "line_server.py", "--max-clients", "4", "--timeout", "10",
+                 "--idle", "1500", flags=("-bb",)) as server:
+        # -crlf ends each typed line with CR LF, -nocommands sends "QUIT" as typed; several
+        # lines in one go arrive in one TLS record, and each gets its reply
+        assert _s_client(server.port, crt, b"ping\nECHO a b\nQUIT\n", "-crlf",
+                         "-nocommands") == b"PONG\r\na b\r\nBYE\r\n"
+        # without -crlf a line ends with LF alone: no command, no reply, until the server
+        # drops the silent client
+        assert _s_client(server.port, crt, b"PING\n", "-nocommands") == b"BYE idle\r\n"
+        # the command letters: a line starting with Q is s_client's own "quit" (R
+        # renegotiates, k/K update keys), so QUIT never reaches the server.  -quiet turns
+        # them off (it implies -ign_eof); -no_ign_eof after it turns them back on, as a
+        # session without -quiet has them
+        assert _s_client(server.port, crt, b"QUIT\n", "-crlf", "-no_ign_eof") == b""
+        assert _s_client(server.port, crt, b"QUIT\n", "-crlf", "-no_ign_eof",
+                         "-nocommands") == b"BYE\r\n"
+        status, out, err = server.finish()
+    assert status == 0, err
+    assert "server#1: QUIT, 3 commands served" in out, out
+    assert "server#2: dropped after 1500 ms of silence" in out, out
+    assert "server#3: QUIT" not in out, out
+    assert "server#4: QUIT, 1 command served" in out, out
 
 
 # ---- documentation ----------------------------------------------------------------------

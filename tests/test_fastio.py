@@ -1,12 +1,10 @@
-"""The per-message path of channel threads (sslsock._fastio, the CPython C API) and the
-cffi path it replaces (still used on PyPy, or with SSLSOCK_NO_FASTIO=1): both must behave
-alike with real peers, and closing must free a connection exactly once, after the last call
-that uses it has left.
+"""The per-message path of every read and write (sslsock._fastio, the CPython C API, the
+only one): it behaves with real peers on channel threads and on the main thread (which waits
+in slices), and closing frees a connection exactly once, after the last call that uses it
+has left.
 """
 from __future__ import annotations
 
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -19,8 +17,8 @@ from typing import Any
 import pytest
 
 import sslsock
-from sslsock import _objects
-from sslsock._objects import Connection, Mode
+from sslsock._core import connection as _objects
+from sslsock._core.connection import Connection, Mode
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,10 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = textwrap.dedent('''
     import socket, ssl, sys, threading, time
     import sslsock as ss
-    from sslsock import _objects
-    want_fast = sys.argv[1] == "fast"
-    assert (_objects._fastio is not None) == want_fast, _objects._fastio
-    cafile = sys.argv[2]
+    from sslsock._core import connection as _objects
+    cafile = sys.argv[1]
     assert ss.SocketCreateSSL("srv", 0, "localhost"), ss.ErrorInfo()
     port = int(ss.SocketClientInfo("srv", ss.SocketPort))
     done = {}
@@ -98,22 +94,14 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("path", ["fast", "cffi"])
-def test_named_face_channel_threads_on_both_paths(pki: Any, path: str) -> None:
-    if path == "fast" and platform.python_implementation() != "CPython":
-        pytest.skip("the C-API module is built for CPython only")
-    env = dict(os.environ, SSLSOCK_NO_FASTIO="1" if path == "cffi" else "0")
-    out = subprocess.run([sys.executable, "-c", SCRIPT, path, str(pki.ca_file)], env=env,
+def test_named_face_channel_threads(pki: Any) -> None:
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(pki.ca_file)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     assert out.stdout.startswith("OK"), out.stdout
 
 
 def test_the_c_api_path_is_built_and_used() -> None:
-    if platform.python_implementation() != "CPython":
-        pytest.skip("the C-API module is built for CPython only")
-    assert _objects._fastio is not None, "sslsock._fastio was not built: channel threads " \
-        "would take the slower cffi path"
     a, b = socket.socketpair()
     with Connection.adopt(a) as ca:
         assert type(ca._g).__module__ == "sslsock._fastio"
@@ -178,21 +166,14 @@ def test_errors_from_the_fast_path_name_the_cause(pki: Any) -> None:
     d.close()
 
 
-@pytest.mark.parametrize("kind", ["c", "python"])
-def test_on_free_runs_once_whether_taken_early_or_at_free(kind: str) -> None:
+def test_on_free_runs_once_whether_taken_early_or_at_free() -> None:
     # sslsock.aio takes a hub's on_free (the listener's release) when its server closes,
     # before the hub itself goes: it must then not run a second time at free.
-    if kind == "c" and _objects._fastio is None:
-        pytest.skip("the C-API module is built for CPython only")
-    guard_type: Any = _objects._fastio.Guard if kind == "c" else _objects._PyGuard
     calls: list[str] = []
 
     def make(tag: str) -> Any:
         raw = _objects.ffi.new("char[16]")  # released (freed) by the guard, once
-        args: tuple[Any, ...] = (raw, lambda p: None, tag, lambda: calls.append(tag))
-        if kind == "c":
-            args = (raw, int(_objects.ffi.cast("uintptr_t", raw)), *args[1:])
-        return guard_type(*args)
+        return _objects._Guard(raw, lambda p: None, tag, lambda: calls.append(tag))
 
     g1 = make("early")
     cb = g1.take_on_free()
@@ -206,3 +187,44 @@ def test_on_free_runs_once_whether_taken_early_or_at_free(kind: str) -> None:
     g2.leave()
     assert calls == ["early", "at-free"]
     assert g1.ptr is None and g2.ptr is None
+
+
+def test_a_bridge_built_against_another_core_is_refused() -> None:
+    """sslsock._fastio and the cffi core are compiled separately: one of another interface
+    version is refused at import, with what to do, instead of calling through stale
+    prototypes."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, sslsock._fastio as f, sslsock._core.connection as o\n"
+            "f.ABI_VERSION = -1\n"
+            "importlib.reload(o)\n")  # (the check that runs when it is imported)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "ImportError" in proc.stderr
+    assert "built against another version of the core" in proc.stderr
+    assert "rebuild sslsock" in proc.stderr
+
+
+def test_the_main_thread_reads_in_slices_and_loses_nothing() -> None:
+    """On the main thread a read longer than a slice waits in slices (Ctrl-C is seen in
+    between): a message that arrives in a later slice is read whole, and a time-out comes
+    when it is due, not a slice early."""
+    assert threading.current_thread() is threading.main_thread()
+    a, b = socket.socketpair()
+    with Connection.adopt(a) as conn:
+        timer = threading.Timer(0.4, b.sendall, args=(b"5\r\nhel",))
+        timer2 = threading.Timer(0.6, b.sendall, args=(b"lo",))
+        timer.start()
+        timer2.start()
+        t0 = time.monotonic()
+        assert conn.read(5.0) == b"hello"  # the frame straddles two slices
+        assert 0.5 < time.monotonic() - t0 < 4.0
+        t0 = time.monotonic()
+        with pytest.raises(sslsock.SocketTimeout):
+            conn.read(0.7)
+        assert 0.65 < time.monotonic() - t0 < 3.0
+        timer.join()
+        timer2.join()
+    b.close()

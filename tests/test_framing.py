@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import sslsock
-from sslsock._registry import REGISTRY
+from sslsock._faces.registry import REGISTRY
 
 LOOPBACK = "127.0.0.1"
 WAIT_MS = 10_000

@@ -27,7 +27,8 @@ import pytest
 
 import sslsock
 from sslsock import SSLOption as O
-from sslsock._binding import lib, openssl_versions
+from sslsock._core.binding import lib, openssl_versions
+from sslsock._faces.registry import REGISTRY
 from sslsock.debug import groups_available
 
 OpenSSL_SSL = pytest.importorskip("OpenSSL.SSL")
@@ -184,7 +185,7 @@ def test_group_on_tls12_and_plain_tcp(pki: Any, groups_env: Any) -> None:
 
 def test_socket_client_info_group(pki: Any, groups_env: Any) -> None:
     assert sslsock.SocketCreateSSL("srv", 0, "localhost", TLS13), sslsock.ErrorInfo()
-    port = sslsock.wl.REGISTRY.get("srv").obj.port
+    port = REGISTRY.get("srv").obj.port
     assert sslsock.SocketConnectSSL("cli", port, LOOPBACK, TLS13, 10_000), sslsock.ErrorInfo()
     assert sslsock.SocketWaitForConnection("srv", 10_000)
     ch = sslsock.SocketAccept("srv")
@@ -338,7 +339,7 @@ def test_classical_stdlib_client_still_connects(pki: Any, groups_env: Any) -> No
 
 def test_core_group_function_is_bounded(pki: Any) -> None:
     """ss_conn_group never overruns a short buffer."""
-    from sslsock._binding import ffi
+    from sslsock._core.binding import ffi
 
     with sslsock.Listener(0, "localhost", host=LOOPBACK, options=TLS13) as lst:
         out: dict[str, Any] = {}
@@ -348,11 +349,8 @@ def test_core_group_function_is_bounded(pki: Any) -> None:
             c.write(b"z")
             c.read(TIMEOUT)
             buf = ffi.new("char[]", b"\xff" * 6)
-            ptr = c._g.enter()
-            try:
+            with c._g as ptr:
                 lib.ss_conn_group(ptr, buf, 4)
-            finally:
-                c._g.leave()
             assert ffi.string(buf) == c.group.encode()[:3]
             assert buf[5] == b"\xff"
         t.join(TIMEOUT)

@@ -25,7 +25,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from sslsock import CertStore, Listener, _certgen, _tickets
+from sslsock import CertStore, Listener
+from sslsock._certs import generate as _certgen
+from sslsock._deploy import tickets as _tickets
 
 HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy"
                                       if os.access("/usr/sbin/haproxy", os.X_OK) else None)

@@ -29,8 +29,9 @@ from typing import Any, Callable
 import pytest
 
 import sslsock
-from sslsock._certstore import CertStore
-from sslsock._objects import Connection, Listener, connect
+from sslsock._certs.store import CertStore
+from sslsock._core.connection import Connection
+from sslsock._faces.objects import Listener, connect
 
 LOOPBACK = "127.0.0.1"
 SANITIZED = os.environ.get("SSLSOCK_SANITIZED") == "1"

@@ -22,9 +22,9 @@ import pytest
 
 import sslsock
 from sslsock import SSLOption as O
-from sslsock import _certgen
-from sslsock._binding import lib
-from sslsock._registry import REGISTRY
+from sslsock._certs import generate as _certgen
+from sslsock._core.binding import lib
+from sslsock._faces.registry import REGISTRY
 
 SSL3_BIT = 0x01  # ss_versions_supported()
 TIMEOUT = 15.0

@@ -1,5 +1,5 @@
 """The habits of STYLE.md, enforced: ruff over the whole tree, mypy --strict over the
-package (cffi's Any is accepted only in _binding.py, see pyproject.toml)."""
+package (cffi's Any is accepted only in _core/binding.py, see pyproject.toml)."""
 from __future__ import annotations
 
 import shutil

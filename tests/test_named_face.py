@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pytest
 
 import sslsock
-from sslsock._registry import REGISTRY
+from sslsock._faces.registry import REGISTRY
 
 LOOPBACK = "127.0.0.1"
 WAIT_MS = 10_000

@@ -8,8 +8,8 @@ import sys
 SCRIPT = r"""
 import sys, tempfile, threading
 from pathlib import Path
-import sslsock, sslsock.wl, sslsock._cli
-from sslsock import _certgen
+import sslsock, sslsock._faces.named, sslsock._cli.main
+from sslsock._certs import generate as _certgen
 d = Path(tempfile.mkdtemp())
 _certgen.make_self_signed("localhost").write_pem(d / "s.pem")
 with sslsock.Listener(0, str(d / "s.pem"), host="127.0.0.1") as lst:

@@ -36,9 +36,9 @@ from hypothesis import strategies as st
 
 import sslsock
 from sslsock import SSLOption as O
-from sslsock import _certgen
-from sslsock._binding import lib, openssl_versions
-from sslsock._options import ALL_BITS, PROTOCOL_BITS, recipe
+from sslsock._certs import generate as _certgen
+from sslsock._core.binding import lib, openssl_versions
+from sslsock._tls.options import ALL_BITS, PROTOCOL_BITS, recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 BITS = [O.ProtocolSSL2, O.ProtocolSSL3, O.ProtocolTLS1, O.ProtocolTLS1_1, O.ProtocolTLS1_2,

@@ -25,7 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 
 import sslsock
-from sslsock._registry import REGISTRY
+from sslsock._faces.registry import REGISTRY
 
 OpenSSL_SSL = pytest.importorskip("OpenSSL.SSL")
 

@@ -24,8 +24,8 @@ import pytest
 from test_named_face import code, in_thread, message, port_of
 
 import sslsock
-from sslsock import _certgen
-from sslsock._binding import lib
+from sslsock._certs import generate as _certgen
+from sslsock._core.binding import lib
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -191,11 +191,11 @@ def _top_level_names(tree: ast.Module) -> set[str]:
 
 
 def test_every_public_name_is_defined_where_type_checkers_see_it() -> None:
-    source = (ROOT / "src" / "sslsock" / "wl.py").read_text(encoding="utf-8")
+    source = (ROOT / "src" / "sslsock" / "_faces" / "named.py").read_text(encoding="utf-8")
     tree = ast.parse(source)
     assert "globals().update" not in source
     defined = _top_level_names(tree)
-    missing = [n for n in sslsock.wl.__all__ if n not in defined]
+    missing = [n for n in sslsock._faces.named.__all__ if n not in defined]
     assert not missing, f"made at run time, invisible to mypy and IDEs: {missing}"
     for french in ("SocketCréeSSL", "ErreurInfo", "SocketSansRéutilisationAdresse", "errComplet"):
         assert french in sslsock.__all__

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import sslsock
 from sslsock import Listener
-from sslsock._registry import REGISTRY
+from sslsock._faces.registry import REGISTRY
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 import sslsock
-from sslsock._registry import REGISTRY
+from sslsock._faces.registry import REGISTRY
 
 
 def test_reuse_port_shares_a_port_between_processes(pki: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import sslsock
-from sslsock import _certgen
+from sslsock._certs import generate as _certgen
 
 
 def _stdlib_server(cert: Path, key: Path, version: ssl.TLSVersion) -> tuple[socket.socket, int]:

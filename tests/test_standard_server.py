@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import sslsock
-from sslsock._registry import REGISTRY
+from sslsock._faces.registry import REGISTRY
 
 LOOPBACK = "127.0.0.1"
 CLIENTS = 50

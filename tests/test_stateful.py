@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import sslsock
-from sslsock._registry import REGISTRY
+from sslsock._faces.registry import REGISTRY
 
 WAIT_MS = 3000
 

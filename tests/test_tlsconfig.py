@@ -1,4 +1,4 @@
-"""The TLS configuration unit (sslsock._tlsconfig): cached contexts, session resumption on
+"""The TLS configuration unit (sslsock._tls.contexts): cached contexts, session resumption on
 both sides, mutual TLS trusting only the store, and the alert of a failed handshake."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import sslsock
-from sslsock import _certgen
+from sslsock._certs import generate as _certgen
 
 O = sslsock.SSLOption
 VERSIONS = {"TLSv1.2": O.ProtocolTLS1_2, "TLSv1.3": O.ProtocolTLS1_3}
@@ -35,17 +35,17 @@ def _store_with(tmp_path: Path, *issued: tuple[str, _certgen.Issued]) -> sslsock
 
 
 def test_connects_with_the_same_settings_share_one_context(pki: Any) -> None:
-    from sslsock import _tlsconfig
+    from sslsock._tls import contexts as _tlsconfig
 
     store = sslsock.CertStore(pki.store_dir)
-    rec = sslsock._options.recipe(0)
+    rec = sslsock._tls.options.recipe(0)
     args: dict[str, Any] = dict(verify=True, store=store, cafile_pem=None,
                                 client_certificate=None, password=None, resume=True,
                                 load_identity=lambda: None)
     first = _tlsconfig.client_context(rec, **args)
     assert _tlsconfig.client_context(rec, **args) is first
     assert _tlsconfig.client_context(rec, **{**args, "verify": False}) is not first
-    assert _tlsconfig.client_context(sslsock._options.recipe(O.ProtocolTLS1_3), **args) \
+    assert _tlsconfig.client_context(sslsock._tls.options.recipe(O.ProtocolTLS1_3), **args) \
         is not first
 
 
@@ -101,7 +101,7 @@ def _stdlib_client(pki: Any, version: str, cert: bool) -> ssl.SSLContext:
 
 
 def _listener_stats(name: str) -> Any:
-    from sslsock._registry import REGISTRY
+    from sslsock._faces.registry import REGISTRY
 
     return REGISTRY.get(name).obj.stats()  # type: ignore[union-attr]
 

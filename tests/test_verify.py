@@ -20,8 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 
 import sslsock
-from sslsock import _certgen
-from sslsock._registry import REGISTRY
+from sslsock._certs import generate as _certgen
+from sslsock._faces.registry import REGISTRY
 
 LOOPBACK = "127.0.0.1"
 WAIT_MS = 10_000

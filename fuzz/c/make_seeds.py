@@ -1,4 +1,5 @@
-"""Write the seed corpus of fuzz/c/fuzz_deframe.c into fuzz/c/corpus/ (committed; rerun after
+"""Write the seed corpora of fuzz/c/fuzz_deframe.c and fuzz/c/fuzz_proxy.c into
+fuzz/c/corpus/deframe/ and fuzz/c/corpus/proxy/ (committed; rerun after
 changing the input layout): every transmission mode over plain TCP and TLS, each ending,
 the size headers and end tags that matter, and the regression inputs of the bugs the
 harness found.
@@ -109,14 +110,44 @@ def seeds() -> dict[str, bytes]:
     return s
 
 
-def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "corpus"
+def proxy_seeds() -> dict[str, bytes]:
+    """fuzz_proxy.c: byte 0 picks the header limit (6: 65551, 3: 232), then the stream."""
+    import struct
+
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    v4 = bytes([127, 0, 0, 1, 10, 0, 0, 2]) + struct.pack("!HH", 51000, 443)
+    v6 = bytes(15) + b"\x01" + bytes(15) + b"\x02" + struct.pack("!HH", 51000, 443)
+    hello = b"\x16\x03\x01\x00\x05hello"
+    return {
+        "v1-tcp4": b"\x06PROXY TCP4 192.0.2.1 198.51.100.2 51000 443\r\n" + hello,
+        "v1-tcp6": b"\x06PROXY TCP6 2001:db8::1 2001:db8::2 51000 443\r\n" + hello,
+        "v1-unknown": b"\x06PROXY UNKNOWN\r\n" + hello,
+        "v1-bad-port": b"\x06PROXY TCP4 192.0.2.1 198.51.100.2 65536 443\r\n",
+        "v2-tcp4": b"\x06" + sig + b"\x21\x11" + struct.pack("!H", len(v4)) + v4 + hello,
+        "v2-tcp6-tlv": b"\x06" + sig + b"\x21\x21" + struct.pack("!H", len(v6) + 7) + v6
+        + b"\x04\x00\x04abcd" + hello,
+        "v2-local": b"\x06" + sig + b"\x20\x00\x00\x00" + hello,
+        "v2-over-limit": b"\x03" + sig + b"\x21\x11\x01\x00" + bytes(256),
+        "tls-direct": b"\x06" + hello,
+        # regression (fixed): a NUL ended the printable check of a v1 line early, so a
+        # header was accepted whole that its own prefixes were refused for
+        "regress-v1-nul": b"\x06PROXY UNKNOWN\x00\x16\r\n" + hello,
+    }
+
+
+def write(out: Path, corpus: dict[str, bytes]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():
         old.unlink()
-    for name, data in seeds().items():
+    for name, data in corpus.items():
         (out / name).write_bytes(data)
-    print(f"make_seeds: {len(seeds())} seeds in {out}")
+    print(f"make_seeds: {len(corpus)} seeds in {out}")
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "corpus"
+    write(out / "deframe", seeds())
+    write(out / "proxy", proxy_seeds())
 
 
 if __name__ == "__main__":

@@ -37,13 +37,8 @@
 #include <string.h>
 #include <unistd.h>
 
-/* 64 MiB: the default largest message (SPEC §5); a size header above it breaks the
- * connection before anything of that size is allocated. */
-#define SS_DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
 /* A size header is at most 20 digits (2^64 has 20) plus CR LF. */
 #define SS_MAX_SIZE_DIGITS 20
-/* 1 MiB: what a channel served by the engine may have queued before a writer waits. */
-#define SS_DEFAULT_HIGH_WATER ((size_t)1 << 20)
 /* A stream read (SS_MODE_NO_END_TAG) gathers up to this much of what OpenSSL has read
  * ahead: four records, one call. */
 #define SS_TOP_UP (64u << 10)
@@ -109,7 +104,7 @@ ss_conn *ss_conn_wrap(int fd, SSL *ssl, ss_ctx *ctx, const struct sockaddr *peer
 
 /* ---- buffers --------------------------------------------------------------------- */
 
-static int buf_reserve(ss_buf *b, size_t extra)
+int ss_buf_reserve(ss_buf *b, size_t extra)
 {
     if (b->off + b->len + extra <= b->cap)
         return 0;
@@ -518,7 +513,7 @@ static long fill(ss_conn *c, long long deadline, ss_err *err)
                 return rc;
         }
     }
-    if (buf_reserve(&c->in, SS_RECORD) != 0)
+    if (ss_buf_reserve(&c->in, SS_RECORD) != 0)
         return ss_fail(err, SS_E_NOMEM, "out of memory buffering a message");
     ss_buf *b = &c->in;
     long n = io_read(c, b->data + b->off + b->len, b->cap - b->off - b->len, deadline, err);
@@ -696,7 +691,7 @@ static int deframe(ss_conn *c, long long deadline, size_t max_bytes, const char 
                 int pending = SSL_has_pending(c->ssl);
                 pthread_mutex_unlock(&c->ssl_lock);
                 /* grow once, to the whole gathering size: each doubling would copy */
-                if (!pending || buf_reserve(&c->in, SS_TOP_UP - c->in.len) != 0)
+                if (!pending || ss_buf_reserve(&c->in, SS_TOP_UP - c->in.len) != 0)
                     break;
                 short wants;
                 ss_err ignored;
@@ -769,6 +764,14 @@ int ss_conn_read_hold(ss_conn *c, int timeout_ms, size_t max_bytes, const char *
     *out_len = 0;
     long long deadline = ss_deadline(timeout_ms);
     pthread_mutex_lock(&c->read_lock);
+    if (__atomic_load_n(&c->hub, __ATOMIC_ACQUIRE)) {
+        /* One owner: a channel engine reads this channel; a second reader would take its
+         * bytes from under it (and wait on a socket the engine has drained). */
+        pthread_mutex_unlock(&c->read_lock);
+        return ss_fail(err, SS_E_INVALID, "this channel is served by a channel engine: read "
+                       "its messages through the engine (SocketRead on its name, "
+                       "Connection.read, or the loop that serves it), not its socket");
+    }
     if (take_mode(c, &c->mode, c->tag, &c->tag_len, &c->read_gen))
         c->scanned = 0;
     int rc = check_usable(c, err);
@@ -875,7 +878,7 @@ int ss_conn_queue_write(ss_conn *c, const char *data, size_t len, int timeout_ms
             h = (size_t)snprintf(head, sizeof head, "%zu\r\n", len);
         else if (c->wmode == SS_MODE_END_TAG || c->wmode == SS_MODE_END_TAG_BUFFER)
             t = c->wtag_len;
-        if (len > SIZE_MAX - 64 || buf_reserve(&c->out, h + len + t) != 0) {
+        if (len > SIZE_MAX - 64 || ss_buf_reserve(&c->out, h + len + t) != 0) {
             rc = ss_fail(err, SS_E_NOMEM, "out of memory queueing a %zu-byte message", len);
         } else {
             ss_buf *q = &c->out;

@@ -10,7 +10,7 @@
  * decrypts and deframes, and builds the bytes object with the GIL back; a write likewise.
  *
  * What it holds.  No OpenSSL and no socket code: it calls the core (the cffi module
- * sslsock._native) through function pointers that sslsock._objects hands to setup() at
+ * sslsock._native) through function pointers that sslsock._core.connection hands to setup() at
  * import.  It also defines Guard, the object that keeps a C object (connection, listener,
  * hub) alive while calls use it and frees it exactly once; being in C, its counters change
  * under the GIL alone, without a lock.
@@ -22,9 +22,12 @@
 
 #include "sslsock_core.h"
 
-typedef int (*read_hold_fn)(ss_conn *, int, size_t, const char **, size_t *, ss_err *);
-typedef void (*read_done_fn)(ss_conn *, size_t);
-typedef int (*write_fn)(ss_conn *, const char *, size_t, int, ss_err *);
+/* The core's prototypes, from its header (never re-typed here). */
+typedef __typeof__(&ss_conn_read_hold) read_hold_fn;
+typedef __typeof__(&ss_conn_read_done) read_done_fn;
+typedef __typeof__(&ss_conn_write) write_fn;
+_Static_assert(__builtin_types_compatible_p(__typeof__(&ss_conn_queue_write), write_fn),
+               "ss_conn_queue_write and ss_conn_write are called through one pointer type");
 
 static read_hold_fn core_read_hold;
 static read_done_fn core_read_done;
@@ -153,6 +156,13 @@ static PyObject *Guard_leave(Guard *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *Guard_exit(Guard *self, PyObject *args)
+{
+    if (guard_leave(self) < 0)
+        return NULL;
+    Py_RETURN_FALSE; /* an exception from the block goes on */
+}
+
 static PyObject *Guard_close(Guard *self, PyObject *unused)
 {
     if (self->closing)
@@ -205,6 +215,9 @@ static PyMethodDef Guard_methods[] = {
      "Count a call in flight and return the pointer (SocketClosed once closed)."},
     {"leave", (PyCFunction)Guard_leave, METH_NOARGS,
      "End a call; the last one out after close() frees the object."},
+    {"__enter__", (PyCFunction)Guard_enter, METH_NOARGS,
+     "with guard as ptr: enter() on the way in, leave() on the way out."},
+    {"__exit__", (PyCFunction)Guard_exit, METH_VARARGS, "leave()"},
     {"close", (PyCFunction)Guard_close, METH_NOARGS,
      "Wake blocked calls (the shutdown function) and free the object once none is left."},
     {NULL},
@@ -375,7 +388,7 @@ static PyMethodDef module_methods[] = {
      "write(guard, data, timeout_ms, queued) -> None, or an SS_E_* code"},
     {"error_address", error_address, METH_NOARGS,
      "address of this thread's record of the last failed fast call (an ss_err)"},
-    {"setup", setup, METH_VARARGS, "wire the module to the core (sslsock._objects does it)"},
+    {"setup", setup, METH_VARARGS, "wire the module to the core (sslsock._core.connection does it)"},
     {NULL},
 };
 
@@ -392,6 +405,10 @@ PyMODINIT_FUNC PyInit__fastio(void)
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL)
         return NULL;
+    if (PyModule_AddIntConstant(m, "ABI_VERSION", SS_ABI_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&GuardType);
     if (PyModule_AddObject(m, "Guard", (PyObject *)&GuardType) < 0) {
         Py_DECREF(&GuardType);

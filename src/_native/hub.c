@@ -8,10 +8,32 @@
  *    generation, so an event about a channel removed meanwhile is recognised and ignored.
  *  - ss_hub_poll runs on the consumer's thread with the GIL released: epoll_wait, then for
  *    each readable channel one pass of "read everything there is, then deframe every whole
- *    message".  Reading goes into one scratch buffer per hub; the messages handed out
- *    point into it (or into the channel's own buffers), so an active channel holds no
- *    input buffer of its own between messages and a batch costs no copy in C.  What is
- *    left of an incomplete frame is copied into the channel's buffer.
+ *    message".  Reading goes into one scratch buffer per hub.  Every message of a batch
+ *    lies in memory the hub owns until its next poll: the scratch buffer, where most are
+ *    read, or (a message assembled in its channel's buffers over several passes) a copy in
+ *    what is left of the scratch buffer or in a block of its own.  So no reader, writer or
+ *    close of a channel can overwrite a batch the consumer is still copying.  What is left
+ *    of an incomplete frame is copied into the channel's own buffer before the pass gives
+ *    the channel's read lock back.
+ *
+ *  Ownership of a channel (an ss_conn), and who may do what:
+ *
+ *    state                  | reads              | writes             | close / free
+ *    -----------------------+--------------------+--------------------+--------------------
+ *    own (no hub)           | its owner, directly| its owner          | its owner
+ *    served (c->hub set)    | the hub's passes   | any thread: queued | its owner: leave
+ *                           | only; a direct     | (ss_conn_queue_    | the hub first
+ *                           | read is refused    | write), sent by the| (ss_hub_remove), or
+ *                           | (SS_E_INVALID)     | writer or the hub  | free (which leaves)
+ *    ended (HUB_ENDED)      | nobody until it    | as served          | as served
+ *                           | leaves the hub     |                    |
+ *
+ *    Transitions: own -> served by ss_hub_add or a hub's accept; served -> ended when a
+ *    pass sees the stream end (reported once, ENDED); served or ended -> own by
+ *    ss_hub_remove (the consumer, on ENDED or to discard it), by ss_conn_free, or by
+ *    ss_hub_free for every channel left.  c->hub changes only under the hub's lock and the
+ *    attach lock's order (below); a pass holds the channel's read lock from before it
+ *    points c->in into the scratch buffer until after it points it back.
  *  - New connections from the listener's ready queue are added and reported (ACCEPTED),
  *    then read at once: their first message may be buffered in OpenSSL already.
  *  - A channel whose pass stopped early (the batch or the scratch buffer was full, or a
@@ -21,9 +43,11 @@
  *  - A channel that ends (peer closed, reset, TLS or framing error) is reported once
  *    (ENDED) and leaves the epoll set; it keeps its slot until ss_hub_remove.
  *  - Locking: the hub lock is held while channels are served and while they are added or
- *    removed, never during epoll_wait.  A channel's read lock is only tried: a channel that
- *    a thread is reading itself is left to that thread.  Lock order: hub, then the
- *    connection's read lock, then its ssl lock.
+ *    removed, never during epoll_wait.  A channel's read lock is only tried (its owner may
+ *    hold it for a moment while handing it over).  A writer reaches the hub through the
+ *    channel under the attach lock, which ss_hub_free takes too, so a hub is never locked
+ *    after it is gone.  Lock order: (write lock,) attach, hub, the connection's read lock,
+ *    its ssl lock.
  *  - Why each loop ends: poll on events, its deadline, or shutdown; a channel's pass when
  *    its reads would block, its share of the scratch buffer is used, or the batch is full.
  */
@@ -85,6 +109,8 @@ struct ss_hub {
     ss_conn *revisit;
     char *scratch;
     size_t used; /* scratch bytes handed out in this poll */
+    char **spill; /* messages too large for the scratch left, copied out (this poll's) */
+    int nspill, spill_cap;
     uint64_t polls; /* polls begun (ss_conn.hub_poll: which served a channel last) */
 };
 
@@ -120,6 +146,60 @@ static void drain_fd(int fd)
     uint64_t v;
     ssize_t r = read(fd, &v, sizeof v);
     (void)r;
+}
+
+/* Who may lock a channel's hub through the channel (c->hub): a writer wanting EPOLLOUT and
+ * ss_conn_free leaving its hub do, while the hub itself may be being freed.  This lock is
+ * held from reading c->hub until the hub's lock is taken, and by ss_hub_free while it
+ * detaches its channels, so neither can lock a hub that is gone.  Order: attach, hub. */
+static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The hub of c, locked, or NULL. */
+static ss_hub *lock_hub_of(ss_conn *c)
+{
+    pthread_mutex_lock(&attach_lock);
+    ss_hub *h = __atomic_load_n(&c->hub, __ATOMIC_ACQUIRE);
+    if (h)
+        pthread_mutex_lock(&h->lock);
+    pthread_mutex_unlock(&attach_lock);
+    return h;
+}
+
+/* Forget the messages copied out for the previous batch (hub lock held). */
+static void drop_spill(ss_hub *h)
+{
+    for (int i = 0; i < h->nspill; i++)
+        free(h->spill[i]);
+    h->nspill = 0;
+}
+
+/* A message of the batch must not point into its channel's buffers: the channel's own
+ * reader (once it leaves the hub), its close or its next pass would overwrite them while
+ * the consumer copies the batch.  Such a message is copied into the scratch buffer (or a
+ * block of its own) that only the hub reuses, at the next poll.  NULL: out of memory. */
+static const char *hub_owned(ss_hub *h, const char *p, size_t len)
+{
+    if (len == 0 || (p >= h->scratch && p < h->scratch + SCRATCH))
+        return p;
+    char *d;
+    if (len <= SCRATCH - h->used) {
+        d = h->scratch + h->used;
+        h->used += len;
+    } else {
+        if (h->nspill == h->spill_cap) {
+            int cap = h->spill_cap ? h->spill_cap * 2 : 8;
+            char **s = realloc(h->spill, (size_t)cap * sizeof *s);
+            if (!s)
+                return NULL;
+            h->spill = s;
+            h->spill_cap = cap;
+        }
+        if (!(d = malloc(len)))
+            return NULL;
+        h->spill[h->nspill++] = d;
+    }
+    memcpy(d, p, len);
+    return d;
 }
 
 int ss_hub_new(ss_listener *listener, int mode, const char *tag, size_t tag_len,
@@ -219,7 +299,7 @@ static int add_locked(ss_hub *h, ss_conn *c, int flags, uint64_t *id, ss_err *er
     h->slots[slot] = c;
     if (h->high_water) /* a plain store: its write lock would invert the lock order */
         c->high_water = h->high_water;
-    c->hub = h;
+    __atomic_store_n(&c->hub, h, __ATOMIC_RELEASE);
     c->hub_slot = slot;
     c->hub_flags = flags;
     c->hub_next = NULL;
@@ -272,7 +352,7 @@ static void remove_locked(ss_hub *h, ss_conn *c)
     h->gens[slot]++;
     h->next_free[slot] = h->free_head;
     h->free_head = slot;
-    c->hub = NULL;
+    __atomic_store_n(&c->hub, NULL, __ATOMIC_RELEASE);
     c->hub_slot = -1;
     c->hub_flags = 0;
     c->hub_next = NULL;
@@ -287,21 +367,22 @@ void ss_hub_remove(ss_hub *h, ss_conn *c)
 
 void ss_hub_detach(ss_conn *c)
 {
-    /* ss_conn_free of a connection still in a hub: the hub outlives its channels (the
-     * binding frees channels first), so its lock is still there to take. */
-    ss_hub *h = c->hub;
-    if (h)
-        ss_hub_remove(h, c);
+    /* ss_conn_free of a connection still in a hub (no other call uses c now: its hub link
+     * can only be cut by the hub's own free, which the attach lock orders with us). */
+    ss_hub *h = lock_hub_of(c);
+    if (h) {
+        remove_locked(h, c);
+        pthread_mutex_unlock(&h->lock);
+    }
 }
 
 void ss_hub_want_write(ss_conn *c)
 {
     /* Called by a writer holding c's write lock; the hub's poll only tries that lock, so
      * taking the hub lock here cannot deadlock. */
-    ss_hub *h = c->hub;
+    ss_hub *h = lock_hub_of(c);
     if (!h)
         return;
-    pthread_mutex_lock(&h->lock);
     if (c->hub == h && !(c->hub_flags & (HUB_ENDED | HUB_WRITING))) {
         c->hub_flags |= HUB_WRITING;
         if (rearm(h, c) != 0)
@@ -345,22 +426,133 @@ static void ended(ss_hub *h, ss_conn *c, int code, ss_event *ev, int *n)
     e->id = id_of(h, c->hub_slot);
 }
 
+/* Where this pass's bytes go (read lock held): the scratch buffer when nothing of c is
+ * pending (the usual case: an idle channel holds no input buffer), else c's own buffer,
+ * behind the partial frame, grown as every read grows it.  1: the scratch buffer; 0: c's
+ * buffer; -1: out of memory (recorded in err). */
+static int place_input(ss_hub *h, ss_conn *c, ss_err *err)
+{
+    if (c->in.len == 0 && SCRATCH - h->used >= SS_RECORD) {
+        free(c->in.data);
+        size_t room = SCRATCH - h->used < SHARE ? SCRATCH - h->used : SHARE;
+        c->in = (ss_buf){.data = h->scratch + h->used, .cap = room};
+        return 1;
+    }
+    if (ss_buf_reserve(&c->in, SS_RECORD) != 0)
+        return ss_fail(err, SS_E_NOMEM, "out of memory buffering a message"), -1;
+    return 0;
+}
+
+/* After a pass that read into the scratch buffer (read lock still held, so that no reader
+ * of c ever sees its input pointing into memory the hub gives to other channels): what is
+ * left of a partial frame moves to a buffer of c's own. */
+static void leave_scratch(ss_conn *c)
+{
+    ss_buf *b = &c->in;
+    if ((c->hub_flags & HUB_ENDED) || b->len == 0) {
+        *b = (ss_buf){0};
+        return;
+    }
+    size_t cap = b->len > SS_RECORD ? b->len : SS_RECORD;
+    char *d = malloc(cap);
+    if (d)
+        memcpy(d, b->data + b->off, b->len);
+    /* (out of memory: the partial frame is lost, and the connection breaks on its next
+     * bytes as a malformed frame rather than reading freed memory) */
+    *b = d ? (ss_buf){.data = d, .len = b->len, .cap = cap} : (ss_buf){0};
+}
+
+/* Hand out every whole message c has buffered, while the batch has room.  Returns 1 when
+ * the pass stopped early (batch full, or a message assembled in c's message buffer),
+ * a negative code when the connection broke (not reported yet), else 0. */
+static int hand_out(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max, ss_err *err)
+{
+    while (*n < max) {
+        const char *p;
+        size_t len;
+        int rc = ss_conn_take(c, h->max_bytes, &p, &len, err);
+        if (rc == SS_E_AGAIN)
+            return 0;
+        if (rc != SS_OK)
+            return rc;
+        int assembled = p == c->msg.data && len;
+        const char *own = hub_owned(h, p, len);
+        if (!own)
+            return ss_conn_end(c, ss_fail(err, SS_E_NOMEM, "out of memory handing out a "
+                                          "%zu-byte message", len), err);
+        ss_event *e = &ev[(*n)++];
+        *e = (ss_event){.kind = SS_EV_MESSAGE, .id = id_of(h, c->hub_slot), .data = own,
+                        .len = len};
+        c->hub_poll = h->polls;
+        if (assembled)
+            return 1; /* the message buffer's next message waits for the next pass */
+    }
+    return 1;
+}
+
+/* The read of one pass and what it brought (read lock held): messages, then the end of
+ * the stream once every message before it is out. */
+static void read_and_hand_out(ss_hub *h, ss_conn *c, int in_scratch, ss_event *ev, int *n,
+                              int max)
+{
+    ss_err err;
+    int more = 0, end = c->hub_end ? c->hub_end->code : 0, write_first = 0;
+    ss_buf *b = &c->in;
+    if (end) { /* the stream ended in an earlier pass: what it said then, not a new read
+                * (a reset is reported once: read again, it would look like a clean EOF) */
+        err = *c->hub_end;
+    } else {
+        long got = ss_conn_read_nowait(c, b->data + b->off + b->len,
+                                       b->cap - b->off - b->len, &more, &end, &write_first,
+                                       &err);
+        b->len += (size_t)got;
+        if (in_scratch) { /* what was read is this batch's; the rest of the scratch is free */
+            h->used += (size_t)got;
+            b->cap = b->off + b->len;
+        }
+    }
+    int stopped = hand_out(h, c, ev, n, max, &err);
+    if (stopped < 0) {
+        ended(h, c, stopped, ev, n);
+        return;
+    }
+    if (end && !stopped) {
+        free(c->hub_end);
+        c->hub_end = NULL;
+        ended(h, c, ss_conn_end(c, end, &err), ev, n);
+        return;
+    }
+    if (end && !c->hub_end && (c->hub_end = malloc(sizeof *c->hub_end)))
+        *c->hub_end = err; /* the end waits behind the messages (out of memory: read again) */
+    if (write_first) {
+        /* OpenSSL must send before it reads on (the answer to a KeyUpdate) and the peer is
+         * not reading: wait until the socket is writable.  Still watched for EPOLLIN, its
+         * unread bytes would wake the hub at once, again and again (level-triggered). */
+        c->hub_flags |= HUB_OUT;
+        if (rearm(h, c) != 0)
+            c->hub_flags &= ~HUB_OUT;
+    }
+    if (stopped || more || end)
+        revisit_later(h, c);
+}
+
 /* One pass over channel c: read what is there, hand out every whole message.  Room for at
- * least one event is guaranteed by the caller.  Hub lock held. */
+ * least one event is guaranteed by the caller.  Hub lock held; c's read lock is taken for
+ * the whole pass, and given back only once c's input no longer points into the scratch
+ * buffer. */
 static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
 {
     if (c->hub_flags & HUB_ENDED)
         return;
     if (c->hub_poll == h->polls) {
-        /* It handed messages out in this poll already: a second pass would reuse the
-         * buffers they point into (the channel's message buffer, or its input buffer,
-         * which reading on may move).  The next poll serves it first.  (The poll has
-         * events then, so it does not wait on: no busy loop on a readable socket.) */
+        /* It was served in this poll already: it waits for the next poll, which serves it
+         * first (the poll has events then, so it does not wait: no busy loop on a readable
+         * socket), so one channel cannot take a whole batch. */
         revisit_later(h, c);
         return;
     }
     if (pthread_mutex_trylock(&c->read_lock) != 0)
-        return; /* a thread is reading this channel itself */
+        return; /* its owner is leaving the hub, or adding it: the next poll serves it */
     ss_err err;
     if (c->hub_flags & HUB_DEFAULTS) {
         /* the listener's transmission mode, for both directions (ss_conn_take and the
@@ -372,128 +564,24 @@ static void serve(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
     if (atomic_load(&c->closing) || atomic_load(&c->state) != SS_STATE_OPEN) {
         int rc = atomic_load(&c->closing) ? SS_E_CLOSED
                  : c->broken ? c->broken->code : SS_E_NOMEM;
-        pthread_mutex_unlock(&c->read_lock);
         ended(h, c, rc, ev, n);
+        pthread_mutex_unlock(&c->read_lock);
         return;
     }
-    /* Where the bytes go: the scratch buffer when nothing is pending (the usual case),
-     * else the channel's buffer behind the partial frame. */
-    int in_scratch = c->in.len == 0 && SCRATCH - h->used >= SS_RECORD;
-    if (in_scratch) {
-        free(c->in.data); /* an idle channel holds no input buffer */
-        size_t room = SCRATCH - h->used < SHARE ? SCRATCH - h->used : SHARE;
-        c->in = (ss_buf){.data = h->scratch + h->used, .cap = room};
-    } else if (c->in.off + c->in.len + SS_RECORD > c->in.cap) {
-        /* make room as fill() would: slide, then grow */
-        ss_buf *b = &c->in;
-        if (b->off) {
-            memmove(b->data, b->data + b->off, b->len);
-            b->off = 0;
-        }
-        if (b->len + SS_RECORD > b->cap) {
-            size_t cap = b->cap ? b->cap : SS_RECORD;
-            while (cap < b->len + SS_RECORD)
-                cap *= 2;
-            char *d = realloc(b->data, cap);
-            if (!d) {
-                ss_fail(&err, SS_E_NOMEM, "out of memory buffering a message");
-                int rc = ss_conn_end(c, SS_E_NOMEM, &err);
-                pthread_mutex_unlock(&c->read_lock);
-                ended(h, c, rc, ev, n);
-                return;
-            }
-            b->data = d;
-            b->cap = cap;
-        }
+    int in_scratch = place_input(h, c, &err);
+    if (in_scratch < 0) {
+        ended(h, c, ss_conn_end(c, SS_E_NOMEM, &err), ev, n);
+        pthread_mutex_unlock(&c->read_lock);
+        return;
     }
     if (c->hub_flags & HUB_OUT) { /* writable now (or an error shows): read again */
         c->hub_flags &= ~HUB_OUT;
         rearm(h, c);
     }
-    int more = 0, end = c->hub_end ? c->hub_end->code : 0, write_first = 0;
-    ss_buf *b = &c->in;
-    long got = 0;
-    if (end) /* the stream ended in an earlier pass: what it said then, not a new read
-              * (a reset is reported once: read again, it would look like a clean EOF) */
-        err = *c->hub_end;
-    else
-        got = ss_conn_read_nowait(c, b->data + b->off + b->len, b->cap - b->off - b->len,
-                                  &more, &end, &write_first, &err);
-    b->len += (size_t)got;
-    int stopped = 0;
-    while (*n < max) {
-        const char *p;
-        size_t len;
-        int rc = ss_conn_take(c, h->max_bytes, &p, &len, &err);
-        if (rc == SS_E_AGAIN)
-            break;
-        if (rc != SS_OK) {
-            pthread_mutex_unlock(&c->read_lock);
-            ended(h, c, rc, ev, n);
-            goto out;
-        }
-        ss_event *e = &ev[(*n)++];
-        e->kind = SS_EV_MESSAGE;
-        e->code = 0;
-        e->id = id_of(h, c->hub_slot);
-        e->conn = NULL;
-        e->data = p;
-        e->len = len;
-        c->hub_poll = h->polls;
-        if (p == c->msg.data && len) {
-            /* assembled in the channel's message buffer, which the next message would
-             * reuse: one such message per pass */
-            stopped = 1;
-            break;
-        }
-    }
-    if (*n >= max)
-        stopped = 1;
-    if (end && !stopped) {
-        /* every whole message before the end is out: now the end itself */
-        free(c->hub_end);
-        c->hub_end = NULL;
-        int rc = ss_conn_end(c, end, &err);
-        pthread_mutex_unlock(&c->read_lock);
-        ended(h, c, rc, ev, n);
-        goto out;
-    }
-    if (end && !c->hub_end) {
-        /* stopped: the end waits for the next pass, behind the messages (its record is
-         * allocated only then; out of memory, the next pass reads again) */
-        c->hub_end = malloc(sizeof *c->hub_end);
-        if (c->hub_end)
-            *c->hub_end = err;
-    }
-    if (write_first) {
-        /* OpenSSL must send before it reads on (the answer to a KeyUpdate) and the peer is
-         * not reading: wait until the socket is writable.  Still watched for EPOLLIN, its
-         * unread bytes would wake the hub at once, again and again (level-triggered). */
-        c->hub_flags |= HUB_OUT;
-        if (rearm(h, c) != 0)
-            c->hub_flags &= ~HUB_OUT;
-    }
-    if (stopped || more || end)
-        revisit_later(h, c);
+    read_and_hand_out(h, c, in_scratch, ev, n, max);
+    if (in_scratch)
+        leave_scratch(c);
     pthread_mutex_unlock(&c->read_lock);
-out:
-    if (in_scratch) {
-        /* messages handed out stay in the scratch buffer until the next poll; a partial
-         * frame moves to a buffer of the channel's own */
-        if (c->hub_flags & HUB_ENDED) {
-            c->in = (ss_buf){0};
-        } else if (c->in.len) {
-            size_t cap = c->in.len > SS_RECORD ? c->in.len : SS_RECORD;
-            char *d = malloc(cap);
-            if (d)
-                memcpy(d, c->in.data + c->in.off, c->in.len);
-            size_t len = d ? c->in.len : 0;
-            c->in = (ss_buf){.data = d, .len = len, .cap = d ? cap : 0};
-        } else {
-            c->in = (ss_buf){0};
-        }
-        h->used += (size_t)got; /* (buf_consume resets the offset of an empty buffer) */
-    }
 }
 
 static void accept_ready(ss_hub *h, ss_event *ev, int *n, int max)
@@ -551,7 +639,8 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
     struct epoll_event events[MAX_EPOLL];
     int n = 0;
     pthread_mutex_lock(&h->lock);
-    h->used = 0;
+    h->used = 0; /* the previous batch was copied out: its memory is free again */
+    drop_spill(h);
     h->polls++;
     /* channels with buffered data first */
     serve_revisits(h, ev, &n, max);
@@ -647,11 +736,14 @@ void ss_hub_free(ss_hub *h)
 {
     if (!h)
         return;
+    pthread_mutex_lock(&attach_lock);
     pthread_mutex_lock(&h->lock);
     for (int i = 0; i < h->nslots; i++)
         if (h->slots[i])
             remove_locked(h, h->slots[i]);
+    drop_spill(h);
     pthread_mutex_unlock(&h->lock);
+    pthread_mutex_unlock(&attach_lock);
     if (h->epfd >= 0)
         close(h->epfd);
     if (h->wake_fd >= 0)
@@ -659,6 +751,7 @@ void ss_hub_free(ss_hub *h)
     free(h->slots);
     free(h->gens);
     free(h->next_free);
+    free(h->spill);
     free(h->scratch);
     pthread_mutex_destroy(&h->lock);
     free(h);
@@ -696,8 +789,6 @@ struct ss_pump {
     int stop;
     int taken;    /* the published batch was handed to the consumer */
     int n;        /* the published batch: events, or a negative code (final) */
-    uint64_t begun;   /* polls started */
-    uint64_t settled; /* polls over: returned empty, or their batch released */
     ss_err err;
     int max;
     ss_event *ev;
@@ -712,17 +803,12 @@ static void *pump_main(void *arg)
             pthread_cond_wait(&p->cv, &p->lock);
         if (p->stop)
             break;
-        p->begun++;
         pthread_mutex_unlock(&p->lock);
         ss_err err;
         int n = ss_hub_poll(p->hub, -1, p->ev, p->max, &err);
         pthread_mutex_lock(&p->lock);
-        if (n == SS_E_TIMEOUT) {
-            /* interrupted (ss_pump_kick): nothing of it is held; tell the consumer */
-            p->settled++;
-            signal_fd(p->fd);
+        if (n == SS_E_TIMEOUT) /* interrupted by ss_pump_free: nothing of it is held */
             continue;
-        }
         p->n = n;
         p->taken = 0;
         if (n < 0)
@@ -794,29 +880,10 @@ void ss_pump_release(ss_pump *p)
     pthread_mutex_lock(&p->lock);
     if (p->state == PUMP_READY && p->n > 0) {
         p->state = PUMP_FREE;
-        p->settled++;
         pthread_cond_signal(&p->cv);
     }
     pthread_mutex_unlock(&p->lock);
 }
-
-uint64_t ss_pump_begun(ss_pump *p)
-{
-    pthread_mutex_lock(&p->lock);
-    uint64_t v = p->begun;
-    pthread_mutex_unlock(&p->lock);
-    return v;
-}
-
-uint64_t ss_pump_settled(ss_pump *p)
-{
-    pthread_mutex_lock(&p->lock);
-    uint64_t v = p->settled;
-    pthread_mutex_unlock(&p->lock);
-    return v;
-}
-
-void ss_pump_kick(ss_pump *p) { hub_interrupt(p->hub); }
 
 void ss_pump_free(ss_pump *p)
 {

@@ -4,7 +4,7 @@
  * Theory of operation
  *  - A listener owns one listening socket (non-blocking) and N worker threads (the caller
  *    says how many: sslsock passes one per CPU it may use, less one, available_cpus() in
- *    _workers.py).  Each worker has its own epoll set holding the listening socket
+ *    _deploy/workers.py).  Each worker has its own epoll set holding the listening socket
  *    (EPOLLEXCLUSIVE: one worker wakes per new connection), a shared stop eventfd, and the
  *    handshakes it is running.
  *  - A worker accepts, then drives SSL_do_handshake non-blocking, re-arming epoll for

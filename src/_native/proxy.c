@@ -70,8 +70,8 @@ static int parse_v1(const unsigned char *buf, size_t len, struct sockaddr_storag
     char line[V1_MAX + 1];
     memcpy(line, buf, (size_t)(end - buf));
     line[end - buf] = '\0';
-    for (char *p = line; *p; p++)
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+    for (size_t i = 0; i < (size_t)(end - buf); i++) /* (all of them: a NUL too) */
+        if (buf[i] < 0x20 || buf[i] > 0x7e)
             return bad(why, why_len, "PROXY v1 header with a non-printable byte in it");
     if (strncmp(line, "PROXY UNKNOWN", 13) == 0 && (line[13] == '\0' || line[13] == ' ')) {
         *src_len = 0; /* the proxy does not know: keep the connection's address */

@@ -110,6 +110,9 @@ long long ss_deadline(int timeout_ms);       /* -1 for no limit */
 int ss_remaining(long long deadline);        /* ms to wait in poll(): -1 for no limit */
 
 /* conn.c */
+/* Room for extra more bytes behind b's unread ones: slide them to the front, then grow
+ * (doubling).  0, or -1 out of memory (b unchanged). */
+int ss_buf_reserve(ss_buf *b, size_t extra);
 ss_conn *ss_conn_wrap(int fd, SSL *ssl, ss_ctx *ctx, const struct sockaddr *peer,
                       socklen_t peer_len);
 int ss_set_nodelay(int fd);

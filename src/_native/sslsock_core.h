@@ -19,6 +19,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version of this interface: a part built against another one (the CPython bridge,
+ * sslsock._fastio, compiled separately from the cffi module) refuses to load.  Raise it
+ * when a declaration below changes. */
+#define SS_ABI_VERSION 3
+
 #define SS_OK 0
 #define SS_E_TIMEOUT (-1)     /* nothing within the time-out; the object stays usable */
 #define SS_E_PEER_CLOSED (-2) /* the peer closed (with or without close_notify) */
@@ -141,6 +146,11 @@ int ss_conn_adopt(int fd, ss_conn **out, ss_err *err);
 int ss_conn_set_mode(ss_conn *c, int mode, const char *tag, size_t tag_len, ss_err *err);
 /* The largest max_message: the size header's value is kept in a long long, and the end-tag
  * search adds the tag length (at most 64) to it; both stay exact below this bound. */
+/* 64 MiB: the default largest message; a size header above it breaks the connection
+ * before anything of that size is allocated. */
+#define SS_DEFAULT_MAX_MESSAGE 67108864
+/* 1 MiB: what a channel served by the engine may have queued before a writer waits. */
+#define SS_DEFAULT_HIGH_WATER 1048576
 #define SS_MAX_MESSAGE_LIMIT (SIZE_MAX / 2 - 64)
 /* Larger values are taken as SS_MAX_MESSAGE_LIMIT. */
 void ss_conn_set_max_message(ss_conn *c, size_t max_message);
@@ -252,7 +262,9 @@ void ss_listener_free(ss_listener *l);
  * set.  ss_hub_poll waits until some have data, then, for each, reads what is there,
  * decrypts and deframes it in C, and returns a batch of events: whole messages, new
  * channels, ended channels.  One call per batch, however many channels and messages.
- * Message bytes stay valid until the next ss_hub_poll (or a read on that connection).
+ * Message bytes are the hub's own memory, valid until its next ss_hub_poll (whatever
+ * happens to their connection meanwhile).  A connection in a hub is the hub's to read:
+ * ss_conn_read and ss_conn_read_hold refuse it (SS_E_INVALID) until it leaves.
  * ss_hub_fd is readable whenever a poll would find something: an event loop can wait on
  * it and poll with a zero time-out. */
 
@@ -308,14 +320,6 @@ int ss_pump_new(ss_hub *h, int max_events, ss_pump **out, ss_err *err);
 int ss_pump_fd(ss_pump *p);
 int ss_pump_take(ss_pump *p, ss_event **events, ss_err *err);
 void ss_pump_release(ss_pump *p);
-/* Freeing a channel that left the hub (ss_hub_remove) while a batch may still point into
- * its buffers: polls begun up to then must be over first.  ss_pump_begun counts the polls
- * started, ss_pump_settled those over (returned nothing, or their batch was released);
- * free the channel once settled >= the begun count read after its removal.  ss_pump_kick
- * ends the poll in progress early (the fd is signalled when a poll returns nothing). */
-uint64_t ss_pump_begun(ss_pump *p);
-uint64_t ss_pump_settled(ss_pump *p);
-void ss_pump_kick(ss_pump *p);
 void ss_pump_free(ss_pump *p);
 /* Bytes queued on c (ss_conn_queue_write) that the socket has not taken yet. */
 size_t ss_conn_queued(ss_conn *c);

@@ -14,9 +14,9 @@ Two faces over one core:
 * the object face: :class:`Listener`, :func:`connect`, :class:`Connection`, with seconds,
   context managers and exceptions rooted in :class:`Error`.
 """
-from . import wl as _wl
-from ._certstore import CertStore, Identity, StoredCertificate, default_store_path
-from ._errors import (
+from sslsock._certs.store import CertStore, Identity, StoredCertificate, default_store_path
+from sslsock._core.connection import Connection, ConnectionInfo, Mode
+from sslsock._core.errors import (
     AddressError,
     AddressInUse,
     ArgumentError,
@@ -40,12 +40,12 @@ from ._errors import (
     UnknownConstantError,
     VerificationError,
 )
-from ._objects import Connection, ConnectionInfo, Listener, ListenerStats, Mode, connect
-from ._options import DEFAULT, Recipe, SSLOption, recipe
-from ._workers import Worker, available_cpus, run_workers
-from .wl import *  # noqa: F401,F403 - the named face is the package's main API
-
-__version__ = "0.1.0"
+from sslsock._deploy.workers import Worker, available_cpus, run_workers
+from sslsock._faces import named as _wl
+from sslsock._faces.named import *  # noqa: F401,F403 - the named face is the package's main API
+from sslsock._faces.objects import Listener, ListenerStats, connect
+from sslsock._tls.options import DEFAULT, Recipe, SSLOption, recipe
+from sslsock._version import __version__ as __version__
 
 # Literal lists, so that type checkers (mypy --strict, which does not re-export imported
 # names implicitly) see what a user's script may use.

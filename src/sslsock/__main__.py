@@ -1,4 +1,4 @@
-"""``python -m sslsock``: the ``sslsock`` command (see :mod:`sslsock._cli`)."""
+"""``python -m sslsock``: the ``sslsock`` command (see :mod:`sslsock._cli.main`)."""
 from __future__ import annotations
 
 import sys
@@ -8,7 +8,7 @@ from typing import Optional
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``sslsock`` console script; returns the exit status."""
-    from ._cli import main as cli_main
+    from sslsock._cli.main import main as cli_main
 
     return cli_main(argv)
 

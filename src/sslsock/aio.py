@@ -37,29 +37,28 @@ import weakref
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional, Union
 
-from . import _errors
-from ._binding import ffi, lib, new_err, raise_err
-from ._engine import Hub
-from ._objects import (
+from sslsock._core import errors as _errors
+from sslsock._core.binding import ffi, lib, new_err
+from sslsock._core.connection import (
+    DEFAULT_HIGH_WATER,
     DEFAULT_MAX_MESSAGE,
     Connection,
     ConnectionInfo,
-    Listener,
     Mode,
     Seconds,
     _as_bytes,
     _ms,
 )
-from ._objects import connect as _connect
-from ._options import DEFAULT, Mask
+from sslsock._core.engine import ACCEPTED, MESSAGE, Hub
+from sslsock._core.errors import raise_err
+from sslsock._faces.objects import Listener
+from sslsock._faces.objects import connect as _connect
+from sslsock._tls.options import DEFAULT, Mask
 
 __all__ = ["Channel", "Server", "start_server", "connect", "DEFAULT_HIGH_WATER"]
 
 log = logging.getLogger("sslsock")
 
-#: What a channel may have queued (bytes its peer has not taken yet) before a write on it
-#: waits: 1 MiB.
-DEFAULT_HIGH_WATER = 1 << 20
 _BATCH = 256
 #: A write over the high-water mark, or a close waiting for its queue to drain, looks
 #: again after this many seconds, doubling up to _MAX_RETRY.
@@ -68,7 +67,6 @@ _MAX_RETRY = 0.02
 
 Handler = Callable[["Channel"], Awaitable[None]]
 
-_PEER_CLOSED = int(lib.SS_E_PEER_CLOSED)
 #: A channel's end when the peer closed cleanly (the exception is only made when asked).
 _PEER_CLOSED_MARK = _errors.PeerClosed("the peer closed the connection")
 
@@ -90,7 +88,6 @@ class _Engine:
         self.read_limit = read_limit
         self._err = new_err()
         self._evp = ffi.new("ss_event **")
-        self._buried: list[tuple[int, Connection]] = []  # closed, freed once settled
         self.closed = False
         self._hub_ptr = hub._g.enter()  # held until close(): the hub outlives the pump
         self._pump: Any = None
@@ -117,51 +114,39 @@ class _Engine:
             n = lib.ss_pump_take(pump, self._evp, self._err)
             if n > 0:
                 try:
-                    self._dispatch(self._evp[0], n)
+                    batch = self.hub.events(self._evp[0], n)
                 finally:
-                    lib.ss_pump_release(pump)
-            if self._buried:
-                self._reap()
+                    lib.ss_pump_release(pump)  # (copied out: the thread may poll again)
+                self._dispatch(batch)
         else:
             n = lib.ss_hub_poll(self._hub_ptr, 0, self._events, _BATCH, self._err)
             if n == lib.SS_E_TIMEOUT:
                 return
             if n > 0:
-                self._dispatch(self._events, n)
+                self._dispatch(self.hub.events(self._events, n))
         if n < 0:
             try:
                 raise_err(n, self._err)
             except _errors.Error as e:
                 self._engine_ended(e)
 
-    def _dispatch(self, ev: Any, n: int) -> None:
-        # Every message is copied into bytes here, before any application code runs: the
-        # bytes in C are only valid until the batch is released.  Nothing below runs user
-        # code (futures only schedule their callbacks).
+    def _dispatch(self, batch: list[tuple[int, Connection, bytes]]) -> None:
+        # Nothing below runs user code (futures only schedule their callbacks).
         channels = self.channels
-        unpack = ffi.unpack
-        for i in range(n):
-            e = ev[i]
-            kind = e.kind
-            if kind == 0:  # SS_EV_MESSAGE
-                ch = channels.get(e.id)
+        for kind, conn, data in batch:
+            if kind == MESSAGE:
+                ch = channels.get(conn._hub_id)
                 if ch is not None:
-                    size = e.len
-                    ch._feed(unpack(e.data, size) if size else b"")
-            elif kind == 1:  # SS_EV_ACCEPTED
-                hub = self.hub
-                conn = Connection._from_engine(e.conn, tls=hub._tls, mode=hub._mode,
-                                               end_tag=hub._end_tag,
-                                               max_message=hub._max_message)
-                conn._hub_id = int(e.id)
+                    ch._feed(data)
+            elif kind == ACCEPTED:
                 if self._on_accept is None:
                     conn.close()
                 else:
                     self._on_accept(conn)
-            else:  # SS_EV_ENDED
-                ch = channels.pop(e.id, None)
+            else:  # ENDED: out of the hub already
+                ch = channels.pop(conn._hub_id, None)
                 if ch is not None:
-                    ch._ended(e.code)
+                    ch._ended()
 
     def _engine_ended(self, e: BaseException) -> None:
         for ch in list(self.channels.values()):
@@ -172,17 +157,8 @@ class _Engine:
     # -- channels --------------------------------------------------------------------
 
     def add(self, ch: Channel) -> None:
-        conn = ch._conn
-        cptr = conn._g.enter()
-        try:
-            idp = ffi.new("uint64_t *")
-            rc = lib.ss_hub_add(self._hub_ptr, cptr, idp, self._err)
-            if rc != 0:
-                raise_err(rc, self._err)
-        finally:
-            conn._g.leave()
-        conn._hub_id = int(idp[0])
-        self.channels[conn._hub_id] = ch
+        self.hub.add(ch._conn)
+        self.channels[ch._conn._hub_id] = ch
 
     def adopt(self, ch: Channel) -> None:
         """A channel the hub accepted (already in it)."""
@@ -190,31 +166,9 @@ class _Engine:
 
     def remove(self, ch: Channel) -> None:
         """The hub stops serving ch (its connection stays open)."""
-        conn = ch._conn
-        self.channels.pop(conn._hub_id, None)
-        if self.closed:
-            return
-        cptr = conn._g.ptr
-        if cptr is not None:
-            lib.ss_hub_remove(self._hub_ptr, cptr)
-
-    def bury(self, conn: Connection) -> None:
-        """Free conn (close it) once no batch can point into its buffers any more."""
-        if self._pump is None or self.closed:
-            conn.close()
-            return
-        self._buried.append((int(lib.ss_pump_begun(self._pump)), conn))
-        lib.ss_pump_kick(self._pump)  # the poll in progress ends soon: _ready reaps
-
-    def _reap(self) -> None:
-        settled = int(lib.ss_pump_settled(self._pump))
-        keep = []
-        for mark, conn in self._buried:
-            if mark <= settled:
-                conn.close()
-            else:
-                keep.append((mark, conn))
-        self._buried = keep
+        self.channels.pop(ch._conn._hub_id, None)
+        if not self.closed:
+            self.hub.discard(ch._conn)
 
     def close(self) -> None:
         """Stop the engine: the pump's thread is joined, the loop's reader removed; the
@@ -229,9 +183,6 @@ class _Engine:
         if self._pump is not None:
             lib.ss_pump_free(self._pump)
             self._pump = None
-        for _, conn in self._buried:
-            conn.close()
-        self._buried = []
         chans = list(self.channels.values())
         self.channels.clear()
         err = _errors.SocketClosed("the channel engine was closed")
@@ -285,22 +236,17 @@ class Channel:
         if w is not None and not w.done():
             w.set_result(None)
 
-    def _ended(self, code: int) -> None:
-        """The engine reported the channel's end (every message before it was handed out):
-        out of the hub.  A clean close is only noted (the exception is made if a read asks
+    def _ended(self) -> None:
+        """The engine reported the channel's end (every message before it was handed out)
+        and let it go.  A clean close is only noted (the exception is made if a read asks
         for it); another end is read once from the connection, which tells why."""
-        conn = self._conn
-        cptr = conn._g.ptr
-        if cptr is not None:
-            lib.ss_hub_remove(self._engine._hub_ptr, cptr)
-        if code == _PEER_CLOSED:
-            self._fail(_PEER_CLOSED_MARK)
-            return
         try:
-            conn.read(0, 65536)
+            self._conn.read(0, 65536)
             e: BaseException = _errors.PeerClosed("the peer closed the connection")
         except _errors.SocketTimeout:
             e = _errors.PeerClosed("the peer closed the connection")
+        except _errors.PeerClosed:
+            e = _PEER_CLOSED_MARK
         except _errors.Error as exc:
             e = exc
         self._fail(e)
@@ -395,15 +341,11 @@ class Channel:
 
     def queued(self) -> int:
         """Bytes written but not yet taken by the peer's socket."""
-        g = self._conn._g
         try:
-            ptr = g.enter()
+            with self._conn._g as ptr:
+                return int(lib.ss_conn_queued(ptr))
         except _errors.SocketClosed:
             return 0
-        try:
-            return int(lib.ss_conn_queued(ptr))
-        finally:
-            g.leave()
 
     # -- closing ---------------------------------------------------------------------
 
@@ -441,7 +383,7 @@ class Channel:
         ptr = conn._g.ptr
         if ptr is not None:
             lib.ss_conn_close(ptr, 0)  # close_notify, without waiting on the peer
-        self._engine.bury(conn)
+        conn.close()  # (the batches are the hub's memory: nothing points into it)
         fut = self._closed
         if fut is not None and not fut.done():
             fut.set_result(None)

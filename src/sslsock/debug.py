@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from ._options import CORE_VERSIONS
+from sslsock import _version
+from sslsock._tls.options import CORE_VERSIONS
 
 __all__ = ["GROUPS", "VERSION_BITS", "groups_available", "info", "lines", "main"]
 
@@ -35,7 +36,7 @@ def _version_of(module: str) -> str:
 
 def supported_versions() -> tuple[list[str], list[str]]:
     """(versions this build negotiates, versions it cannot), oldest first."""
-    from ._binding import lib
+    from sslsock._core.binding import lib
 
     bits = int(lib.ss_versions_supported())
     can = [name for bit, name in VERSION_BITS if bits & bit]
@@ -71,7 +72,7 @@ GROUPS_ENV = "SSLSOCK_TLS_GROUPS"
 
 def groups_available() -> dict[str, bool]:
     """Which of :data:`GROUPS` the linked OpenSSL knows (asked at run time)."""
-    from ._binding import lib
+    from sslsock._core.binding import lib
 
     return {g: bool(lib.ss_openssl_group_available(g.encode())) for g in GROUPS}
 
@@ -80,10 +81,8 @@ def info() -> dict[str, Any]:
     """Everything the report shows, as a dict (the ``--json`` form)."""
     import ssl
 
-    import sslsock
-
-    from ._binding import lib, openssl_versions
-    from ._certstore import STORE_ENV, default_store_path
+    from sslsock._certs.store import STORE_ENV, default_store_path
+    from sslsock._core.binding import lib, openssl_versions
 
     compiled, linked = openssl_versions()
     can, cannot = supported_versions()
@@ -100,8 +99,8 @@ def info() -> dict[str, Any]:
     else:
         state = "does not exist yet"
     return {
-        "sslsock": sslsock.__version__,
-        "sslsock_path": os.path.dirname(os.path.abspath(sslsock.__file__)),
+        "sslsock": _version.__version__,
+        "sslsock_path": os.path.dirname(os.path.abspath(_version.__file__)),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "python_executable": sys.executable,

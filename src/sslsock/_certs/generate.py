@@ -12,7 +12,7 @@ Decisions:
   does not see a "not yet valid" certificate.
 - Host names go into subjectAltName (``DNSName``, or ``IPAddress`` for an IP literal): TLS
   clients ignore the common name for host checks.  The common name is only a label, the one
-  :class:`~sslsock._certstore.CertStore` matches by name.
+  :class:`~sslsock._certs.store.CertStore` matches by name.
 - A self-signed development certificate is a leaf (``CA:FALSE``) that OpenSSL 3 accepts as
   its own trust anchor: put it in a trust store (or the sslsock store) and a client can
   verify the server.  It is not a CA, so it cannot be used to issue other certificates.
@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ._errors import ArgumentError
+from sslsock._core.errors import ArgumentError
 
 __all__ = [
     "DEFAULT_HOSTS",

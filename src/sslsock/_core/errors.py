@@ -11,11 +11,10 @@ from __future__ import annotations
 import enum
 import errno as _errno
 import socket as _socket
-from typing import Optional
+from typing import Any, NoReturn, Optional
 
-# The core's codes, from the compiled module (sslsock._binding imports this module back
-# only to raise, at call time, so the cycle is harmless).
-from ._binding import lib as _core
+from sslsock._core.binding import lib as _core
+from sslsock._core.binding import text
 
 
 class ErrorCode(enum.IntEnum):
@@ -249,15 +248,49 @@ _BY_CODE: dict[int, type[Error]] = {
 }
 
 
+# OpenSSL's verify results (X509_V_ERR_*, x509_vfy.h; numbers fixed by its ABI) that mean
+# "this client does not trust the chain the server showed": UNABLE_TO_GET_ISSUER_CERT (2),
+# DEPTH_ZERO_SELF_SIGNED_CERT (18), SELF_SIGNED_CERT_IN_CHAIN (19),
+# UNABLE_TO_GET_ISSUER_CERT_LOCALLY (20), UNABLE_TO_VERIFY_LEAF_SIGNATURE (21),
+# CERT_UNTRUSTED (27).  One fix for all: trust the server's certificate (partial chains are
+# accepted, so the certificate itself will do) or the CA that signed it.
+_UNTRUSTED = frozenset({2, 18, 19, 20, 21, 27})
+
+
+def _with_fix(code: ErrorCode, message: str, system_code: int, system_message: str) -> str:
+    """The message, with what to do when a client does not trust the server.  VERIFY comes
+    only from a client's handshake: a server's refusals of client certificates are counted
+    by the listener, not raised."""
+    if code is not ErrorCode.VERIFY or system_code not in _UNTRUSTED:
+        return message
+    reason = f" ({system_message})" if system_message else ""
+    return (f"{message}{reason}: this client does not trust the server's certificate. Export "
+            "it without its key on the server (`sslsock cert export NAME server.crt "
+            "--no-key`; `sslsock cert list` shows NAME) and import it into the client's "
+            "certificate store (`sslsock cert import server.crt`), or import the CA that "
+            "signed it")
+
+
 def from_record(rc: int, message: str, system_code: int, system_message: str) -> Error:
     """Build the exception for a C error record (``rc`` is the negative return code)."""
     try:
         code = ErrorCode(-rc)
     except ValueError:
         code = ErrorCode.SYSTEM
+    message = _with_fix(code, message, system_code, system_message)
     cls = _BY_CODE.get(code, Error)
     if code is ErrorCode.ADDRESS and system_code == _errno.ECONNREFUSED:
         cls = ConnectionRefused
     elif code is ErrorCode.ADDRESS and system_code < 0:  # the C core stores EAI_* codes
         cls = HostNotFound
     return cls(message, code=code, system_code=system_code, system_message=system_message)
+
+
+def raise_err(rc: int, err: Any) -> NoReturn:
+    """Raise the exception of a failed C call: ``rc`` and its error record (an ``ss_err``)."""
+    raise from_record(rc, text(err.message), int(err.sys_code), text(err.detail))
+
+
+def check(rc: int, err: Any) -> None:
+    if rc != 0:
+        raise_err(rc, err)

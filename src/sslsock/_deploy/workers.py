@@ -46,7 +46,7 @@ import traceback
 from collections.abc import Callable
 from typing import Optional
 
-from ._errors import CertificateError, Error
+from sslsock._core.errors import CertificateError, Error
 
 log = logging.getLogger("sslsock")
 
@@ -158,7 +158,7 @@ class Worker:
 
 
 def _reload_now() -> None:
-    from . import _reload
+    from sslsock._deploy import renewal as _reload
 
     threading.Thread(target=_reload.check_all, kwargs={"quiet": False, "every": True},
                      name="sslsock-sighup", daemon=True).start()

@@ -6,8 +6,9 @@ import collections
 import threading
 from typing import Any, Callable, Optional, Union
 
-from ._errors import NameTakenError, SocketNameError
-from ._objects import Connection, Listener
+from sslsock._core.connection import Connection
+from sslsock._core.errors import NameTakenError, SocketNameError
+from sslsock._faces.objects import Listener
 
 # the simple_lock of every channel and client entry: only listeners' are ever taken
 _UNUSED_LOCK = threading.Lock()
@@ -27,7 +28,7 @@ class Entry:
         self.simple: Optional[Connection] = None
         self.simple_lock = threading.Lock() if kind == "listener" else _UNUSED_LOCK
         self.channels = 0  # how many channel names this listener has handed out
-        # SocketWaitForMessage: the listener's channel engine and what it found (wl.py)
+        # SocketWaitForMessage: the listener's channel engine and what it found (named.py)
         self.engine: Any = None
         # clients SocketWaitForConnection took off the listener, for SocketAccept /
         # SocketDeny (a listener's only: made at its first such call)

@@ -1,5 +1,5 @@
 """``sslsock cert ...``: the certificate store from the command line, what certmgr.msc is
-on Windows.  Every command works on :class:`~sslsock._certstore.CertStore`; this module only
+on Windows.  Every command works on :class:`~sslsock._certs.store.CertStore`; this module only
 parses, asks for passwords and prints.
 """
 from __future__ import annotations
@@ -15,8 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import _errors
-from ._cli import EXIT_OK, UsageError, err, lookup_kind, store_of
+from sslsock._cli.common import (
+    EXIT_OK,
+    UsageError,
+    err,
+    lookup_kind,
+    store_of,
+)
+from sslsock._core import errors as _errors
 
 PASSWORD_ENV = "SSLSOCK_CERT_PASSWORD"
 
@@ -190,7 +196,7 @@ def _translated(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from ._certgen import DEFAULT_HOSTS
+    from sslsock._certs.generate import DEFAULT_HOSTS
 
     hosts = [] if args.no_default_hosts else [*DEFAULT_HOSTS, socket.gethostname()]
     hosts = list(dict.fromkeys(h for h in [*hosts, *args.host] if h))
@@ -220,7 +226,7 @@ def _create_with_client_auth(store: Any, name: str, hosts: list[str], key_type: 
     goes in through import_file (the same checks, file modes and store password)."""
     import tempfile
 
-    from ._certgen import make_self_signed
+    from sslsock._certs.generate import make_self_signed
 
     issued = make_self_signed(name, hosts=hosts, key_type=key_type, days=days, client=True)
     store_password = os.environ.get(PASSWORD_ENV) or None
@@ -456,7 +462,7 @@ def _add_password(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def cmd_tickets_rotate(args: argparse.Namespace) -> int:
-    from . import _tickets
+    from sslsock._deploy import tickets as _tickets
 
     path = Path(args.file).expanduser() if args.file else _tickets.default_path(store_of(args))
     existed = path.exists()
@@ -470,7 +476,7 @@ def cmd_tickets_rotate(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any, store: argparse.ArgumentParser, formatter: Any, epilog: str) -> None:
-    from ._certgen import KEY_TYPES
+    from sslsock._certs.generate import KEY_TYPES
 
     epilog = epilog + "\n" + CERT_EPILOG_EXTRA
     cert = sub.add_parser(

@@ -10,7 +10,7 @@ key per line, in hex: 16 bytes of key name, 32 of AES-256 key, 32 of HMAC-SHA256
 first line encrypts new tickets; the others still decrypt the tickets they made (a client
 resuming with one gets a new ticket under the current key).  ``sslsock cert tickets rotate``
 puts a new key first and keeps the previous ones (two by default).  Running listeners
-notice a rewritten file within seconds (see :mod:`sslsock._reload`).
+notice a rewritten file within seconds (see :mod:`sslsock._deploy.renewal`).
 
 No message, log line or exception ever contains key bytes.
 """
@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ._errors import CertificateError
+from sslsock._core.errors import CertificateError
 
 KEY_LEN = 80  # name 16 + AES 32 + HMAC 32 (the C core's SS_TICKET_KEY_LEN)
 MAX_KEYS = 16

@@ -66,8 +66,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from . import _certgen
-from ._errors import ArgumentError, CertificateError
+from sslsock._certs import generate as _certgen
+from sslsock._core.errors import ArgumentError, CertificateError
 
 __all__ = [
     "CertStore",

@@ -25,8 +25,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from ._binding import ffi, lib, new_err, raise_err
-from ._options import Recipe, version_names
+from sslsock._core.binding import ffi, lib, new_err
+from sslsock._core.errors import raise_err
+from sslsock._tls.options import Recipe, version_names
 
 log = logging.getLogger("sslsock")
 
@@ -180,7 +181,7 @@ def client_context(
 ) -> TLSContext:
     """The context for a client: verifying servers against the system's authorities, the
     store's certificates and ``cafile_pem``; presenting ``client_certificate`` if given."""
-    from ._certstore import Identity
+    from sslsock._certs.store import Identity
 
     generation = store.generation() if (verify or client_certificate) else ()
     ident_key: Hashable = None

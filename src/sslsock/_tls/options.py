@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Union
 
-from ._binding import lib
-from ._errors import OptionsError
+from sslsock._core.binding import lib
+from sslsock._core.errors import OptionsError
 
 
 class SSLOption(enum.IntFlag):
-    """WLanguage's SSL options (English names; French aliases live in :mod:`sslsock.wl`)."""
+    """WLanguage's SSL options (English names; French aliases: :mod:`sslsock._faces.named`)."""
 
     ProtocolSSL2 = 0x01
     ProtocolSSL3 = 0x02
@@ -113,7 +113,7 @@ def _build() -> tuple[int, str, int]:
 
 
 def _linked_version() -> str:
-    from ._binding import ffi
+    from sslsock._core.binding import ffi
 
     return str(ffi.string(lib.ss_openssl_version_linked()).decode())
 

@@ -17,15 +17,16 @@ import enum
 import functools
 import socket as _socket
 import threading
-from time import monotonic as _monotonic
+import weakref
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from . import _engine, _errors
-from ._errors import Error, ErrorCode, ProgrammingError
-from ._objects import Connection, Listener, Mode, _fast_error, _on_main_thread, connect, unbracket
-from ._objects import _fastio as _fastio_module
-from ._options import ALL_BITS, DEFAULT, SSLOption
-from ._registry import REGISTRY, Entry
+from sslsock._core import engine as _engine
+from sslsock._core import errors as _errors
+from sslsock._core.connection import Connection, Mode
+from sslsock._core.errors import Error, ErrorCode, ProgrammingError
+from sslsock._faces.objects import Listener, connect, unbracket
+from sslsock._faces.registry import REGISTRY, Entry
+from sslsock._tls.options import ALL_BITS, DEFAULT, SSLOption
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +48,12 @@ SocketEndTag = Mode.SocketEndTag
 SocketSizeAtBeginning = Mode.SocketSizeAtBeginning
 SocketEndTagBuffer = Mode.SocketEndTagBuffer
 SocketNoEndTag = Mode.SocketNoEndTag
+
+# WLanguage's character constants that socket code passes as end tags and line ends.  They
+# are bytes, like the default end tag (b"<EOF>") and everything SocketRead returns, so a
+# comparison with what was read is bytes against bytes (docs/porting.md).
+CR = b"\r\n"  # WLanguage CR (French RC): carriage return + line feed, not a lone CR
+TAB = b"\t"    # WLanguage TAB: the tab character
 
 
 class ClientInfo(enum.IntEnum):
@@ -138,8 +145,6 @@ Socket = _SocketSettings()
 
 _get_ident = threading.get_ident
 _lookup = REGISTRY.fast_lookup  # (the dict is never replaced)
-_fast_read = _fastio_module.read if _fastio_module is not None else None
-_fast_write = _fastio_module.write if _fastio_module is not None else None
 
 #: Ports an application may create sockets on (the reference's rule); 0 asks the system.
 PORT_MIN, PORT_MAX = 5000, 65000
@@ -398,46 +403,17 @@ def SocketAccept(name: str) -> str:
 
 
 class _Waiting:
-    """A listener's SocketWaitForMessage state: its channel engine, the channel names of
-    messages (or ends) found but not returned yet (one entry per message), and which thread
-    serves which channel: a channel is given to one thread at a time, the one that got it
-    last, until that thread asks for another (so a pool of threads never splits one
-    channel's messages between two threads, and replies leave in order)."""
+    """A listener's SocketWaitForMessage state: its channel engine (which hands a channel
+    to one thread at a time, see ``Hub.wait_ready``) and the names of its channels."""
 
-    def __init__(self, listener: Listener) -> None:
-        self.hub = _engine.Hub(listener)
-        self.lock = threading.Condition(threading.Lock())
-        self.ready: collections.deque[str] = collections.deque()
-        self.names: dict[int, str] = {}
-        self.serving: dict[int, str] = {}  # thread ident -> the channel it was given last
-        self.busy: set[str] = set()  # channels given to a thread that has not come back
-        self.polling = False  # one thread polls the engine; the others wait for its batch
+    def __init__(self, name: str, entry: Entry) -> None:
+        # (weak: a channel closed with SocketClose goes with its registry entry)
+        self.names: weakref.WeakKeyDictionary[Connection, str] = weakref.WeakKeyDictionary()
 
-    def take(self, me: int) -> str:
-        """A ready channel no other thread is serving, or "" (lock held)."""
-        ready, busy = self.ready, self.busy
-        for _ in range(len(ready)):
-            channel = ready.popleft()
-            if channel in busy:
-                ready.append(channel)  # its thread will take it when it comes back
-            elif REGISTRY.lookup(channel) is not None:  # (not closed meanwhile)
-                busy.add(channel)
-                self.serving[me] = channel
-                return channel
-        return ""
+        def named(conn: Connection) -> None:  # a new client, named as SocketAccept names
+            self.names[conn] = REGISTRY.add_channel(name, entry, conn)
 
-    def dispatch(self, listener_name: str, entry: Entry, batch: list[Any]) -> None:
-        for kind, conn, data in batch:
-            if kind == _engine.MESSAGE:
-                conn._inbox.append(data)
-                self.ready.append(self.names[conn._hub_id])
-            elif kind == _engine.ACCEPTED:
-                conn._inbox = collections.deque()
-                self.names[conn._hub_id] = REGISTRY.add_channel(listener_name, entry, conn)
-            else:  # ended: its next SocketRead, once the inbox is empty, says why
-                channel = self.names.pop(conn._hub_id, "")
-                if channel and not conn.closed:
-                    self.ready.append(channel)
+        self.hub = _engine.Hub(entry.obj, on_accept=named)
 
 
 @_named("")
@@ -448,7 +424,8 @@ def SocketWaitForMessage(name: str, timeout: Any = None) -> str:
     are accepted and named on the way, as SocketAccept names them.  On time-out: "" and
     no error.  No timeout: waits without limit.  Several threads may call it on one
     listener (a pool): a channel goes to one thread at a time, the one it was given to last,
-    until that thread calls SocketWaitForMessage again."""
+    until that thread calls SocketWaitForMessage again.  The channel's SocketRead, with or
+    without a time-out, reads through the engine (never its socket)."""
     entry = REGISTRY.get(name)
     st: Optional[_Waiting] = entry.engine
     if st is None:
@@ -456,38 +433,11 @@ def SocketWaitForMessage(name: str, timeout: Any = None) -> str:
             raise _errors.ArgumentError(f'"{name}" is not a server socket (SocketCreateSSL)')
         with entry.simple_lock:
             if entry.engine is None:
-                entry.engine = _Waiting(entry.obj)
+                entry.engine = _Waiting(name, entry)
         st = entry.engine
-    limit = None if timeout is None else _seconds(timeout, "timeout")
-    deadline = None if limit is None else _monotonic() + limit
-    me = _get_ident()
-    with st.lock:
-        done = st.serving.pop(me, None)  # this thread is through with its last channel
-        if done is not None:
-            st.busy.discard(done)
-        while True:
-            channel = st.take(me)
-            if channel:
-                return channel
-            left = -1 if deadline is None else max(0, int((deadline - _monotonic()) * 1000))
-            if st.polling:  # another thread is polling: its batch will wake us
-                waited_out = left == 0 or not st.lock.wait(None if left < 0 else left / 1000)
-                if waited_out and deadline is not None and _monotonic() >= deadline:
-                    return st.take(me)  # a time-out is not an error
-                continue
-            st.polling = True
-            st.lock.release()
-            try:
-                batch = st.hub.poll(left)
-            finally:
-                st.lock.acquire()
-                st.polling = False
-            st.dispatch(name, entry, batch)
-            # wake as many waiting threads as there are messages for them, and one more to
-            # poll next (not all of them: the rest would only go back to sleep)
-            st.lock.notify(len(st.ready) + 1)
-            if not batch:
-                return st.take(me)  # a time-out is not an error
+    limit = _seconds(timeout, "timeout")
+    conn = st.hub.wait_ready(-1 if limit is None else int(limit * 1000))
+    return "" if conn is None else st.names.get(conn, "")  # (a time-out is not an error)
 
 
 @_named(False)
@@ -546,26 +496,13 @@ def SocketRead(name: str, wait: bool = True, timeout: Any = 1000, max_bytes: int
     b"" on a time-out with no error (as in WLanguage: ErrorOccurred() stays False, so a
     polling loop goes on), b"" with PEER_CLOSED when the peer has closed."""
     # A channel thread's loop calls this once per message: a channel waiting without limit
-    # goes straight to the one C call of sslsock._fastio (same rules as _socket_read).
+    # goes straight to Connection.read, without the decorator and checks of _socket_read
+    # (same rules: ProgrammingError raised, other errors into ErrorInfo).
     entry = _lookup(name) if name.__class__ is str else None
     if (wait is True and entry is not None and entry.kind != "listener"
             and max_bytes.__class__ is int):
-        conn: Connection = entry.obj  # type: ignore[assignment]  # (kind says so)
-        if _fast_read is not None and max_bytes > 0 and not conn._inbox \
-                and not _on_main_thread():  # (the main thread waits in slices: Ctrl-C)
-            data = _fast_read(conn._g, -1, max_bytes)
-            if data.__class__ is bytes:
-                _state.error = None
-                return data
-            try:
-                _fast_error(data)
-            except ProgrammingError:
-                raise
-            except Error as e:
-                _state.error = e
-                return b""
         try:
-            data = conn.read(None, max_bytes)
+            data = entry.obj.read(None, max_bytes)  # type: ignore[union-attr]
         except ProgrammingError:
             raise
         except Error as e:
@@ -580,21 +517,8 @@ def SocketWrite(name: str, message: Union[bytes, bytearray, memoryview, str]) ->
     """Send `message` (str as UTF-8), framed by the socket's transmission mode."""
     entry = _lookup(name) if name.__class__ is str else None
     if message.__class__ is bytes and entry is not None and entry.kind != "listener":
-        conn: Connection = entry.obj  # type: ignore[assignment]  # (kind says so)
-        if _fast_write is not None:  # one C call (queued if the engine serves the channel)
-            rc = _fast_write(conn._g, message, -1, conn._hub is not None)
-            if rc is None:
-                _state.error = None
-                return True
-            try:
-                _fast_error(rc)
-            except ProgrammingError:
-                raise
-            except Error as e:
-                _state.error = e
-                return False
-        try:
-            conn.write(message)
+        try:  # (as SocketRead: straight to Connection.write)
+            entry.obj.write(message)  # type: ignore[union-attr]
         except ProgrammingError:
             raise
         except Error as e:
@@ -650,7 +574,7 @@ def SocketChangeTransmissionMode(name: str, mode: int,
 def _certificate_summary(conn: Connection) -> str:
     from cryptography.hazmat.primitives import hashes
 
-    from ._certstore import format_thumbprint
+    from sslsock._certs.store import format_thumbprint
 
     cert = conn.peer_certificate()
     if cert is None:
@@ -759,6 +683,7 @@ SocketMarqueurFin = SocketEndTag
 SocketTailleAuDébut = SocketSizeAtBeginning
 SocketMarqueurFinBuffer = SocketEndTagBuffer
 SocketSansMarqueurFin = SocketNoEndTag
+RC = CR
 SocketAdresse = SocketAddress
 SocketCertificat = SocketCertificate
 SocketProtocole = SocketProtocol
@@ -784,7 +709,7 @@ error_info = ErrorInfo
 error_occurred = ErrorOccurred
 
 # A literal list (extended with literal lists), so that type checkers follow
-# `from sslsock.wl import *`; tests/test_porting.py checks every name is bound above.
+# `from sslsock._faces.named import *`; tests/test_porting.py checks every name is bound above.
 __all__ = [
     "SocketCreateSSL", "SocketCreate", "SocketConnectSSL", "SocketConnect",
     "SocketWaitForConnection", "SocketWaitForMessage", "SocketAccept", "SocketDeny",
@@ -797,7 +722,8 @@ __all__ = [
     "SocketNoEndTag", "SocketAddress", "SocketPort", "SocketCertificate", "SocketProtocol",
     "SocketCipher", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
     "SocketResumed", "SSLClientSystemCA", "errSystemCode", "errSystemMessage", "errFullDetails",
-    "SocketProxyProtocol", "SocketProxyAddress", "SocketProxyPort", "SocketGroup",
+    "SocketProxyProtocol", "SocketProxyAddress", "SocketProxyPort", "SocketGroup", "CR",
+    "TAB",
 ]
 __all__ += [  # French
     "SocketCréeSSL", "SocketCrée", "SocketConnecteSSL", "SocketConnecte",
@@ -808,7 +734,7 @@ __all__ += [  # French
     "ProtocoleTLS1_1", "ProtocoleTLS1_2", "ProtocoleTLS1_3", "HashCertificat",
     "NomCertificat", "SocketMarqueurFin", "SocketTailleAuDébut", "SocketMarqueurFinBuffer",
     "SocketSansMarqueurFin", "SocketAdresse", "SocketCertificat", "SocketProtocole",
-    "SocketSansRéutilisationAdresse", "errComplet",
+    "SocketSansRéutilisationAdresse", "errComplet", "RC",
 ]
 __all__ += [  # snake_case
     "socket_create_ssl", "socket_create", "socket_connect_ssl", "socket_connect",

@@ -1,0 +1,3 @@
+"""The certificate store (``store``: find, load, import) and the certificates it makes
+(``generate``).
+"""

@@ -1,0 +1,3 @@
+"""The ``sslsock`` command: what the commands share (``common``), the certificate
+commands (``cert``), the network commands and the parser (``main``).
+"""

@@ -1,0 +1,3 @@
+"""Deployment: worker processes (``workers``), session ticket keys (``tickets``) and
+certificate renewal (``renewal``).
+"""

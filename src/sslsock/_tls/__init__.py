@@ -1,0 +1,3 @@
+"""TLS configuration: the SSL-options bitmask as a recipe (``options``) and the TLS
+contexts built from it, shared and cached (``contexts``).
+"""
