@@ -13,20 +13,28 @@
 #                 prefix).  A prefix is reused when its BUILDINFO names the same build.
 #   --tarball F   use this source tarball (it must have the pinned sha256).
 #   --source S    where to get the source when there is no --tarball and no cached copy:
-#                 debian   = Debian's source package (apt-get source; adds a deb-src entry
-#                            for the suites already configured, needs root or sudo),
+#                 debian   = Debian's source package (apt-get source through a private apt
+#                            configuration with deb-src entries for PIN_SUITE, under the
+#                            cache; no root, the machine's apt sources are not touched),
 #                 upstream = download (Debian's pool, then GitHub/openssl.org) with curl,
 #                 auto     = debian when apt-get is there, else upstream (the default).
 #   --force       rebuild even when the prefix is complete.
 #
-# Pinned: OpenSSL 3.0.22, the version Debian 12 (bookworm-security) ships.  The sha256 is the
-# one of Debian's openssl_3.0.22.orig.tar.gz, which is upstream's release tarball as
-# signed by the OpenSSL release key (the .asc is verified when Debian's source is used).
+# Pinned: OpenSSL 3.5.7, upstream's long-term support branch (fixes until April 2030), as
+# Debian 13 (trixie) ships it: source package openssl 3.5.7-1~deb13u2.  The sha256 is the one
+# of Debian's openssl_3.5.7.orig.tar.gz, which is upstream's release tarball; when it comes
+# from Debian's source package (apt-get source, or --source upstream from Debian's pool),
+# this script checks upstream's signature (.asc) with the release key Debian ships in
+# debian/upstream/signing-key.asc (gpg and gpgv needed; apt also checks the tarball against
+# the signed Sources index).  From 3.5 on, TLS 1.3 offers and accepts the hybrid
+# post-quantum group X25519MLKEM768 by default.
 # SSLSOCK_OPENSSL_VERSION / SSLSOCK_OPENSSL_SHA256 override the pin (for trying a bump).
 #
 # Cache: ${XDG_CACHE_HOME:-~/.cache}/sslsock/ (override: SSLSOCK_CACHE):
 #   src/openssl-<version>.tar.gz             the verified source tarball
 #   openssl-<version>[-legacy]/              the default prefix, keyed by version + options
+#   apt-<suite>/                             the private apt configuration and lists for
+#                                            Debian's source package (--source debian)
 # A second run with the same options finds BUILDINFO and returns at once.
 #
 # Reproducible: pinned source (sha256), fixed Configure options, SOURCE_DATE_EPOCH taken
@@ -34,9 +42,10 @@
 # (OpenSSL's licence, which wheels must ship) and BUILDINFO (what was built, from what).
 set -euo pipefail
 
-PIN_VERSION=3.0.22
-PIN_SHA256=67ebca7e50d17383028045486653492195b83db95f8558709701bb47b5c1ef81
-PIN_DEBIAN=3.0.22-1~deb12u2   # the Debian source package holding that orig tarball
+PIN_VERSION=3.5.7
+PIN_SHA256=a8c0d28a529ca480f9f36cf5792e2cd21984552a3c8e4aa11a24aa31aeac98e8
+PIN_DEBIAN=3.5.7-1~deb13u2    # the Debian source package holding that orig tarball
+PIN_SUITE=trixie              # the Debian release whose source package it is (Debian 13)
 OPENSSLDIR=/etc/ssl           # CA certificates and openssl.cnf at run time (see docs/wheels.md)
 SCRIPT_REV=1                  # bump when the build recipe below changes (invalidates caches)
 
@@ -122,48 +131,36 @@ check_tarball() {  # file -> ok if it has the pinned sha256
   [ "$got" = "$SHA256" ] || { log "sha256 mismatch for $1: $got, want $SHA256"; return 1; }
 }
 
-# deb-src entries for exactly the suites the system already uses, beside them in
-# /etc/apt/sources.list.d/sslsock-deb-src.{sources,list}; then apt-get update.  They are
-# removed again once the tarball is fetched (remove_deb_src): the machine's apt sources are
-# left as they were.
-DEB_SRC_BASE=/etc/apt/sources.list.d/sslsock-deb-src
-DEB_SRC_ADDED=0
-deb_src_822() {  # deb822 *.sources files -> the same stanzas as deb-src
-  awk 'BEGIN { RS = ""; ORS = "\n\n" }
-       /(^|\n)Types:[^\n]*[ \t]deb([ \t]|\n|$)/ && !/\nEnabled: *no/ {
-         sub(/(^|\n)Types:[^\n]*/, "\nTypes: deb-src"); sub(/^\n/, ""); print }' "$@"
-}
-deb_src_lines() {  # one-line sources.list files -> the same lines as deb-src
-  sed -n 's/^\([[:space:]]*\)deb\([[:space:]]\)/\1deb-src\2/p' "$@"
-}
-add_deb_src() {
-  local base=$DEB_SRC_BASE f t822 tlist
-  t822=$(mktemp) tlist=$(mktemp)
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -f "$f" ] && [ "$f" != "$base.sources" ] && deb_src_822 "$f" >>"$t822"
-  done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [ -f "$f" ] && [ "$f" != "$base.list" ] && deb_src_lines "$f" >>"$tlist"
-  done
-  if [ ! -s "$t822" ] && [ ! -s "$tlist" ]; then
-    rm -f "$t822" "$tlist"; log "no apt sources to mirror as deb-src"; return 1
-  fi
-  log "adding deb-src entries for the configured suites ($base.*), then apt-get update"
-  local ok=0
-  DEB_SRC_ADDED=1
-  trap remove_deb_src EXIT  # also when a later step dies
-  if [ -s "$t822" ]; then as_root install -m 0644 "$t822" "$base.sources" || ok=1; fi
-  if [ -s "$tlist" ]; then as_root install -m 0644 "$tlist" "$base.list" || ok=1; fi
-  rm -f "$t822" "$tlist"
-  [ "$ok" = 0 ] && as_root apt-get update -q >&2
-}
-remove_deb_src() {  # undo add_deb_src, if it ran
-  [ "$DEB_SRC_ADDED" = 1 ] || return 0
-  DEB_SRC_ADDED=0
-  log "removing the deb-src entries added for the download ($DEB_SRC_BASE.*)"
-  as_root rm -f "$DEB_SRC_BASE.sources" "$DEB_SRC_BASE.list" || true
-  as_root apt-get update -q >/dev/null 2>&1 \
-    || log "apt-get update after removing them failed: run it once by hand"
+# Debian's source package comes through a private apt configuration: deb-src entries for the
+# pinned suite (PIN_SUITE, its -updates and -security) in a directory under the cache, with
+# its own package lists, checked against Debian's archive keyring.  The machine's apt
+# sources, lists and cache are not touched, and no root is needed.
+APT_DIR=""
+APT_OPTS=()  # set by setup_apt_private: the options that make apt use that configuration
+setup_apt_private() {
+  local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  [ -f "$keyring" ] || { log "no $keyring (package debian-archive-keyring)"; return 1; }
+  APT_DIR="$CACHE/apt-$PIN_SUITE"
+  mkdir -p "$APT_DIR/parts" "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial"
+  : >"$APT_DIR/status"
+  cat >"$APT_DIR/parts/debian-src.sources" <<SRC
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: $PIN_SUITE $PIN_SUITE-updates
+Components: main
+Signed-By: $keyring
+
+Types: deb-src
+URIs: http://deb.debian.org/debian-security
+Suites: $PIN_SUITE-security
+Components: main
+Signed-By: $keyring
+SRC
+  APT_OPTS=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$APT_DIR/parts"
+            -o "Dir::State::Lists=$APT_DIR/lists" -o "Dir::Cache=$APT_DIR/cache"
+            -o "Dir::State::status=$APT_DIR/status" -o "Debug::NoLocking=1")
+  log "apt-get update with deb-src entries for $PIN_SUITE (private configuration in $APT_DIR)"
+  apt-get "${APT_OPTS[@]}" update -q >&2
 }
 
 # apt-get source into the current directory, its output filtered: files that the mirror no
@@ -171,7 +168,7 @@ remove_deb_src() {  # undo add_deb_src, if it ran
 # only the orig tarball is needed; they are counted in one line instead of printed as errors.
 apt_source() {
   local out rc=0 missing
-  out=$(apt-get source -q --download-only "$@" 2>&1) || rc=$?
+  out=$(apt-get ${APT_OPTS[@]+"${APT_OPTS[@]}"} source -q --download-only "$@" 2>&1) || rc=$?
   missing=$(grep -c '^E: Failed to fetch .*404 *Not Found' <<<"$out" || true)
   # apt says "Err:N URL" then "  404  Not Found ...": drop both lines, and the summary lines
   awk '/^Err:/ { held = $0; next }
@@ -186,19 +183,45 @@ apt_source() {
   return "$rc"
 }
 
+# Check upstream's signature (.asc) on a tarball with the release key Debian ships in its
+# debian.tar (debian/upstream/signing-key.asc).  Fails only on a bad signature; when a piece
+# or a tool (gpg, gpgv) is missing it says so and the pinned sha256 is what holds.
+verify_signature() {  # tarball asc debian-tar
+  local tarball=$1 asc=$2 deb=$3
+  if [ ! -f "$asc" ] || [ -z "$deb" ] || [ ! -f "$deb" ] || ! command -v gpgv >/dev/null 2>&1 \
+     || ! command -v gpg >/dev/null 2>&1; then
+    log "upstream signature not checked (needs the .asc, Debian's debian.tar, gpg and gpgv);" \
+        "relying on the pinned sha256"
+    return 0
+  fi
+  local keys out rc=0
+  keys=$(mktemp -d)
+  if tar -xf "$deb" -C "$keys" debian/upstream/signing-key.asc 2>/dev/null \
+     && gpg --batch --quiet --homedir "$keys" --dearmor -o "$keys/k.gpg" \
+            "$keys/debian/upstream/signing-key.asc" 2>/dev/null; then
+    if out=$(gpgv --keyring "$keys/k.gpg" "$asc" "$tarball" 2>&1); then
+      log "upstream signature verified: $(grep -m1 'Good signature' <<<"$out" || true)"
+    else
+      echo "$out" >&2; rc=1
+    fi
+  else
+    log "could not read the upstream signing key from $(basename "$deb"); relying on the sha256"
+  fi
+  rm -rf "$keys"
+  return $rc
+}
+
 from_debian() {
   command -v apt-get >/dev/null 2>&1 || { log "no apt-get here"; return 1; }
   if ! command -v dpkg-source >/dev/null 2>&1; then
     log "installing dpkg-dev (for apt-get source)"
     as_root apt-get install -y -q --no-install-recommends dpkg-dev >&2 || return 1
   fi
+  setup_apt_private || return 1
   # (Read whole, never piped into grep -q: with pipefail, grep leaving early is a failure.)
   local showsrc
-  showsrc=$(apt-cache showsrc openssl 2>/dev/null || true)
-  if ! grep -q '^Package: openssl' <<<"$showsrc"; then
-    add_deb_src || return 1
-    showsrc=$(apt-cache showsrc openssl 2>/dev/null || true)
-  fi
+  showsrc=$(apt-cache "${APT_OPTS[@]}" showsrc openssl 2>/dev/null || true)
+  grep -q '^Package: openssl' <<<"$showsrc" || { log "no openssl source package in $PIN_SUITE"; return 1; }
   local dl
   dl=$(mktemp -d "$CACHE/src/apt.XXXXXX")
   chmod 0755 "$dl"
@@ -218,26 +241,7 @@ from_debian() {
   # Upstream's signature, with the release keys Debian ships in debian/upstream/.
   local deb
   deb=$(ls "$dl"/openssl_*.debian.tar.* 2>/dev/null | head -n1 || true)
-  if [ -f "$orig.asc" ] && [ -n "$deb" ] && command -v gpgv >/dev/null 2>&1 \
-     && command -v gpg >/dev/null 2>&1; then
-    local keys out
-    keys=$(mktemp -d)
-    if tar -xf "$deb" -C "$keys" debian/upstream/signing-key.asc 2>/dev/null \
-       && gpg --batch --quiet --homedir "$keys" --dearmor -o "$keys/k.gpg" \
-              "$keys/debian/upstream/signing-key.asc" 2>/dev/null; then
-      if out=$(gpgv --keyring "$keys/k.gpg" "$orig.asc" "$orig" 2>&1); then
-        log "upstream signature verified: $(grep -m1 'Good signature' <<<"$out" || true)"
-      else
-        echo "$out" >&2; rm -rf "$keys" "$dl"; die "bad upstream signature on $orig"
-      fi
-    else
-      log "could not read the upstream signing key from $(basename "$deb"); relying on the sha256"
-    fi
-    rm -rf "$keys"
-  else
-    log "upstream signature not checked (needs the .asc, Debian's debian.tar, gpg and gpgv);" \
-        "relying on the pinned sha256"
-  fi
+  verify_signature "$orig" "$orig.asc" "$deb" || { rm -rf "$dl"; die "bad upstream signature on $orig"; }
   check_tarball "$orig" || { rm -rf "$dl"; return 1; }
   # The Debian version actually fetched: its .dsc's, else the version whose Sources stanza
   # lists this orig tarball (apt-cache showsrc lists every suite's version, oldest or not).
@@ -269,6 +273,17 @@ from_upstream() {
       wget -q -O "$part" "$url" || continue
     fi
     if check_tarball "$part"; then
+      case "$url" in
+        https://deb.debian.org/*/pool/*)  # Debian's source package: its .asc and key beside it
+          local pool=${url%/*} deb="$part.debian.tar.xz"
+          curl -fsSL --retry 3 --connect-timeout 20 -o "$part.asc" "$url.asc" 2>/dev/null \
+            || rm -f "$part.asc"
+          curl -fsSL --retry 3 --connect-timeout 20 -o "$deb" \
+               "$pool/openssl_$PIN_DEBIAN.debian.tar.xz" 2>/dev/null || rm -f "$deb"
+          verify_signature "$part" "$part.asc" "$deb" \
+            || { rm -f "$part" "$part.asc" "$deb"; die "bad upstream signature on $url"; }
+          rm -f "$part.asc" "$deb" ;;
+      esac
       mv "$part" "$cached_src"
       origin="$url"
       return 0
@@ -294,10 +309,8 @@ else
     upstream) from_upstream || die "could not download OpenSSL $VERSION (sha256 $SHA256)" ;;
     auto)
       if command -v apt-get >/dev/null 2>&1 && from_debian; then :; else
-        remove_deb_src
         from_upstream || die "could not get OpenSSL $VERSION: pass --tarball FILE"; fi ;;
   esac
-  remove_deb_src
   echo "$origin" >"$cached_src.origin"
   src_tar=$cached_src
 fi

@@ -10,7 +10,10 @@
 # Checks: the sdist holds the C sources and build script and no OpenSSL licence (it builds
 # against the system libssl); the wheel holds sslsock/OPENSSL_LICENSE.txt; its _native
 # extension needs no libssl/libcrypto (ldd) and exports no OpenSSL symbol (nm -D);
-# `auditwheel show` and `auditwheel repair`; then the smoke test in a fresh venv.
+# `auditwheel show` and `auditwheel repair`; then the smoke test in a fresh venv (the bundled
+# OpenSSL must be 3.5+ with X25519MLKEM768, and the handshake must negotiate it), and
+# tests/test_groups.py with the installed wheel against pyOpenSSL and the bundled openssl
+# command, skips not allowed.
 # Environment: PYTHON (interpreter to build for; default python3), SSLSOCK_CI_DIR (work
 # directory; default build/ci-wheel).
 set -euo pipefail
@@ -30,7 +33,8 @@ import os, subprocess, sys, threading
 from pathlib import Path
 
 import sslsock
-from sslsock import SSLOption as O, _certgen
+from sslsock import SSLOption as O
+from sslsock._certs import generate as _certgen
 from sslsock.debug import info
 
 here = Path.cwd()
@@ -43,6 +47,15 @@ bundled = "+sslsock" in d["openssl_linked"]
 if os.environ["SMOKE_BUNDLED"] == "yes" and not bundled:
     sys.exit("expected the bundled OpenSSL (version text with +sslsock), got "
              + d["openssl_linked"])
+from sslsock.debug import groups_available
+pq = groups_available()["X25519MLKEM768"]
+print(f"post-quantum X25519MLKEM768 in the linked OpenSSL: {pq}")
+if bundled:
+    import re
+    m = re.search(r"OpenSSL (\d+)\.(\d+)\.", d["openssl_linked"])
+    if not m or (int(m.group(1)), int(m.group(2))) < (3, 5) or not pq:
+        sys.exit("the bundled OpenSSL should be 3.5 or later with X25519MLKEM768, got "
+                 + d["openssl_linked"])
 if not (pkg / "py.typed").is_file():
     sys.exit("sslsock/py.typed is missing: type checkers would ignore sslsock's annotations")
 native = next(pkg.glob("_native*.so"))
@@ -72,9 +85,10 @@ with sslsock.Listener(0, "localhost", host="127.0.0.1",
                          options=O.ProtocolTLS1_2 | O.ProtocolTLS1_3, timeout=10) as c:
         c.write(b"hello over " + c.protocol.encode())
         reply = c.read(10)
-        print(f"handshake {c.protocol} {c.cipher}; reply {reply!r}")
+        print(f"handshake {c.protocol} {c.cipher} {c.group}; reply {reply!r}")
         assert reply == b"echo: hello over " + c.protocol.encode(), reply
         assert c.protocol == "TLSv1.3"
+        assert c.group == ("X25519MLKEM768" if pq else "x25519"), c.group
     t.join(10)
 print("smoke test passed")
 EOF
@@ -162,6 +176,18 @@ log "fresh venv, wheel installed, smoke test from /tmp"
 "$PY" -m venv "$work/venv-test"
 "$work/venv-test/bin/python" -m pip install -q "$install_wheel"
 PYTHON="$work/venv-test/bin/python" "$0" --smoke --expect-bundled
+
+# The wheel's sslsock against independent peers on OpenSSL >= 3.5: pyOpenSSL over
+# cryptography's own OpenSSL, and the openssl command of the bundled build.  Every one of
+# them must negotiate X25519MLKEM768 (SSLSOCK_REQUIRE_PQ=1 turns a skip into a failure).
+log "post-quantum key exchange with independent peers (tests/test_groups.py, the wheel's sslsock)"
+"$work/venv-test/bin/python" -m pip install -q "$install_wheel[test]"
+tests_copy=$(mktemp -d /tmp/sslsock-wheel-tests.XXXXXX)
+cp -r tests "$tests_copy/"
+(cd "$tests_copy" && SSLSOCK_REQUIRE_PQ=1 SSLSOCK_OPENSSL_CLI="$prefix/bin/openssl" \
+  timeout 300 "$work/venv-test/bin/python" -m pytest -p no:cacheprovider -q -rs \
+  tests/test_groups.py) || { rm -rf "$tests_copy"; die "post-quantum tests against the wheel"; }
+rm -rf "$tests_copy"
 
 log "done in $(( $(date +%s) - t0 ))s (OpenSSL ${t_openssl}s, wheel ${t_wheel}s):"
 ls -l "$work"/dist/*.tar.gz "$work"/dist/*.whl "$work"/dist/repaired/*.whl >&2 2>/dev/null || true

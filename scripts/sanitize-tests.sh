@@ -50,10 +50,11 @@ LIBASAN=$(readlink -f "$(runtime_of)")
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sslsock-sanitize.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 SITE=$WORK/site
-mkdir -p "$SITE/sslsock" "$WORK/build" "$WORK/src"
+mkdir -p "$SITE/sslsock" "$WORK/build" "$WORK/src/sslsock"  # build.py copies a prefix's licence there
 # The package's Python files, and the core compiled with the sanitizers next to them.  The
 # build script runs from a copy, so nothing it writes lands in the work tree.
-cp src/sslsock/*.py "$SITE/sslsock/"
+# The whole package, subpackages included, without the editable install's compiled modules
+(cd src/sslsock && tar --exclude='*.so' --exclude=__pycache__ -cf - .) | tar -xf - -C "$SITE/sslsock"
 cp -r src/_native "$WORK/src/_native"
 echo "sanitize: building the C core with -fsanitize=address,undefined ($("$CC" --version | head -1))" >&2
 (cd "$WORK/build" && SSLSOCK_SANITIZE=address,undefined "$PY" -c '

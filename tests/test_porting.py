@@ -646,11 +646,40 @@ def test_build_openssl_does_not_print_expected_404s_as_failures(tmp_path: Path) 
     assert "2 file(s) not on the mirror (404)" in r.stderr, r.stderr
 
 
-def test_build_openssl_removes_the_apt_sources_it_adds() -> None:
+FAKE_APT_RECORDER = """#!/bin/sh
+echo "$*" >> "$APT_CALLS"
+"""
+
+
+def test_build_openssl_leaves_the_system_apt_sources_alone(tmp_path: Path) -> None:
+    """Debian's source package comes through a private apt configuration under the cache:
+    nothing is written under /etc/apt and the system's package lists are not updated."""
     text = (ROOT / "scripts" / "build-openssl.sh").read_text(encoding="utf-8")
-    remove = _shell_function("build-openssl.sh", "remove_deb_src")
-    assert 'rm -f "$DEB_SRC_BASE.sources" "$DEB_SRC_BASE.list"' in remove
-    add = _shell_function("build-openssl.sh", "add_deb_src")
-    assert "trap remove_deb_src EXIT" in add  # even when a later step dies
-    fetch = text[text.index('  case "$source" in'):text.index("# --- build")]
-    assert "  esac\n  remove_deb_src\n" in fetch  # after the download, whichever way it went
+    assert "/etc/apt/sources.list.d" not in text
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(FAKE_APT_RECORDER)
+    (bin_dir / "apt-get").chmod(0o755)
+    calls = tmp_path / "calls"
+    program = ('set -euo pipefail\nlog() { echo "build-openssl: $*" >&2; }\n'
+               f'CACHE={tmp_path}/cache PIN_SUITE=trixie APT_DIR="" APT_OPTS=()\n'
+               + _shell_function("build-openssl.sh", "setup_apt_private")
+               + "setup_apt_private\n"
+               + _shell_function("build-openssl.sh", "apt_source")
+               + 'apt_source "openssl=3.5.7-1~deb13u2"\n')
+    r = subprocess.run(["bash", "-c", program], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                            "APT_CALLS": str(calls)})
+    assert r.returncode == 0, r.stderr
+    update, source = calls.read_text().splitlines()
+    private = tmp_path / "cache" / "apt-trixie"
+    for line in (update, source):
+        assert "Dir::Etc::SourceList=/dev/null" in line
+        assert f"Dir::Etc::SourceParts={private}/parts" in line
+        assert f"Dir::State::Lists={private}/lists" in line
+    assert update.endswith("update -q")
+    assert source.endswith("source -q --download-only openssl=3.5.7-1~deb13u2")
+    sources = (private / "parts" / "debian-src.sources").read_text()
+    assert "Types: deb-src" in sources and "Suites: trixie trixie-updates" in sources
+    assert "Suites: trixie-security" in sources
+    assert "Types: deb\n" not in sources  # source packages only: no binary package comes from it

@@ -133,6 +133,9 @@ struct worker {
 static int g_scenario = -1, g_conns = 1, g_threads = 2, g_tickets = 1;
 static int g_minv, g_maxv;
 static const char *g_cafile;
+static const char *g_groups;                 /* --groups: key-exchange groups offered */
+static char g_group[64];                     /* the group the first handshake negotiated */
+static atomic_int g_group_seen;
 static struct sockaddr_storage g_addr;
 static const char *g_servername; /* SNI sent by every connection (NULL: none) */
 static socklen_t g_addrlen;
@@ -176,6 +179,19 @@ static double percentile_ms(const uint64_t *h, double p)
 }
 
 /* ---- connection life cycle -------------------------------------------- */
+/* The negotiated group's name (3.2+ by name; 3.0 by id), reported in the JSON line. */
+static void note_group(SSL *ssl)
+{
+    const char *name = NULL;
+#if OPENSSL_VERSION_NUMBER >= 0x30200000L
+    name = SSL_get0_group_name(ssl);
+#else
+    int id = SSL_get_negotiated_group(ssl);
+    if (id > 0) name = SSL_group_to_name(ssl, id);
+#endif
+    snprintf(g_group, sizeof g_group, "%s", name ? name : "");
+}
+
 static void log_error(const char *what, int err)
 {
     if (atomic_fetch_add(&g_errlog, 1) >= MAX_ERR_LOG) return;
@@ -351,7 +367,11 @@ static void drive(struct cconn *c)
         }
         case ST_HS:
             r = SSL_do_handshake(c->ssl);
-            if (r == 1) { if (after_handshake(c)) break; return; }
+            if (r == 1) {
+                if (!atomic_exchange(&g_group_seen, 1)) note_group(c->ssl);
+                if (after_handshake(c)) break;
+                return;
+            }
             if (!(x = want(c, r))) { fail(c, "handshake", errno); return; }
             set_interest(c, x);
             return;
@@ -435,7 +455,7 @@ static void usage(const char *argv0)
     fprintf(stderr,
         "usage: %s --port P --scenario S [--host 127.0.0.1] [--conns C]\n"
         "          [--duration SECONDS] [--threads T] [--tls12|--tls13]\n"
-        "          [--cafile F] [--tickets N] [--servername NAME]\n"
+        "          [--cafile F] [--tickets N] [--servername NAME] [--groups LIST]\n"
         "  S: handshake | handshake-reply | echo64 | bulk | idle\n"
         "  --conns C      concurrent connections (default 1)\n"
         "  --duration S   run time, hard cap (default 3)\n"
@@ -444,6 +464,8 @@ static void usage(const char *argv0)
         "  --tickets N    handshake: TLS 1.3 tickets to await before closing\n"
         "                 (default 1; 0 = close right after the handshake)\n"
         "  --servername N the server name (SNI) every connection asks for\n"
+        "  --groups LIST  key-exchange groups to offer, OpenSSL's syntax (default:\n"
+        "                 the library's, X25519MLKEM768 first from OpenSSL 3.5)\n"
         "  idle: prints \"IDLE-READY <n>\" once all C connections are up (at\n"
         "  most max(30, SECONDS) s of connecting), then holds them SECONDS s\n"
         "  or until stdin (if a pipe/socket/tty) reaches EOF.\n", argv0);
@@ -458,7 +480,8 @@ int main(int argc, char **argv)
         {"host", 1, 0, 'H'}, {"port", 1, 0, 'p'}, {"scenario", 1, 0, 's'},
         {"conns", 1, 0, 'c'}, {"duration", 1, 0, 'd'}, {"threads", 1, 0, 't'},
         {"tls12", 0, 0, '2'}, {"tls13", 0, 0, '3'}, {"cafile", 1, 0, 'a'},
-        {"tickets", 1, 0, 'k'}, {"servername", 1, 0, 'n'}, {0, 0, 0, 0}};
+        {"tickets", 1, 0, 'k'}, {"servername", 1, 0, 'n'}, {"groups", 1, 0, 'g'},
+        {0, 0, 0, 0}};
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         switch (o) {
         case 'H': host = optarg; break;
@@ -475,6 +498,7 @@ int main(int argc, char **argv)
         case 'a': g_cafile = optarg; break;
         case 'k': g_tickets = atoi(optarg); break;
         case 'n': g_servername = optarg; break;
+        case 'g': g_groups = optarg; break;
         default: usage(argv[0]);
         }
     }
@@ -521,6 +545,11 @@ int main(int argc, char **argv)
         if (g_minv) {
             SSL_CTX_set_min_proto_version(w->ctx, g_minv);
             SSL_CTX_set_max_proto_version(w->ctx, g_maxv);
+        }
+        if (g_groups && SSL_CTX_set1_groups_list(w->ctx, g_groups) != 1) {
+            fprintf(stderr, "--groups %s: not groups this OpenSSL knows\n", g_groups);
+            ERR_print_errors_fp(stderr);
+            return 2;
         }
         if (g_cafile) {
             if (SSL_CTX_load_verify_locations(w->ctx, g_cafile, NULL) != 1) {
@@ -602,10 +631,11 @@ int main(int argc, char **argv)
     if (p99 >= 0) snprintf(s99, sizeof s99, "%.4f", p99);
     printf("{\"scenario\":\"%s\",\"ops\":%llu,\"seconds\":%.4f,\"ops_per_sec\":%.2f,"
            "\"bytes\":%llu,\"p50_ms\":%s,\"p99_ms\":%s,\"errors\":%llu,"
-           "\"conns\":%d,\"threads\":%d}\n",
+           "\"conns\":%d,\"threads\":%d,\"group\":\"%s\",\"openssl\":\"%s\"}\n",
            SC_NAMES[g_scenario], (unsigned long long)ops, seconds,
            seconds > 0 ? ops / seconds : 0.0, (unsigned long long)bytes, s50, s99,
-           (unsigned long long)errors, g_conns, g_threads);
+           (unsigned long long)errors, g_conns, g_threads, g_group,
+           OpenSSL_version(OPENSSL_VERSION));
     fflush(stdout);
     free(all);
     free(ws);

@@ -10,11 +10,15 @@ Which OpenSSL:
 - otherwise ``pkg-config openssl`` (the system's libssl), falling back to the compiler's
   default paths.
 Without OpenSSL's headers the build stops with a message naming the package to install.
+The OpenSSL a build links is part of the generated C source (``openssl_identity``): building
+again in the same checkout with another ``SSLSOCK_OPENSSL_DIR`` recompiles and relinks
+instead of reusing objects in ``build/`` made against the previous one.
 
 ``SSLSOCK_SANITIZE=address,undefined`` builds the core with those sanitizers (for CI).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -25,7 +29,8 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["errors.c", "ctx.c", "conn.c", "listener.c", "hub.c", "closing.c", "proxy.c", "tlsext.c"]
+SOURCES = ["errors.c", "ctx.c", "conn.c", "listener.c", "hub.c", "closing.c", "proxy.c",
+           "tlsext.c", "groups.c"]
 LICENSE_COPY = HERE.parent / "sslsock" / "OPENSSL_LICENSE.txt"  # package data (pyproject)
 
 
@@ -107,6 +112,35 @@ def _bundle_licence(files: list[str]) -> None:
                          "carry OpenSSL without its licence (use scripts/build-openssl.sh)\n")
 
 
+def openssl_identity(flags: dict[str, list[str]], extra: list[str]) -> str:
+    """What names the OpenSSL (and flags) a build links: the prefix or the system's paths,
+    a digest of opensslv.h, of the prefix's BUILDINFO and of the size and time of each
+    library file.  It goes into the generated C source (``set_source`` below), so cffi
+    rewrites that file when it changes and setuptools then rebuilds the extension instead
+    of reusing objects in build/ linked against another OpenSSL."""
+    h = hashlib.sha256()
+    parts = [os.environ.get("SSLSOCK_OPENSSL_DIR", "") or "system"] + sorted(extra)
+    for key in ("include_dirs", "library_dirs", "extra_objects", "libraries",
+                "extra_link_args"):
+        parts.append(key + "=" + " ".join(flags.get(key, [])))
+    h.update("\n".join(parts).encode())
+    for inc in flags["include_dirs"] + ["/usr/include", "/usr/local/include"]:
+        v = Path(inc) / "openssl" / "opensslv.h"
+        if v.is_file():
+            h.update(v.read_bytes())
+            break
+    prefix = os.environ.get("SSLSOCK_OPENSSL_DIR")
+    if prefix and (Path(prefix) / "BUILDINFO").is_file():
+        h.update((Path(prefix) / "BUILDINFO").read_bytes())
+    for f in flags["extra_objects"]:
+        try:
+            st = Path(f).stat()
+            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+        except OSError:
+            pass
+    return h.hexdigest()[:24]
+
+
 def _sanitize_flags() -> list[str]:
     which = os.environ.get("SSLSOCK_SANITIZE", "").strip()
     if not which:
@@ -137,7 +171,8 @@ _bundle_licence(_flags.get("licence", []))
 _san = _sanitize_flags()
 ffibuilder.set_source(
     "sslsock._native",
-    '#include "sslsock_core.h"',
+    '#include "sslsock_core.h"\n'
+    f"/* OpenSSL build identity: {openssl_identity(_flags, _san)} */",
     sources=[str((HERE / s).relative_to(Path.cwd())) if HERE.is_relative_to(Path.cwd())
              else str(HERE / s) for s in SOURCES],
     include_dirs=[str(HERE)] + _flags["include_dirs"],

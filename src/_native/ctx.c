@@ -739,6 +739,8 @@ static int ctx_setup(ss_ctx *ctx, const ss_ctx_config *cfg, ss_err *err)
     SSL_CTX_set_default_read_buffer_len(c, 4 * 16384 + 4 * 256);
     int rc = set_ciphers(c, cfg, err);
     if (rc == SS_OK)
+        rc = ss_ctx_apply_groups(c, err);
+    if (rc == SS_OK)
         rc = load_identity(c, cfg, err);
     if (rc == SS_OK)
         rc = set_versions(ctx, cfg, err);

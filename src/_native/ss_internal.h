@@ -184,4 +184,8 @@ int ss_proxy_allowed(const unsigned char *allow, int count, const struct sockadd
 /* closing.c: close a socket after a failed handshake's alert, without a reset. */
 void ss_close_after_alert(int fd);
 
+/* groups.c: apply SSLSOCK_TLS_GROUPS (OpenSSL's group-list syntax) to a new context;
+ * nothing when it is unset or empty, which keeps OpenSSL's defaults. */
+int ss_ctx_apply_groups(SSL_CTX *c, ss_err *err);
+
 #endif

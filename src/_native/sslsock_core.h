@@ -22,7 +22,7 @@
 /* The version of this interface: a part built against another one (the CPython bridge,
  * sslsock._fastio, compiled separately from the cffi module) refuses to load.  Raise it
  * when a declaration below changes. */
-#define SS_ABI_VERSION 6
+#define SS_ABI_VERSION 7
 
 #define SS_OK 0
 #define SS_E_TIMEOUT (-1)     /* nothing within the time-out; the object stays usable */
@@ -225,6 +225,11 @@ void ss_conn_get_info(ss_conn *c, ss_conn_info *info);
 int ss_conn_peer_cert(ss_conn *c, unsigned char *buf, int buf_len);
 /* 1 when the TLS handshake resumed an earlier session (ticket or session id), else 0. */
 int ss_conn_tls_resumed(ss_conn *c);
+/* The key-exchange group the handshake negotiated ("X25519MLKEM768", "x25519", ...; "" for
+ * plain TCP or when the library does not say), into buf (groups.c). */
+void ss_conn_group(ss_conn *c, char *buf, size_t len);
+/* 1 when the linked OpenSSL knows the TLS group of that name (e.g. "X25519MLKEM768"). */
+int ss_openssl_group_available(const char *name);
 
 /* ---- listeners and the accept engine ------------------------------------------------ */
 

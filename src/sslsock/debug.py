@@ -4,8 +4,9 @@ Paste its output into a bug report: the versions of sslsock, Python, cffi and
 cryptography, the OpenSSL the C core was compiled against and the one it runs with, whether
 that OpenSSL is the system's shared libssl or one linked into sslsock (the wheels,
 docs/wheels.md), the protocol versions this build can negotiate (the legacy ones named),
-OpenSSL's default security level, where the certificate store is, and whether a key log
-($SSLKEYLOGFILE) is on.
+OpenSSL's default security level, which key-exchange groups the linked OpenSSL knows
+(post-quantum X25519MLKEM768 needs 3.5 or later) and whether ``SSLSOCK_TLS_GROUPS`` replaces
+its defaults, where the certificate store is, and whether a key log ($SSLKEYLOGFILE) is on.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any, Optional
 from sslsock import _version
 from sslsock._tls.options import CORE_VERSIONS
 
-__all__ = ["VERSION_BITS", "info", "lines", "main"]
+__all__ = ["GROUPS", "VERSION_BITS", "groups_available", "info", "lines", "main"]
 
 #: ``ss_versions_supported()`` bit -> OpenSSL's name for the version.
 VERSION_BITS = CORE_VERSIONS
@@ -63,6 +64,19 @@ def openssl_build(linked: str) -> str:
     return "shared library" + (f" {', '.join(libs)}" if libs else "")
 
 
+#: Key-exchange groups worth knowing about: the post-quantum hybrids (OpenSSL 3.5+) and the
+#: classical group they extend.
+GROUPS = ("X25519MLKEM768", "SecP256r1MLKEM768", "SecP384r1MLKEM1024", "X25519")
+GROUPS_ENV = "SSLSOCK_TLS_GROUPS"
+
+
+def groups_available() -> dict[str, bool]:
+    """Which of :data:`GROUPS` the linked OpenSSL knows (asked at run time)."""
+    from sslsock._core.binding import lib
+
+    return {g: bool(lib.ss_openssl_group_available(g.encode())) for g in GROUPS}
+
+
 def info() -> dict[str, Any]:
     """Everything the report shows, as a dict (the ``--json`` form)."""
     import ssl
@@ -102,6 +116,8 @@ def info() -> dict[str, Any]:
         "legacy_versions_supported": [v for v in LEGACY if v in can],
         "versions_unsupported": cannot,
         "security_level_default": int(lib.ss_openssl_security_level_default()),
+        "groups_available": groups_available(),
+        "groups_override": os.environ.get(GROUPS_ENV) or None,
         "cert_store": str(store),
         "cert_store_source": source,
         "cert_store_state": state,
@@ -132,6 +148,17 @@ def lines() -> list[str]:
         f"OpenSSL default security level: {d['security_level_default']}"
         + (" (TLS 1.0/1.1 need level 0; sslsock lowers it per connection when asked to)"
            if d["security_level_default"] > 0 else ""),
+        "post-quantum key exchange (X25519MLKEM768): "
+        + (("available, offered and accepted by default in TLS 1.3" if not d["groups_override"]
+            else f"available; ${GROUPS_ENV} decides whether it is offered and accepted")
+           if d["groups_available"]["X25519MLKEM768"]
+           else "not in this OpenSSL (it needs 3.5 or later, as the wheels bundle)"),
+        "key-exchange groups known: "
+        + (", ".join(g for g, ok in d["groups_available"].items() if ok) or "none of")
+        + f" (of {', '.join(GROUPS)})",
+        "key-exchange groups offered and accepted: "
+        + (f"{d['groups_override']} (${GROUPS_ENV})" if d["groups_override"]
+           else f"OpenSSL's defaults (${GROUPS_ENV} unset)"),
         f"certificate store: {d['cert_store']} ({d['cert_store_source']}; "
         f"{d['cert_store_state']})",
         "key log: " + (f"ON, TLS secrets are appended to {d['keylog_file']} ($SSLKEYLOGFILE); "

@@ -161,6 +161,9 @@ class ConnectionInfo:
     alpn: str = ""
     #: [extension] the server name the client asked for (SNI; "": none)
     server_name: str = ""
+    #: the key-exchange group the handshake negotiated ("X25519MLKEM768", "x25519", ...);
+    #: "" for plain TCP, or when the linked OpenSSL does not say
+    group: str = ""
 
 
 _STATES = {0: "open", 1: "broken", 2: "closed"}
@@ -339,11 +342,13 @@ class Connection:
         with self._g as ptr:
             i = ffi.new("ss_conn_info *")
             lib.ss_conn_get_info(ptr, i)
+            group = ffi.new("char[]", 64)
+            lib.ss_conn_group(ptr, group, 64)
         return ConnectionInfo(text(i.peer_addr), i.peer_port, text(i.local_addr), i.local_port,
                               text(i.protocol), text(i.cipher), _STATES.get(i.state, "?"),
                               Mode(i.mode), bool(i.peer_closed), i.bytes_in, i.bytes_out,
                               text(i.proxy_addr), i.proxy_port, text(i.alpn),
-                              text(i.server_name))
+                              text(i.server_name), text(group))
 
     @property
     def alpn(self) -> str:
@@ -362,6 +367,11 @@ class Connection:
     @property
     def cipher(self) -> str:
         return self.info().cipher
+
+    @property
+    def group(self) -> str:
+        """[extension] The key-exchange group negotiated ("X25519MLKEM768", "x25519")."""
+        return self.info().group
 
     @property
     def resumed(self) -> bool:

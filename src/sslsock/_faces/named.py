@@ -71,6 +71,7 @@ class ClientInfo(enum.IntEnum):
     SocketProxyPort = 8     # [extension] its port ("" if none)
     SocketServerName = 9    # [extension] the server name the client asked for (SNI; "" if none)
     SocketALPN = 10         # [extension] the application protocol negotiated ("" if none)
+    SocketGroup = 11        # [extension] the key-exchange group ("X25519MLKEM768", "x25519")
 
 
 SocketAddress = ClientInfo.SocketAddress
@@ -83,6 +84,7 @@ SocketProxyAddress = ClientInfo.SocketProxyAddress
 SocketProxyPort = ClientInfo.SocketProxyPort
 SocketServerName = ClientInfo.SocketServerName
 SocketALPN = ClientInfo.SocketALPN
+SocketGroup = ClientInfo.SocketGroup
 
 
 class ErrInfo(enum.IntEnum):
@@ -631,7 +633,8 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
         raise _errors.UnknownConstantError(
             f"SocketClientInfo({name!r}, {what!r}): use SocketAddress, SocketPort, "
             "SocketCertificate, SocketProtocol, SocketCipher, SocketResumed, "
-            "SocketProxyAddress, SocketProxyPort, SocketServerName or SocketALPN") from None
+            "SocketProxyAddress, SocketProxyPort, SocketServerName, SocketALPN or "
+            "SocketGroup") from None
     conn: Optional[Connection]
     if isinstance(entry.obj, Listener):
         conn = entry.simple
@@ -664,6 +667,7 @@ def SocketClientInfo(name: str, what: int = ClientInfo.SocketAddress) -> str:
         ClientInfo.SocketProxyPort: str(info.proxy_port) if info.proxy_address else "",
         ClientInfo.SocketServerName: info.server_name,
         ClientInfo.SocketALPN: info.alpn,
+        ClientInfo.SocketGroup: info.group,
     }[what]
 
 
@@ -760,7 +764,7 @@ __all__ = [
     "SocketCipher", "SocketNoReuseAddress", "SocketReusePort", "errMessage", "errCode",
     "SocketResumed", "SSLClientSystemCA", "errSystemCode", "errSystemMessage", "errFullDetails",
     "SocketProxyProtocol", "SocketProxyAddress", "SocketProxyPort", "CR", "TAB",
-    "SocketServeByName", "SocketServerName", "SocketALPN",
+    "SocketServeByName", "SocketServerName", "SocketALPN", "SocketGroup",
 ]
 __all__ += [  # French
     "SocketCréeSSL", "SocketCrée", "SocketConnecteSSL", "SocketConnecte",
