@@ -1,8 +1,20 @@
 /*
  * loadgen.c -- TLS load generator for the benchmark suite.
  *
- * Theory of operation
- * -------------------
+ * Two client shapes (--shape)
+ * ---------------------------
+ * events (the default): a few threads, each running an event loop over many
+ *   non-blocking connections; many messages arrive per wake-up, as from a
+ *   proxy, a load balancer or an asynchronous client.  Described just below.
+ * threads: one thread per connection, each blocking on a write then on a
+ *   read, as JDBC-style drivers, `requests` or a WINDEV client do: a message
+ *   at a time per connection, each side waking up once per message.
+ *   Described under "The threads shape" further down.
+ * Both count operations the same way, so that a server's CPU per operation
+ * can be compared across shapes.
+ *
+ * Theory of operation (events)
+ * ----------------------------
  * --threads T worker threads each own a private epoll instance, a private
  * SSL_CTX (no shared refcounts or locks between threads) and a fixed,
  * contiguous share of the --conns C client connections (C/T each, +1 for the
@@ -40,19 +52,40 @@
  * CPU spinning.  The run ends at --duration (hard cap: epoll_wait never
  * sleeps past it); idle is the exception, see usage().
  *
+ * The threads shape
+ * -----------------
+ * --conns C threads (--threads is ignored), each with its own SSL_CTX and
+ * one blocking socket whose receive and send time-outs are IO_SLICE_MS: a
+ * blocking call returns at least that often, so the thread looks at the
+ * clock and the stop flag while it waits, and the run ends at --duration
+ * even against a server that stopped answering.  A step (connect, handshake,
+ * write, read) that makes no progress for STALL_MS is an error.  Per
+ * scenario, each thread loops:
+ *   handshake        connect, handshake, [wait for a TLS 1.3 ticket,] close
+ *   handshake-reply  connect, handshake, write 16 bytes, read them, close
+ *   echo64           write 64 bytes, read the 64-byte echo, again
+ *   bulk             write 16 KiB, read the 16 KiB echo, again
+ * (idle is the events shape's only: holding connections needs no thread.)
+ * The server's echo of a blocking write may come in pieces; a read returns
+ * once the whole message is back.  SSL_MODE_AUTO_RETRY is off so that a
+ * blocking SSL_read returns after a session ticket instead of waiting for
+ * data that a handshake-only server never sends.
+ *
  * Latencies are kept in a per-thread log-linear histogram (32 sub-buckets
  * per power of two of nanoseconds, i.e. <= 3% error) so that memory is
  * constant however many operations run:
  *   handshake / handshake-reply: connect() .. done (incl. the echo),
- *   echo64: one round trip, idle: connect() .. handshake done.
+ *   echo64: one round trip, idle: connect() .. handshake done,
+ *   bulk (threads shape only): one 16 KiB round trip.
  *
  * Output: one JSON line on stdout at the end:
  *   {"scenario":..,"ops":N,"seconds":S,"ops_per_sec":..,"bytes":..,
- *    "p50_ms":..,"p99_ms":..,"errors":E,"conns":C,"threads":T}
+ *    "p50_ms":..,"p99_ms":..,"errors":E,"conns":C,"threads":T,"shape":..}
  * bytes = application bytes echoed back to us; for bulk, ops = bytes/16 KiB.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -69,6 +102,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,6 +123,11 @@
 #define MAX_EVENTS  256
 #define NBUCKETS    1200            /* covers ~2^37 ns (> 2 min) */
 #define MAX_ERR_LOG 5               /* error reasons printed on stderr */
+#define IO_SLICE_MS 100             /* threads: socket time-out of one
+                                       blocking call (how often a waiting
+                                       thread looks at the clock) */
+#define STALL_MS    5000            /* threads: a step without progress for
+                                       this long is an error */
 #define IDLE_RAMP   32              /* idle: handshakes in flight per thread
                                        while connecting; opening thousands at
                                        once overflows the listen backlog and
@@ -99,6 +138,8 @@
 enum { SC_HANDSHAKE, SC_HS_REPLY, SC_ECHO64, SC_BULK, SC_IDLE };
 static const char *const SC_NAMES[] =
     {"handshake", "handshake-reply", "echo64", "bulk", "idle"};
+enum { SHAPE_EVENTS, SHAPE_THREADS };
+static const char *const SHAPE_NAMES[] = {"events", "threads"};
 enum { ST_WAIT, ST_CONNECT, ST_HS, ST_TICKETS, ST_SEND, ST_RECV, ST_STREAM,
        ST_HOLD };
 
@@ -131,6 +172,7 @@ struct worker {
 
 /* Configuration (read-only once workers run). */
 static int g_scenario = -1, g_conns = 1, g_threads = 2, g_tickets = 1;
+static int g_shape = SHAPE_EVENTS;
 static int g_minv, g_maxv;
 static const char *g_cafile;
 static const char *g_groups;                 /* --groups: key-exchange groups offered */
@@ -448,6 +490,188 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* ---- the threads shape: one blocking connection per thread -------------- */
+
+/* Why a blocking step stopped. */
+enum { BLK_OK, BLK_OVER, BLK_FAILED };
+
+static int run_over(const struct worker *w)
+{
+    return atomic_load(&g_stop) || now_ns() >= w->deadline;
+}
+
+/* After an SSL call returned r <= 0: BLK_OK to call it again (the socket's
+ * time-out expired, or a record other than data was processed), BLK_OVER if
+ * the run is over, BLK_FAILED (logged) if the connection failed or stalled
+ * since `since`. */
+static int blk_retry(struct cconn *c, int r, uint64_t since, const char *what)
+{
+    int e = SSL_get_error(c->ssl, r), err = errno;
+    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+        log_error(what, e == SSL_ERROR_SYSCALL ? err : 0);
+        return BLK_FAILED;
+    }
+    if (run_over(c->w)) return BLK_OVER;
+    if (now_ns() - since > STALL_MS * 1000000ull) {
+        log_error(what, ETIMEDOUT);
+        return BLK_FAILED;
+    }
+    return BLK_OK;
+}
+
+/* Connect (non-blocking, polled in slices so that the deadline holds), then
+ * make the socket blocking with IO_SLICE_MS time-outs and start TLS. */
+static int blk_connect(struct cconn *c)
+{
+    uint64_t since = now_ns();
+    c->tickets = 0;
+    c->fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) { log_error("socket", errno); return BLK_FAILED; }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(c->fd, (struct sockaddr *)&g_addr, g_addrlen) < 0) {
+        if (errno != EINPROGRESS) { log_error("connect", errno); return BLK_FAILED; }
+        for (;;) {
+            struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+            int n = poll(&p, 1, IO_SLICE_MS);
+            if (n > 0) break;
+            if (n < 0 && errno != EINTR) { log_error("poll", errno); return BLK_FAILED; }
+            if (run_over(c->w)) return BLK_OVER;
+            if (now_ns() - since > STALL_MS * 1000000ull) {
+                log_error("connect", ETIMEDOUT);
+                return BLK_FAILED;
+            }
+        }
+        int err = 0;
+        socklen_t l = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        if (err) { log_error("connect", err); return BLK_FAILED; }
+    }
+    int fl = fcntl(c->fd, F_GETFL);
+    fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK);
+    struct timeval tv = { .tv_sec = IO_SLICE_MS / 1000, .tv_usec = IO_SLICE_MS % 1000 * 1000 };
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    c->ssl = SSL_new(c->w->ctx);
+    if (!c->ssl) { log_error("SSL_new", 0); return BLK_FAILED; }
+    SSL_set_fd(c->ssl, c->fd);
+    if (g_servername) SSL_set_tlsext_host_name(c->ssl, g_servername);
+    SSL_set_connect_state(c->ssl);
+    SSL_set_app_data(c->ssl, c);
+    return BLK_OK;
+}
+
+static int blk_handshake(struct cconn *c)
+{
+    uint64_t since = now_ns();
+    int r, k;
+    while ((r = SSL_do_handshake(c->ssl)) != 1)
+        if ((k = blk_retry(c, r, since, "handshake")) != BLK_OK) return k;
+    return BLK_OK;
+}
+
+/* Write `size` bytes of the payload (a blocking SSL_write writes them all,
+ * unless the time-out interrupts it: then it is retried as is). */
+static int blk_write(struct cconn *c, int size)
+{
+    uint64_t since = now_ns();
+    int r, k;
+    while ((r = SSL_write(c->ssl, g_payload, size)) <= 0)
+        if ((k = blk_retry(c, r, since, "write")) != BLK_OK) return k;
+    return BLK_OK;
+}
+
+/* Read until the `size`-byte echo of the payload is back. */
+static int blk_read_echo(struct cconn *c, int size)
+{
+    struct worker *w = c->w;
+    uint64_t since = now_ns();
+    int off = 0, r, k;
+    while (off < size) {
+        r = SSL_read(c->ssl, w->buf, size - off);
+        if (r > 0) {
+            if (memcmp(w->buf, g_payload + off, r)) {
+                log_error("echo mismatch", 0);
+                return BLK_FAILED;
+            }
+            off += r;
+            w->bytes += r;
+            since = now_ns();
+            continue;
+        }
+        if ((k = blk_retry(c, r, since, "read")) != BLK_OK) return k;
+    }
+    return BLK_OK;
+}
+
+/* handshake: wait for the server's first TLS 1.3 session ticket(s), the
+ * proof that it verified our Finished (see the top of this file). */
+static int blk_tickets(struct cconn *c)
+{
+    uint64_t since = now_ns();
+    int r, k;
+    if (SSL_version(c->ssl) != TLS1_3_VERSION) return BLK_OK;
+    while (c->tickets < g_tickets) {
+        r = SSL_read(c->ssl, c->w->buf, BUF_SIZE);
+        if (r > 0) continue;                /* data is not expected: ignored */
+        if (c->tickets >= g_tickets) break;
+        if ((k = blk_retry(c, r, since, "read")) != BLK_OK) return k;
+    }
+    return BLK_OK;
+}
+
+/* One connection, from connect to close: a handshake-type operation, or
+ * echo round trips until the run is over. */
+static int blk_session(struct cconn *c)
+{
+    struct worker *w = c->w;
+    int k, size = g_scenario == SC_ECHO64 ? ECHO_SIZE
+                  : g_scenario == SC_BULK ? CHUNK : REPLY_SIZE;
+    c->t0 = now_ns();
+    if ((k = blk_connect(c)) != BLK_OK || (k = blk_handshake(c)) != BLK_OK) return k;
+    switch (g_scenario) {
+    case SC_HANDSHAKE:
+    case SC_HS_REPLY:
+        if (g_scenario == SC_HANDSHAKE) k = blk_tickets(c);
+        else if ((k = blk_write(c, size)) == BLK_OK) k = blk_read_echo(c, size);
+        if (k != BLK_OK) return k;
+        w->ops++;
+        w->hist[bucket_of(now_ns() - c->t0)]++;
+        drop(c, 1);
+        return BLK_OK;
+    default:                                /* echo64, bulk */
+        for (;;) {
+            uint64_t t = now_ns();
+            if ((k = blk_write(c, size)) != BLK_OK || (k = blk_read_echo(c, size)) != BLK_OK)
+                return k;
+            w->ops++;
+            w->hist[bucket_of(now_ns() - t)]++;
+            if (run_over(w)) return BLK_OVER;
+        }
+    }
+}
+
+static void *blocking_main(void *arg)
+{
+    struct worker *w = arg;
+    struct cconn *c = &w->conns[0];
+    while (!run_over(w)) {
+        int k = blk_session(c);
+        if (k == BLK_FAILED) {
+            w->errors++;
+            drop(c, 0);
+            /* rest before reconnecting, in slices: the deadline holds */
+            uint64_t until = now_ns() + BACKOFF_MS * 1000000ull;
+            while (!run_over(w) && now_ns() < until) usleep(10000);
+        } else if (k == BLK_OVER) {
+            break;
+        }
+    }
+    w->t_end = now_ns();
+    drop(c, 0);
+    return NULL;
+}
+
 static void on_signal(int sig) { (void)sig; atomic_store(&g_stop, 1); }
 
 static void usage(const char *argv0)
@@ -456,10 +680,15 @@ static void usage(const char *argv0)
         "usage: %s --port P --scenario S [--host 127.0.0.1] [--conns C]\n"
         "          [--duration SECONDS] [--threads T] [--tls12|--tls13]\n"
         "          [--cafile F] [--tickets N] [--servername NAME] [--groups LIST]\n"
+        "          [--shape events|threads]\n"
         "  S: handshake | handshake-reply | echo64 | bulk | idle\n"
+        "  --shape        events (default): T threads, each an event loop over\n"
+        "                 its share of the C non-blocking connections;\n"
+        "                 threads: C threads, each blocking on its own\n"
+        "                 connection, write then read (no idle scenario)\n"
         "  --conns C      concurrent connections (default 1)\n"
         "  --duration S   run time, hard cap (default 3)\n"
-        "  --threads T    client threads (default 2)\n"
+        "  --threads T    client threads of the events shape (default 2)\n"
         "  --cafile F     verify the server's chain with F (default: no check)\n"
         "  --tickets N    handshake: TLS 1.3 tickets to await before closing\n"
         "                 (default 1; 0 = close right after the handshake)\n"
@@ -481,6 +710,7 @@ int main(int argc, char **argv)
         {"conns", 1, 0, 'c'}, {"duration", 1, 0, 'd'}, {"threads", 1, 0, 't'},
         {"tls12", 0, 0, '2'}, {"tls13", 0, 0, '3'}, {"cafile", 1, 0, 'a'},
         {"tickets", 1, 0, 'k'}, {"servername", 1, 0, 'n'}, {"groups", 1, 0, 'g'},
+        {"shape", 1, 0, 'S'},
         {0, 0, 0, 0}};
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         switch (o) {
@@ -499,13 +729,18 @@ int main(int argc, char **argv)
         case 'k': g_tickets = atoi(optarg); break;
         case 'n': g_servername = optarg; break;
         case 'g': g_groups = optarg; break;
+        case 'S':
+            if (!strcmp(optarg, SHAPE_NAMES[SHAPE_EVENTS])) g_shape = SHAPE_EVENTS;
+            else if (!strcmp(optarg, SHAPE_NAMES[SHAPE_THREADS])) g_shape = SHAPE_THREADS;
+            else usage(argv[0]);
+            break;
         default: usage(argv[0]);
         }
     }
     if (!port || g_scenario < 0 || g_conns < 1 || g_threads < 1 || duration <= 0
-        || g_tickets < 0)
+        || g_tickets < 0 || (g_shape == SHAPE_THREADS && g_scenario == SC_IDLE))
         usage(argv[0]);
-    if (g_threads > g_conns) g_threads = g_conns;
+    if (g_threads > g_conns || g_shape == SHAPE_THREADS) g_threads = g_conns;
 
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
     int gai = getaddrinfo(host, port, &hints, &ai);
@@ -540,8 +775,11 @@ int main(int argc, char **argv)
         w->deadline = deadline;
         for (int i = 0; i < w->n; i++) { w->conns[i].fd = -1; w->conns[i].w = w; }
         w->ctx = SSL_CTX_new(TLS_client_method());
-        w->ep = epoll_create1(EPOLL_CLOEXEC);
-        if (!w->ctx || w->ep < 0) { ERR_print_errors_fp(stderr); return 1; }
+        w->ep = g_shape == SHAPE_EVENTS ? epoll_create1(EPOLL_CLOEXEC) : -1;
+        if (!w->ctx || (g_shape == SHAPE_EVENTS && w->ep < 0)) {
+            ERR_print_errors_fp(stderr);
+            return 1;
+        }
         if (g_minv) {
             SSL_CTX_set_min_proto_version(w->ctx, g_minv);
             SSL_CTX_set_max_proto_version(w->ctx, g_maxv);
@@ -569,7 +807,13 @@ int main(int argc, char **argv)
          * reading state drains SSL_read() until WANT_READ (bulk: re-arms
          * itself), so records buffered in OpenSSL are never stranded. */
         SSL_CTX_set_read_ahead(w->ctx, 1);
-        if (pthread_create(&w->tid, NULL, worker_main, w)) { perror("pthread"); return 1; }
+        /* threads: a blocking SSL_read returns after a ticket (see the top) */
+        if (g_shape == SHAPE_THREADS) SSL_CTX_clear_mode(w->ctx, SSL_MODE_AUTO_RETRY);
+        if (pthread_create(&w->tid, NULL,
+                           g_shape == SHAPE_THREADS ? blocking_main : worker_main, w)) {
+            perror("pthread");
+            return 1;
+        }
     }
 
     double seconds;
@@ -620,7 +864,7 @@ int main(int argc, char **argv)
     for (int t = 0; t < g_threads; t++) {
         ops += ws[t].ops; bytes += ws[t].bytes; errors += ws[t].errors;
         for (int i = 0; i < NBUCKETS; i++) hist[i] += ws[t].hist[i];
-        close(ws[t].ep);
+        if (ws[t].ep >= 0) close(ws[t].ep);
         SSL_CTX_free(ws[t].ctx);
     }
     if (g_scenario == SC_BULK) ops = bytes / CHUNK;
@@ -631,11 +875,11 @@ int main(int argc, char **argv)
     if (p99 >= 0) snprintf(s99, sizeof s99, "%.4f", p99);
     printf("{\"scenario\":\"%s\",\"ops\":%llu,\"seconds\":%.4f,\"ops_per_sec\":%.2f,"
            "\"bytes\":%llu,\"p50_ms\":%s,\"p99_ms\":%s,\"errors\":%llu,"
-           "\"conns\":%d,\"threads\":%d,\"group\":\"%s\",\"openssl\":\"%s\"}\n",
+           "\"conns\":%d,\"threads\":%d,\"group\":\"%s\",\"openssl\":\"%s\",\"shape\":\"%s\"}\n",
            SC_NAMES[g_scenario], (unsigned long long)ops, seconds,
            seconds > 0 ? ops / seconds : 0.0, (unsigned long long)bytes, s50, s99,
            (unsigned long long)errors, g_conns, g_threads, g_group,
-           OpenSSL_version(OPENSSL_VERSION));
+           OpenSSL_version(OPENSSL_VERSION), SHAPE_NAMES[g_shape]);
     fflush(stdout);
     free(all);
     free(ws);
