@@ -244,6 +244,32 @@ class Hub:
                 return conn
         return None
 
+    def _release(self, me: int) -> None:
+        """Thread ``me`` is through with the channel it was given last (cv held)."""
+        done = self._serving.pop(me, None)
+        if done is not None:
+            self._busy.discard(done)
+            if done._inbox and not done._queued:  # what it left unread: ready again
+                done._queued = True
+                self._ready.append(done)
+
+    def take_ready(self) -> list[Connection]:
+        """Every ready channel that no thread is serving, at once (one consumer that
+        serves them all, as messages() does: one lock per batch, not per channel)."""
+        with self._cv:
+            self._release(_get_ident())
+            out = []
+            ready, busy = self._ready, self._busy
+            for _ in range(len(ready)):
+                conn = ready.popleft()
+                if conn in busy:
+                    ready.append(conn)
+                    continue
+                conn._queued = False
+                if conn._inbox:
+                    out.append(conn)
+            return out
+
     def wait_ready(self, timeout_ms: int) -> Optional[Connection]:
         """Wait at most ``timeout_ms`` (-1: no limit) for a channel with a message (or its
         end) in its inbox, and return it; None on time-out.  The channel this thread was
@@ -251,12 +277,7 @@ class Hub:
         deadline = None if timeout_ms < 0 else _monotonic() + timeout_ms / 1000
         me = _get_ident()
         with self._cv:
-            done = self._serving.pop(me, None)  # this thread is through with its last one
-            if done is not None:
-                self._busy.discard(done)
-                if done._inbox and not done._queued:  # what it left unread: ready again
-                    done._queued = True
-                    self._ready.append(done)
+            self._release(me)  # this thread is through with its last channel
             tried = False
             while True:
                 conn = self._take(me)
@@ -326,22 +347,26 @@ def messages(listener: Any, timeout_ms: int, max_bytes: int, high_water: int
     hub = Hub(listener, max_bytes=max_bytes, high_water=high_water)
     try:
         while True:
-            try:
-                conn = hub.wait_ready(timeout_ms)
-            except _errors.SocketClosed:
-                return
-            if conn is None:
-                return
-            inbox = conn._inbox
-            while inbox:  # (the loop body may read the connection itself: fine)
-                data = inbox.popleft()
-                if data is not ENDED_MARK:
-                    yield conn, data
-                elif not conn.closed:
-                    try:
-                        yield conn, b""
-                    finally:
-                        conn.close()
+            ready = hub.take_ready()
+            if not ready:
+                try:
+                    conn = hub.wait_ready(timeout_ms)
+                except _errors.SocketClosed:
+                    return
+                if conn is None:
+                    return
+                ready = [conn]
+            for conn in ready:
+                inbox = conn._inbox
+                while inbox:  # (the loop body may read the connection itself: fine)
+                    data = inbox.popleft()
+                    if data is not ENDED_MARK:
+                        yield conn, data
+                    elif not conn.closed:
+                        try:
+                            yield conn, b""
+                        finally:
+                            conn.close()
     finally:
         # the caller's loop is over: its channels go with it (close_notify to each)
         for conn in list(hub.channels.values()):

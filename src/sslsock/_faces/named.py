@@ -23,7 +23,15 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from sslsock._certs.store import CertStore
 from sslsock._core import engine as _engine
 from sslsock._core import errors as _errors
-from sslsock._core.connection import Connection, Mode, checked_end_tag
+from sslsock._core.connection import (
+    Connection,
+    Mode,
+    _fast_error,
+    _fast_read,
+    _fast_write,
+    _on_main_thread,
+    checked_end_tag,
+)
 from sslsock._core.errors import Error, ErrorCode, ProgrammingError
 from sslsock._faces.objects import Listener, connect, unbracket
 from sslsock._faces.objects import _proxy_allow as _proxy_allow_entries
@@ -537,14 +545,23 @@ def SocketRead(name: str, wait: bool = True, timeout: Any = 1000, max_bytes: int
 
     b"" on a time-out with no error (as in WLanguage: ErrorOccurred() stays False, so a
     polling loop goes on), b"" with PEER_CLOSED when the peer has closed."""
-    # A channel thread's loop calls this once per message: a channel waiting without limit
-    # goes straight to Connection.read, without the decorator and checks of _socket_read
-    # (same rules: ProgrammingError raised, other errors into ErrorInfo).
+    # A channel thread's loop calls this once per message: a channel of its own thread,
+    # waiting without limit, makes the one read call of the bridge itself (Connection.read's
+    # path without its frame: every microsecond a channel thread holds the GIL is one the
+    # other channel threads may wake up to find taken); any other read is Connection.read.
+    # Same rules as _socket_read: ProgrammingError raised, other errors into ErrorInfo.
     entry = _lookup(name) if name.__class__ is str else None
     if (wait is True and entry is not None and entry.kind != "listener"
             and max_bytes.__class__ is int):
+        conn: Connection = entry.obj  # type: ignore[assignment]  # (kind says so)
         try:
-            data = entry.obj.read(None, max_bytes)  # type: ignore[union-attr]
+            if conn._hub is None and not conn._inbox and max_bytes > 0 \
+                    and not _on_main_thread():
+                data = _fast_read(conn._g, -1, max_bytes)
+                if not isinstance(data, bytes):
+                    _fast_error(data)
+            else:
+                data = conn.read(None, max_bytes)
         except ProgrammingError:
             raise
         except Error as e:
@@ -559,8 +576,11 @@ def SocketWrite(name: str, message: Union[bytes, bytearray, memoryview, str]) ->
     """Send `message` (str as UTF-8), framed by the socket's transmission mode."""
     entry = _lookup(name) if name.__class__ is str else None
     if message.__class__ is bytes and entry is not None and entry.kind != "listener":
-        try:  # (as SocketRead: straight to Connection.write)
-            entry.obj.write(message)  # type: ignore[union-attr]
+        conn: Connection = entry.obj  # type: ignore[assignment]  # (kind says so)
+        try:  # (as SocketRead: the bridge's one write call, without Connection.write's frame)
+            rc = _fast_write(conn._g, message, -1, conn._hub is not None)
+            if rc is not None:
+                _fast_error(rc)
         except ProgrammingError:
             raise
         except Error as e:
