@@ -166,7 +166,7 @@ class ConnectionInfo:
     group: str = ""
 
 
-_STATES = {0: "open", 1: "broken", 2: "closed"}
+_STATES = {lib.SS_STATE_OPEN: "open", lib.SS_STATE_BROKEN: "broken", lib.SS_STATE_CLOSED: "closed"}
 
 #: In a channel's inbox, behind its last message: the channel engine saw its end (the
 #: connection has left the engine; reading it directly tells how it ended).
