@@ -32,7 +32,6 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
-import time
 import weakref
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional, Union
@@ -49,7 +48,7 @@ from sslsock._core.connection import (
     _as_bytes,
     _ms,
 )
-from sslsock._core.engine import ACCEPTED, MESSAGE, Hub
+from sslsock._core.engine import ACCEPTED, MESSAGE, WRITABLE, Hub
 from sslsock._core.errors import raise_err
 from sslsock._faces.objects import Listener
 from sslsock._faces.objects import connect as _connect
@@ -60,10 +59,6 @@ __all__ = ["Channel", "Server", "start_server", "connect", "DEFAULT_HIGH_WATER"]
 log = logging.getLogger("sslsock")
 
 _BATCH = 256
-#: A write over the high-water mark, or a close waiting for its queue to drain, looks
-#: again after this many seconds, doubling up to _MAX_RETRY.
-_FIRST_RETRY = 0.001
-_MAX_RETRY = 0.02
 
 Handler = Callable[["Channel"], Awaitable[None]]
 
@@ -84,8 +79,11 @@ class _Engine:
         self.channels: dict[int, Channel] = {}
         self._on_accept = on_accept
         self._on_closed = on_closed
-        #: unread bytes a channel may hold before the engine stops reading its peer
+        #: unread bytes a channel may hold before the engine stops reading its peer; and
+        #: the engine's high-water mark for writes: a write over it waits until the queue
+        #: is down to half of it (the engine says when)
         self.read_limit = read_limit
+        self.write_low = read_limit // 2
         self._err = new_err()
         self._evp = ffi.new("ss_event **")
         self.closed = False
@@ -138,6 +136,10 @@ class _Engine:
                 ch = channels.get(conn._hub_id)
                 if ch is not None:
                     ch._feed(data)
+            elif kind == WRITABLE:
+                ch = channels.get(conn._hub_id)
+                if ch is not None:
+                    ch._drained()
             elif kind == ACCEPTED:
                 if self._on_accept is None:
                     conn.close()
@@ -204,7 +206,7 @@ class Channel:
 
     __slots__ = ("_conn", "_engine", "_inbox", "_waiter", "_end", "_closing", "_closed",
                  "_close_timeout", "_unread", "_paused", "_loop", "_ptr", "_err", "_limit",
-                 "__weakref__")
+                 "_drain", "__weakref__")
 
     def __init__(self, conn: Connection, engine: _Engine, close_timeout: float) -> None:
         self._conn = conn
@@ -223,6 +225,9 @@ class Channel:
         self._err = engine._err
         self._limit = engine.read_limit
         self._paused = False  # the engine stopped reading it: the inbox is full
+        #: resolved when the engine reports the write queue drained (SS_EV_WRITABLE), or
+        #: the channel ends; made only while a write or a close waits for it
+        self._drain: Optional[asyncio.Future[None]] = None
 
     # -- fed by the engine -----------------------------------------------------------
 
@@ -255,6 +260,38 @@ class Channel:
         if self._end is None:
             self._end = e
         self._wake()
+        self._drained()
+
+    def _drained(self) -> None:
+        d = self._drain
+        if d is not None:
+            self._drain = None
+            if not d.done():
+                d.set_result(None)
+
+    async def _until_drained(self, below: int) -> None:
+        """Wait until at most ``below`` bytes are queued: the engine reports it (one
+        SS_EV_WRITABLE event, asked for here), or the channel ends or closes.  Raises how
+        it ended when the queue can no longer drain."""
+        while True:
+            ptr = self._conn._g.ptr
+            eng = self._engine
+            if self._closing or ptr is None or eng.closed:
+                raise _errors.SocketClosed("the channel is closed")
+            rc = lib.ss_hub_want_drain(eng._hub_ptr, ptr, below)
+            if rc == 1:
+                return
+            if rc < 0:  # out of the engine: nobody sends its queue any more
+                end = self._end
+                if end is None or end is _PEER_CLOSED_MARK:
+                    end = _errors.PeerClosed("the peer closed the connection with "
+                                             "writes still queued")
+                raise end
+            d = self._drain
+            if d is None:
+                d = self._drain = self._loop.create_future()
+            # shielded: one waiter cancelled does not cancel the others' future
+            await asyncio.shield(d)
 
     def _pause(self, paused: bool) -> None:
         self._paused = paused
@@ -326,7 +363,6 @@ class Channel:
         the message was queued."""
         if data.__class__ is not bytes:
             data = _as_bytes(data, "message")
-        delay = _FIRST_RETRY
         while True:
             if self._closing:
                 raise _errors.SocketClosed("the channel is closed")
@@ -335,9 +371,9 @@ class Channel:
                 return
             if rc != lib.SS_E_TIMEOUT:
                 raise_err(rc, self._err)
-            # over the high-water mark: nothing of this message is queued yet
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _MAX_RETRY)
+            # over the high-water mark: nothing of this message is queued yet; the engine
+            # says when the queue is down to the low-water mark
+            await self._until_drained(self._engine.write_low)
 
     def queued(self) -> int:
         """Bytes written but not yet taken by the peer's socket."""
@@ -364,13 +400,23 @@ class Channel:
             return
         self._closed = self._engine.loop.create_future()
         try:
-            deadline = time.monotonic() + self._close_timeout
-            delay = _FIRST_RETRY
-            while self._end is None and time.monotonic() < deadline and self.queued():
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY)
+            await asyncio.wait_for(self._close_drain(ptr), self._close_timeout)
+        except asyncio.TimeoutError:
+            pass  # what is left is dropped: close_notify is tried all the same
         finally:
             self._finish_close()
+
+    async def _close_drain(self, ptr: Any) -> None:
+        """Until the queue is empty, the channel ends or its engine stops: each wake-up
+        is the engine's SS_EV_WRITABLE (or the end), never a timer."""
+        eng = self._engine
+        while self._end is None and not eng.closed:
+            if lib.ss_hub_want_drain(eng._hub_ptr, ptr, 0) != 0:
+                return  # drained, or out of the engine
+            d = self._drain
+            if d is None:
+                d = self._drain = self._loop.create_future()
+            await asyncio.shield(d)
 
     def _wake(self) -> None:
         w = self._waiter
@@ -387,6 +433,7 @@ class Channel:
         fut = self._closed
         if fut is not None and not fut.done():
             fut.set_result(None)
+        self._drained()  # a write waiting for room raises SocketClosed
         on_close = getattr(self._engine, "channel_closed", None)
         if on_close is not None:
             on_close(self)
