@@ -1162,6 +1162,18 @@ fail:
     return rc;
 }
 
+int ss_conn_close_notify(ss_conn *c)
+{
+    if (!c->ssl || atomic_load(&c->closing) || atomic_load(&c->state) != SS_STATE_OPEN)
+        return 0;
+    pthread_mutex_lock(&c->ssl_lock);
+    ERR_clear_error();
+    SSL_shutdown(c->ssl); /* one non-blocking attempt; ss_conn_close tries again */
+    ERR_clear_error();
+    pthread_mutex_unlock(&c->ssl_lock);
+    return 1;
+}
+
 void ss_conn_close(ss_conn *c, int timeout_ms)
 {
     if (atomic_exchange(&c->closing, 1))

@@ -352,6 +352,11 @@ void ss_pump_release(ss_pump *p);
 void ss_pump_free(ss_pump *p);
 /* Bytes queued on c (ss_conn_queue_write) that the socket has not taken yet. */
 size_t ss_conn_queued(ss_conn *c);
+/* Send close_notify now, without closing: the connection stays open (and in its hub),
+ * and the peer's answering close_notify is read as its end.  The graceful close of
+ * asyncio's TLS transports.  1 when sent (or left in OpenSSL's buffer for the next try),
+ * 0 for plain TCP or a connection no longer open. */
+int ss_conn_close_notify(ss_conn *c);
 
 void ss_free(void *p);
 

@@ -687,9 +687,12 @@ async def start_server(
 class _ClientEngine(_Engine):
     """The engine serving a loop's client channels; it stops with its last channel."""
 
+    registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ClientEngine]
+
     def channel_closed(self, ch: Channel) -> None:
         if not self.channels and not self.closed:
-            _client_engines.pop(self.loop, None)
+            if self.registry.get(self.loop) is self:
+                del self.registry[self.loop]
             self.close()
 
 
@@ -697,15 +700,29 @@ _client_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ClientEng
     weakref.WeakKeyDictionary()
 
 
-def _client_engine(loop: asyncio.AbstractEventLoop, thread: bool) -> _ClientEngine:
-    eng = _client_engines.get(loop)
+def _client_engine(loop: asyncio.AbstractEventLoop, thread: bool, *,
+                   registry: Optional[weakref.WeakKeyDictionary[
+                       asyncio.AbstractEventLoop, _ClientEngine]] = None,
+                   high_water: int = DEFAULT_HIGH_WATER) -> _ClientEngine:
+    """The loop's client engine of ``registry`` (message channels by default; the
+    transports keep theirs apart, for their own high-water mark), made at first use."""
+    reg = _client_engines if registry is None else registry
+    eng = reg.get(loop)
     if eng is None or eng.closed:
-        eng = _ClientEngine(loop, Hub(None), thread=thread)
-        _client_engines[loop] = eng
+        eng = _ClientEngine(loop, Hub(None, high_water=high_water), thread=thread,
+                            read_limit=high_water)
+        eng.registry = reg
+        reg[loop] = eng
     return eng
 
 
 _executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+
+def _discard_connection(f: concurrent.futures.Future[Connection]) -> None:
+    """A handshake whose caller was cancelled: close what it made."""
+    if not f.cancelled() and f.exception() is None:
+        f.result().close()
 
 
 def _handshakes() -> concurrent.futures.ThreadPoolExecutor:
@@ -750,10 +767,7 @@ async def connect(
     try:
         conn = await asyncio.wrap_future(cf)
     except asyncio.CancelledError:
-        def discard(f: concurrent.futures.Future[Connection]) -> None:
-            if not f.cancelled() and f.exception() is None:
-                f.result().close()
-        cf.add_done_callback(discard)
+        cf.add_done_callback(_discard_connection)
         raise
     try:
         engine = _client_engine(loop, engine_thread)
