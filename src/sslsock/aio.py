@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextvars
 import logging
 import weakref
 from collections.abc import Awaitable
@@ -211,7 +212,8 @@ class Channel:
     def __init__(self, conn: Connection, engine: _Engine, close_timeout: float) -> None:
         self._conn = conn
         self._engine = engine
-        self._inbox: collections.deque[bytes] = collections.deque()
+        #: messages not read yet; made at the first message (an idle channel has none)
+        self._inbox: Optional[collections.deque[bytes]] = None
         self._waiter: Optional[asyncio.Future[None]] = None
         self._end: Optional[BaseException] = None
         self._closing = False
@@ -232,7 +234,10 @@ class Channel:
     # -- fed by the engine -----------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
-        self._inbox.append(data)
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = collections.deque()
+        inbox.append(data)
         unread = self._unread + len(data)
         self._unread = unread
         if unread > self._limit and not self._paused:
@@ -301,7 +306,7 @@ class Channel:
             lib.ss_hub_pause(eng._hub_ptr, ptr, int(paused))
 
     def _take(self) -> bytes:
-        data = self._inbox.popleft()
+        data = self._inbox.popleft()  # type: ignore[union-attr]
         self._unread -= len(data)
         if self._paused and self._unread <= self._limit >> 1:
             self._pause(False)
@@ -317,10 +322,20 @@ class Channel:
         while True:
             if self._inbox:
                 return self._take()
-            await self._wait(False)
+            if self._closing or self._end is not None or self._waiter is not None:
+                self._cannot_wait(False)
+            # The future only says "look again": the message itself stays in the inbox
+            # until a read returns it, so a cancellation cannot lose it.  (Awaited here,
+            # not in a coroutine of its own: a waiting channel holds one frame less.)
+            w = self._waiter = self._loop.create_future()
+            try:
+                await w
+            finally:
+                self._waiter = None
 
-    async def _wait(self, iterating: bool) -> None:
-        """Wait until the inbox has a message, or raise how the channel ended."""
+    def _cannot_wait(self, iterating: bool) -> None:
+        """Why a read cannot wait for a message: raise how the channel ended, or that
+        another task reads it."""
         if self._closing:
             raise _errors.SocketClosed("the channel is closed")
         end = self._end
@@ -330,18 +345,9 @@ class Channel:
                     raise StopAsyncIteration
                 raise _errors.PeerClosed("the peer closed the connection")
             raise end
-        if self._waiter is not None:
-            raise _errors.ProgrammingError(
-                "another task is already reading this channel: read it from one task "
-                "(or hand the messages on through an asyncio.Queue)")
-        # The future only says "look again": the message itself stays in the inbox until
-        # a read returns it, so a cancellation cannot lose it.
-        w: asyncio.Future[None] = self._loop.create_future()
-        self._waiter = w
-        try:
-            await w
-        finally:
-            self._waiter = None
+        raise _errors.ProgrammingError(
+            "another task is already reading this channel: read it from one task "
+            "(or hand the messages on through an asyncio.Queue)")
 
     def __aiter__(self) -> Channel:
         return self
@@ -351,7 +357,13 @@ class Channel:
         while True:
             if self._inbox:
                 return self._take()
-            await self._wait(True)
+            if self._closing or self._end is not None or self._waiter is not None:
+                self._cannot_wait(True)
+            w = self._waiter = self._loop.create_future()
+            try:
+                await w
+            finally:
+                self._waiter = None
 
     # -- writing ---------------------------------------------------------------------
 
@@ -522,7 +534,10 @@ class Server:
         self.port = listener.port
         self._handle = handle
         self._close_timeout = close_timeout
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: the handlers' tasks (and closes still sending) and their channels
+        self._tasks: dict[asyncio.Future[Any], Optional[Channel]] = {}
+        self._on_done = self._task_done
+        self._done_context = contextvars.Context()
         self._serving: Optional[asyncio.Future[None]] = None
         self._closing = False
         self._all_done: Optional[asyncio.Future[None]] = None
@@ -537,27 +552,40 @@ class Server:
         if self._closing:
             ch.abort()
             return
-        task = self._loop.create_task(self._run(ch))
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    async def _run(self, ch: Channel) -> None:
+        # The handler is the task's coroutine itself (no wrapper: an idle channel holds
+        # one frame less); what a wrapper's try/finally did, _task_done does.
         try:
-            await self._handle(ch)
-        except _errors.ConnectionFailure as e:
-            log.debug("sslsock.aio: channel %r ended: %s", ch, e)
-        except _errors.SocketClosed:
-            pass
-        except Exception as exc:
+            task = asyncio.ensure_future(self._handle(ch), loop=self._loop)
+        except Exception as exc:  # not an async function: said once, at its first client
+            ch.abort()
             self._loop.call_exception_handler({
-                "message": "sslsock.aio: unhandled exception in a channel handler",
-                "exception": exc,
-            })
-        finally:
-            await ch.close()  # the handler is done: so is its channel
+                "message": "sslsock.aio: the channel handler did not return an awaitable",
+                "exception": exc})
+            return
+        self._tasks[task] = ch
+        # (one bound method and one context for every task: none made per client)
+        task.add_done_callback(self._on_done, context=self._done_context)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        ch = self._tasks.pop(task, None)
+        if ch is not None:
+            exc = None if task.cancelled() else task.exception()
+            if isinstance(exc, _errors.ConnectionFailure):
+                log.debug("sslsock.aio: channel %r ended: %s", ch, exc)
+            elif exc is not None and not isinstance(exc, _errors.SocketClosed):
+                self._loop.call_exception_handler({
+                    "message": "sslsock.aio: unhandled exception in a channel handler",
+                    "exception": exc})
+            # the handler is done: so is its channel (sending its queue first, in a
+            # task of its own, waited for by wait_closed)
+            if not ch._closing:
+                ptr = ch._conn._g.ptr
+                if ch._end is None and ptr is not None and lib.ss_conn_queued(ptr):
+                    closing = self._loop.create_task(ch.close())
+                    self._tasks[closing] = None
+                    closing.add_done_callback(self._task_done)
+                else:
+                    ch.abort()
         if self._closing and not self._tasks:
             self._shutdown_engine()
 
