@@ -312,6 +312,8 @@ class Transport(asyncio.Transport):
                 "message": "protocol.pause_writing() failed", "exception": exc,
                 "transport": self, "protocol": self._protocol})
         ch = self._ch
+        if ch._engine.closed or ch._conn._g.ptr is None:
+            return  # (its end is being reported: connection_lost follows)
         if lib.ss_hub_want_drain(ch._engine._hub_ptr, ch._ptr, self._low) == 1:
             self._writable()  # drained meanwhile (the engine's own thread sends too)
 
