@@ -22,6 +22,17 @@ from sslsock._core.binding import openssl_versions
 from sslsock._faces.registry import REGISTRY
 
 
+def peer_env() -> dict[str, str]:
+    """The environment for a peer program that is not Python (curl): the one the tests run
+    in, less the sanitizer run-time that scripts/sanitize-tests.sh preloads into every
+    process (it is there for sslsock's C core; curl with it preloaded hangs in its
+    resolver thread)."""
+    env = dict(os.environ)
+    if env.get("SSLSOCK_SANITIZED") == "1":
+        env.pop("LD_PRELOAD", None)
+    return env
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     compiled, linked = openssl_versions()
     lines = [f"sslsock core: compiled against {compiled}, linked {linked}",

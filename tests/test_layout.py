@@ -22,8 +22,8 @@ FLOORS = [
     {"sslsock._tls.contexts"},
     {"sslsock._faces.objects"},
     {"sslsock._faces.registry", "sslsock.aio"},
-    {"sslsock._faces.named"},
-    {"sslsock.debug", "sslsock._cli.common"},
+    {"sslsock._faces.named", "sslsock.transports"},
+    {"sslsock.debug", "sslsock._cli.common", "sslsock.streams"},
     {"sslsock._cli.cert"},
     {"sslsock._cli.main", "sslsock.__main__"},
 ]

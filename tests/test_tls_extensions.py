@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import peer_env
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -134,7 +135,7 @@ def test_alpn_with_curl_http2_and_http11(pki: Any) -> None:
                 [CURL, "-sv", flag, "--max-time", "5", "--cacert", str(pki.ca_file),
                  "--resolve", f"localhost:{lst.port}:{LOOPBACK}",
                  f"https://localhost:{lst.port}/"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=peer_env())
             try:
                 conn = lst.accept(15)
                 assert conn.alpn == want
@@ -565,7 +566,7 @@ def test_ocsp_curl_cert_status(pki: Any, stapled: Any) -> None:
         return subprocess.run(
             [CURL, "-s", "--cert-status", "--max-time", "5", "--cacert", str(pki.ca_file),
              "--resolve", f"localhost:{port}:{LOOPBACK}", f"https://localhost:{port}/"],
-            capture_output=True, text=True, timeout=20)
+            capture_output=True, text=True, timeout=20, env=peer_env())
 
     with Listener(0, "localhost", store=stapled, mode=Mode.SocketNoEndTag) as lst:
         r = curl(lst.port)

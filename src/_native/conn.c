@@ -825,11 +825,14 @@ static int flush_queue(ss_conn *c, long long deadline, ss_err *err)
     return rc == SS_OK ? SS_OK : breaks(c, rc, err);
 }
 
-int ss_conn_flush(ss_conn *c, ss_err *err)
+int ss_conn_flush(ss_conn *c, size_t *left, ss_err *err)
 {
-    if (pthread_mutex_trylock(&c->write_lock) != 0)
-        return SS_E_AGAIN; /* a writer is at it */
+    if (pthread_mutex_trylock(&c->write_lock) != 0) {
+        *left = SIZE_MAX; /* a writer is at it: not known */
+        return SS_E_AGAIN;
+    }
     int rc = flush_queue(c, SS_NO_IO, err);
+    *left = c->out.len;
     pthread_mutex_unlock(&c->write_lock);
     return rc;
 }
@@ -1157,6 +1160,18 @@ fail:
     SSL_free(ssl);
     close(fd);
     return rc;
+}
+
+int ss_conn_close_notify(ss_conn *c)
+{
+    if (!c->ssl || atomic_load(&c->closing) || atomic_load(&c->state) != SS_STATE_OPEN)
+        return 0;
+    pthread_mutex_lock(&c->ssl_lock);
+    ERR_clear_error();
+    SSL_shutdown(c->ssl); /* one non-blocking attempt; ss_conn_close tries again */
+    ERR_clear_error();
+    pthread_mutex_unlock(&c->ssl_lock);
+    return 1;
 }
 
 void ss_conn_close(ss_conn *c, int timeout_ms)

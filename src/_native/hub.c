@@ -40,6 +40,11 @@
  *    message assembled in the channel's buffer was handed out) goes on the revisit list,
  *    served first by the next poll, which then does not wait.  The wake eventfd is
  *    signalled while that list is not empty, so ss_hub_fd tells an event loop the truth.
+ *  - Writes the socket did not take are queued on the channel and sent by the hub's polls
+ *    (EPOLLOUT while HUB_WRITING).  A consumer that waits for the queue to drain asks once
+ *    (ss_hub_want_drain: HUB_DRAIN, at most hub_below bytes left); the flush that gets it
+ *    there reports SS_EV_WRITABLE in the same batch as messages (or, with no room, from the
+ *    revisit list).  Channels that did not ask cost nothing more.
  *  - A channel that ends (peer closed, reset, TLS or framing error) is reported once
  *    (ENDED) and leaves the epoll set; it keeps its slot until ss_hub_remove.
  *  - Locking: the hub lock is held while channels are served and while they are added or
@@ -86,6 +91,8 @@
 #define HUB_WRITING 8  /* watched for room to send its queue (EPOLLOUT) */
 #define HUB_OUT 16     /* its reads wait on a write OpenSSL must do: EPOLLOUT, not EPOLLIN */
 #define HUB_PAUSED 32  /* ss_hub_pause: not read until resumed (not watched for EPOLLIN) */
+#define HUB_DRAIN 64   /* ss_hub_want_drain: report when at most hub_below bytes are queued */
+#define HUB_DRAINED 128 /* ... which holds now: SS_EV_WRITABLE to report (batch had no room) */
 
 struct ss_hub {
     pthread_mutex_t lock;
@@ -393,11 +400,17 @@ void ss_hub_want_write(ss_conn *c)
 }
 
 /* The socket has room: send what c has queued; stop watching for room once it is all out.
+ * A consumer waiting for the queue to drain (HUB_DRAIN) is to be told once it has.
  * Hub lock held. */
 static void flush(ss_hub *h, ss_conn *c)
 {
     ss_err err;
-    int rc = ss_conn_flush(c, &err);
+    size_t left;
+    int rc = ss_conn_flush(c, &left, &err);
+    if (c->hub_flags & HUB_DRAIN && (rc != SS_E_AGAIN || left <= c->hub_below)) {
+        c->hub_flags &= ~HUB_DRAIN;
+        c->hub_flags |= HUB_DRAINED;
+    }
     if (rc == SS_E_AGAIN)
         return; /* more later (or a writer is at it: it sends, or re-arms) */
     int was = c->hub_flags & HUB_WRITING;
@@ -416,9 +429,29 @@ static void revisit_later(ss_hub *h, ss_conn *c)
     }
 }
 
+/* Report that c's queue drained (HUB_DRAINED) if the batch has room for it and one more
+ * event (the caller may serve c next), else on the next poll. */
+static void report_drained(ss_hub *h, ss_conn *c, ss_event *ev, int *n, int max)
+{
+    if (c->hub_flags & HUB_ENDED) { /* its end is reported instead */
+        c->hub_flags &= ~HUB_DRAINED;
+        return;
+    }
+    if (max - *n < 2) {
+        revisit_later(h, c);
+        return;
+    }
+    c->hub_flags &= ~HUB_DRAINED;
+    ss_event *e = &ev[(*n)++];
+    memset(e, 0, sizeof *e);
+    e->kind = SS_EV_WRITABLE;
+    e->id = id_of(h, c->hub_slot);
+}
+
 static void ended(ss_hub *h, ss_conn *c, int code, ss_event *ev, int *n)
 {
     c->hub_flags |= HUB_ENDED;
+    c->hub_flags &= ~(HUB_DRAIN | HUB_DRAINED);
     epoll_ctl(h->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     ss_event *e = &ev[(*n)++];
     memset(e, 0, sizeof *e);
@@ -623,6 +656,11 @@ static void serve_revisits(ss_hub *h, ss_event *ev, int *n, int max)
         list = c->hub_next;
         c->hub_next = NULL;
         c->hub_flags &= ~HUB_REVISIT;
+        if (c->hub_flags & HUB_DRAINED) {
+            report_drained(h, c, ev, n, max);
+            if (c->hub_flags & HUB_DRAINED)
+                continue; /* no room: on the next list again */
+        }
         if (c->hub_flags & HUB_PAUSED)
             continue; /* resuming puts it back on the list */
         if (*n < max)
@@ -678,8 +716,11 @@ int ss_hub_poll(ss_hub *h, int timeout_ms, ss_event *ev, int max, ss_err *err)
                 ss_conn *c = conn_of(h, tag);
                 if (!c)
                     continue;
-                if (events[i].events & EPOLLOUT && c->hub_flags & HUB_WRITING)
+                if (events[i].events & EPOLLOUT && c->hub_flags & HUB_WRITING) {
                     flush(h, c);
+                    if (c->hub_flags & HUB_DRAINED)
+                        report_drained(h, c, ev, &n, max);
+                }
                 if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP) ||
                     (events[i].events & EPOLLOUT && c->hub_flags & HUB_OUT) ||
                     atomic_load(&c->state) != SS_STATE_OPEN)
@@ -715,6 +756,35 @@ void ss_hub_pause(ss_hub *h, ss_conn *c, int paused)
         rearm(h, c);
     }
     pthread_mutex_unlock(&h->lock);
+}
+
+int ss_hub_want_drain(ss_hub *h, ss_conn *c, size_t below)
+{
+    /* Under c's write lock, so that no writer changes the queue between the look at its
+     * length and the request: a flush that empties it afterwards sees HUB_DRAIN.  Lock
+     * order: write lock, attach, hub (as a writer's ss_hub_want_write). */
+    pthread_mutex_lock(&c->write_lock);
+    ss_hub *held = lock_hub_of(c);
+    int rc;
+    if (held != h || c->hub_flags & HUB_ENDED) {
+        rc = SS_E_CLOSED;
+    } else if (c->out.len <= below) {
+        rc = 1;
+    } else {
+        if (!(c->hub_flags & HUB_DRAIN) || below < c->hub_below)
+            c->hub_below = below; /* several waiters: the lowest mark tells them all */
+        c->hub_flags |= HUB_DRAIN;
+        if (!(c->hub_flags & HUB_WRITING)) { /* (it is, unless watching failed) */
+            c->hub_flags |= HUB_WRITING;
+            if (rearm(h, c) != 0)
+                c->hub_flags &= ~HUB_WRITING;
+        }
+        rc = 0;
+    }
+    if (held)
+        pthread_mutex_unlock(&held->lock);
+    pthread_mutex_unlock(&c->write_lock);
+    return rc;
 }
 
 void ss_hub_stop_accepting(ss_hub *h)

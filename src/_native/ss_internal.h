@@ -99,6 +99,7 @@ struct ss_conn {
     int hub_flags;        /* HUB_* in hub.c */
     struct ss_conn *hub_next; /* the hub's revisit list */
     uint64_t hub_poll;    /* the hub's poll that last served it (one pass per poll) */
+    size_t hub_below;     /* HUB_DRAIN: report SS_EV_WRITABLE once at most this is queued */
     ss_err *hub_end;      /* how the stream ended, seen by a pass that stopped before
                            * handing out the messages ahead of it (NULL: not ended) */
 };
@@ -147,8 +148,9 @@ int ss_conn_take(ss_conn *c, size_t max_bytes, const char **out, size_t *out_len
 int ss_conn_end(ss_conn *c, int rc, ss_err *err);
 void ss_hub_detach(ss_conn *c); /* hub.c: ss_conn_free leaves its hub first */
 void ss_hub_want_write(ss_conn *c); /* hub.c: watch for room to send the queue */
-/* Send what is queued without waiting: SS_OK (all sent), SS_E_AGAIN, or an error. */
-int ss_conn_flush(ss_conn *c, ss_err *err);
+/* Send what is queued without waiting: SS_OK (all sent), SS_E_AGAIN, or an error; *left is
+ * what is still queued (SIZE_MAX: a writer holds the queue, not known). */
+int ss_conn_flush(ss_conn *c, size_t *left, ss_err *err);
 
 /* listener.c: the eventfd that becomes readable when a connection is ready to accept
  * (turns the notification on). */

@@ -22,7 +22,7 @@
 /* The version of this interface: a part built against another one (the CPython bridge,
  * sslsock._fastio, compiled separately from the cffi module) refuses to load.  Raise it
  * when a declaration below changes. */
-#define SS_ABI_VERSION 7
+#define SS_ABI_VERSION 8
 
 #define SS_OK 0
 #define SS_E_TIMEOUT (-1)     /* nothing within the time-out; the object stays usable */
@@ -306,6 +306,7 @@ void ss_listener_free(ss_listener *l);
 #define SS_EV_MESSAGE 0  /* data, len: a whole message of channel id */
 #define SS_EV_ACCEPTED 1 /* conn: a new channel from the listener (the caller owns it) */
 #define SS_EV_ENDED 2    /* channel id ended: code is SS_E_PEER_CLOSED or what broke it */
+#define SS_EV_WRITABLE 3 /* channel id's queue drained to what ss_hub_want_drain asked */
 
 typedef struct ss_event {
     int kind;
@@ -336,6 +337,12 @@ void ss_hub_set_high_water(ss_hub *h, size_t bytes);
 /* Stop reading channel c (paused != 0: its consumer has enough unread messages) or read
  * it again.  A paused channel is still reported when its peer resets or hangs up. */
 void ss_hub_pause(ss_hub *h, ss_conn *c, int paused);
+/* Ask to be told (one SS_EV_WRITABLE event for c, in a later batch) once at most `below`
+ * bytes are queued on c (0: once its queue is empty).  Only channels that asked are
+ * reported, once per request.  Returns 1 when that holds already (no event will come),
+ * 0 when the event will come, SS_E_CLOSED when c is not served by h (it left, or its end
+ * was reported: nothing sends its queue any more). */
+int ss_hub_want_drain(ss_hub *h, ss_conn *c, size_t below);
 /* Stop taking clients from the listener (which may then be closed); the channels the hub
  * holds are served on. */
 void ss_hub_stop_accepting(ss_hub *h);
@@ -358,6 +365,11 @@ void ss_pump_release(ss_pump *p);
 void ss_pump_free(ss_pump *p);
 /* Bytes queued on c (ss_conn_queue_write) that the socket has not taken yet. */
 size_t ss_conn_queued(ss_conn *c);
+/* Send close_notify now, without closing: the connection stays open (and in its hub),
+ * and the peer's answering close_notify is read as its end.  The graceful close of
+ * asyncio's TLS transports.  1 when sent (or left in OpenSSL's buffer for the next try),
+ * 0 for plain TCP or a connection no longer open. */
+int ss_conn_close_notify(ss_conn *c);
 
 void ss_free(void *p);
 

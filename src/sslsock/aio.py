@@ -31,8 +31,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextvars
 import logging
-import time
 import weakref
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional, Union
@@ -49,7 +49,7 @@ from sslsock._core.connection import (
     _as_bytes,
     _ms,
 )
-from sslsock._core.engine import ACCEPTED, MESSAGE, Hub
+from sslsock._core.engine import ACCEPTED, MESSAGE, WRITABLE, Hub
 from sslsock._core.errors import raise_err
 from sslsock._faces.objects import Listener
 from sslsock._faces.objects import connect as _connect
@@ -60,10 +60,6 @@ __all__ = ["Channel", "Server", "start_server", "connect", "DEFAULT_HIGH_WATER"]
 log = logging.getLogger("sslsock")
 
 _BATCH = 256
-#: A write over the high-water mark, or a close waiting for its queue to drain, looks
-#: again after this many seconds, doubling up to _MAX_RETRY.
-_FIRST_RETRY = 0.001
-_MAX_RETRY = 0.02
 
 Handler = Callable[["Channel"], Awaitable[None]]
 
@@ -84,8 +80,11 @@ class _Engine:
         self.channels: dict[int, Channel] = {}
         self._on_accept = on_accept
         self._on_closed = on_closed
-        #: unread bytes a channel may hold before the engine stops reading its peer
+        #: unread bytes a channel may hold before the engine stops reading its peer; and
+        #: the engine's high-water mark for writes: a write over it waits until the queue
+        #: is down to half of it (the engine says when)
         self.read_limit = read_limit
+        self.write_low = read_limit // 2
         self._err = new_err()
         self._evp = ffi.new("ss_event **")
         self.closed = False
@@ -138,6 +137,10 @@ class _Engine:
                 ch = channels.get(conn._hub_id)
                 if ch is not None:
                     ch._feed(data)
+            elif kind == WRITABLE:
+                ch = channels.get(conn._hub_id)
+                if ch is not None:
+                    ch._drained()
             elif kind == ACCEPTED:
                 if self._on_accept is None:
                     conn.close()
@@ -204,12 +207,13 @@ class Channel:
 
     __slots__ = ("_conn", "_engine", "_inbox", "_waiter", "_end", "_closing", "_closed",
                  "_close_timeout", "_unread", "_paused", "_loop", "_ptr", "_err", "_limit",
-                 "__weakref__")
+                 "_drain", "__weakref__")
 
     def __init__(self, conn: Connection, engine: _Engine, close_timeout: float) -> None:
         self._conn = conn
         self._engine = engine
-        self._inbox: collections.deque[bytes] = collections.deque()
+        #: messages not read yet; made at the first message (an idle channel has none)
+        self._inbox: Optional[collections.deque[bytes]] = None
         self._waiter: Optional[asyncio.Future[None]] = None
         self._end: Optional[BaseException] = None
         self._closing = False
@@ -223,11 +227,17 @@ class Channel:
         self._err = engine._err
         self._limit = engine.read_limit
         self._paused = False  # the engine stopped reading it: the inbox is full
+        #: resolved when the engine reports the write queue drained (SS_EV_WRITABLE), or
+        #: the channel ends; made only while a write or a close waits for it
+        self._drain: Optional[asyncio.Future[None]] = None
 
     # -- fed by the engine -----------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
-        self._inbox.append(data)
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = collections.deque()
+        inbox.append(data)
         unread = self._unread + len(data)
         self._unread = unread
         if unread > self._limit and not self._paused:
@@ -255,6 +265,38 @@ class Channel:
         if self._end is None:
             self._end = e
         self._wake()
+        self._drained()
+
+    def _drained(self) -> None:
+        d = self._drain
+        if d is not None:
+            self._drain = None
+            if not d.done():
+                d.set_result(None)
+
+    async def _until_drained(self, below: int) -> None:
+        """Wait until at most ``below`` bytes are queued: the engine reports it (one
+        SS_EV_WRITABLE event, asked for here), or the channel ends or closes.  Raises how
+        it ended when the queue can no longer drain."""
+        while True:
+            ptr = self._conn._g.ptr
+            eng = self._engine
+            if self._closing or ptr is None or eng.closed:
+                raise _errors.SocketClosed("the channel is closed")
+            rc = lib.ss_hub_want_drain(eng._hub_ptr, ptr, below)
+            if rc == 1:
+                return
+            if rc < 0:  # out of the engine: nobody sends its queue any more
+                end = self._end
+                if end is None or end is _PEER_CLOSED_MARK:
+                    end = _errors.PeerClosed("the peer closed the connection with "
+                                             "writes still queued")
+                raise end
+            d = self._drain
+            if d is None:
+                d = self._drain = self._loop.create_future()
+            # shielded: one waiter cancelled does not cancel the others' future
+            await asyncio.shield(d)
 
     def _pause(self, paused: bool) -> None:
         self._paused = paused
@@ -264,7 +306,7 @@ class Channel:
             lib.ss_hub_pause(eng._hub_ptr, ptr, int(paused))
 
     def _take(self) -> bytes:
-        data = self._inbox.popleft()
+        data = self._inbox.popleft()  # type: ignore[union-attr]
         self._unread -= len(data)
         if self._paused and self._unread <= self._limit >> 1:
             self._pause(False)
@@ -280,10 +322,20 @@ class Channel:
         while True:
             if self._inbox:
                 return self._take()
-            await self._wait(False)
+            if self._closing or self._end is not None or self._waiter is not None:
+                self._cannot_wait(False)
+            # The future only says "look again": the message itself stays in the inbox
+            # until a read returns it, so a cancellation cannot lose it.  (Awaited here,
+            # not in a coroutine of its own: a waiting channel holds one frame less.)
+            w = self._waiter = self._loop.create_future()
+            try:
+                await w
+            finally:
+                self._waiter = None
 
-    async def _wait(self, iterating: bool) -> None:
-        """Wait until the inbox has a message, or raise how the channel ended."""
+    def _cannot_wait(self, iterating: bool) -> None:
+        """Why a read cannot wait for a message: raise how the channel ended, or that
+        another task reads it."""
         if self._closing:
             raise _errors.SocketClosed("the channel is closed")
         end = self._end
@@ -293,18 +345,9 @@ class Channel:
                     raise StopAsyncIteration
                 raise _errors.PeerClosed("the peer closed the connection")
             raise end
-        if self._waiter is not None:
-            raise _errors.ProgrammingError(
-                "another task is already reading this channel: read it from one task "
-                "(or hand the messages on through an asyncio.Queue)")
-        # The future only says "look again": the message itself stays in the inbox until
-        # a read returns it, so a cancellation cannot lose it.
-        w: asyncio.Future[None] = self._loop.create_future()
-        self._waiter = w
-        try:
-            await w
-        finally:
-            self._waiter = None
+        raise _errors.ProgrammingError(
+            "another task is already reading this channel: read it from one task "
+            "(or hand the messages on through an asyncio.Queue)")
 
     def __aiter__(self) -> Channel:
         return self
@@ -314,7 +357,13 @@ class Channel:
         while True:
             if self._inbox:
                 return self._take()
-            await self._wait(True)
+            if self._closing or self._end is not None or self._waiter is not None:
+                self._cannot_wait(True)
+            w = self._waiter = self._loop.create_future()
+            try:
+                await w
+            finally:
+                self._waiter = None
 
     # -- writing ---------------------------------------------------------------------
 
@@ -326,7 +375,6 @@ class Channel:
         the message was queued."""
         if data.__class__ is not bytes:
             data = _as_bytes(data, "message")
-        delay = _FIRST_RETRY
         while True:
             if self._closing:
                 raise _errors.SocketClosed("the channel is closed")
@@ -335,9 +383,9 @@ class Channel:
                 return
             if rc != lib.SS_E_TIMEOUT:
                 raise_err(rc, self._err)
-            # over the high-water mark: nothing of this message is queued yet
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _MAX_RETRY)
+            # over the high-water mark: nothing of this message is queued yet; the engine
+            # says when the queue is down to the low-water mark
+            await self._until_drained(self._engine.write_low)
 
     def queued(self) -> int:
         """Bytes written but not yet taken by the peer's socket."""
@@ -364,13 +412,23 @@ class Channel:
             return
         self._closed = self._engine.loop.create_future()
         try:
-            deadline = time.monotonic() + self._close_timeout
-            delay = _FIRST_RETRY
-            while self._end is None and time.monotonic() < deadline and self.queued():
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY)
+            await asyncio.wait_for(self._close_drain(ptr), self._close_timeout)
+        except asyncio.TimeoutError:
+            pass  # what is left is dropped: close_notify is tried all the same
         finally:
             self._finish_close()
+
+    async def _close_drain(self, ptr: Any) -> None:
+        """Until the queue is empty, the channel ends or its engine stops: each wake-up
+        is the engine's SS_EV_WRITABLE (or the end), never a timer."""
+        eng = self._engine
+        while self._end is None and not eng.closed:
+            if lib.ss_hub_want_drain(eng._hub_ptr, ptr, 0) != 0:
+                return  # drained, or out of the engine
+            d = self._drain
+            if d is None:
+                d = self._drain = self._loop.create_future()
+            await asyncio.shield(d)
 
     def _wake(self) -> None:
         w = self._waiter
@@ -387,6 +445,7 @@ class Channel:
         fut = self._closed
         if fut is not None and not fut.done():
             fut.set_result(None)
+        self._drained()  # a write waiting for room raises SocketClosed
         on_close = getattr(self._engine, "channel_closed", None)
         if on_close is not None:
             on_close(self)
@@ -475,7 +534,10 @@ class Server:
         self.port = listener.port
         self._handle = handle
         self._close_timeout = close_timeout
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: the handlers' tasks (and closes still sending) and their channels
+        self._tasks: dict[asyncio.Future[Any], Optional[Channel]] = {}
+        self._on_done = self._task_done
+        self._done_context = contextvars.Context()
         self._serving: Optional[asyncio.Future[None]] = None
         self._closing = False
         self._all_done: Optional[asyncio.Future[None]] = None
@@ -490,27 +552,40 @@ class Server:
         if self._closing:
             ch.abort()
             return
-        task = self._loop.create_task(self._run(ch))
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    async def _run(self, ch: Channel) -> None:
+        # The handler is the task's coroutine itself (no wrapper: an idle channel holds
+        # one frame less); what a wrapper's try/finally did, _task_done does.
         try:
-            await self._handle(ch)
-        except _errors.ConnectionFailure as e:
-            log.debug("sslsock.aio: channel %r ended: %s", ch, e)
-        except _errors.SocketClosed:
-            pass
-        except Exception as exc:
+            task = asyncio.ensure_future(self._handle(ch), loop=self._loop)
+        except Exception as exc:  # not an async function: said once, at its first client
+            ch.abort()
             self._loop.call_exception_handler({
-                "message": "sslsock.aio: unhandled exception in a channel handler",
-                "exception": exc,
-            })
-        finally:
-            await ch.close()  # the handler is done: so is its channel
+                "message": "sslsock.aio: the channel handler did not return an awaitable",
+                "exception": exc})
+            return
+        self._tasks[task] = ch
+        # (one bound method and one context for every task: none made per client)
+        task.add_done_callback(self._on_done, context=self._done_context)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        ch = self._tasks.pop(task, None)
+        if ch is not None:
+            exc = None if task.cancelled() else task.exception()
+            if isinstance(exc, _errors.ConnectionFailure):
+                log.debug("sslsock.aio: channel %r ended: %s", ch, exc)
+            elif exc is not None and not isinstance(exc, _errors.SocketClosed):
+                self._loop.call_exception_handler({
+                    "message": "sslsock.aio: unhandled exception in a channel handler",
+                    "exception": exc})
+            # the handler is done: so is its channel (sending its queue first, in a
+            # task of its own, waited for by wait_closed)
+            if not ch._closing:
+                ptr = ch._conn._g.ptr
+                if ch._end is None and ptr is not None and lib.ss_conn_queued(ptr):
+                    closing = self._loop.create_task(ch.close())
+                    self._tasks[closing] = None
+                    closing.add_done_callback(self._task_done)
+                else:
+                    ch.abort()
         if self._closing and not self._tasks:
             self._shutdown_engine()
 
@@ -640,9 +715,12 @@ async def start_server(
 class _ClientEngine(_Engine):
     """The engine serving a loop's client channels; it stops with its last channel."""
 
+    registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ClientEngine]
+
     def channel_closed(self, ch: Channel) -> None:
         if not self.channels and not self.closed:
-            _client_engines.pop(self.loop, None)
+            if self.registry.get(self.loop) is self:
+                del self.registry[self.loop]
             self.close()
 
 
@@ -650,15 +728,29 @@ _client_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ClientEng
     weakref.WeakKeyDictionary()
 
 
-def _client_engine(loop: asyncio.AbstractEventLoop, thread: bool) -> _ClientEngine:
-    eng = _client_engines.get(loop)
+def _client_engine(loop: asyncio.AbstractEventLoop, thread: bool, *,
+                   registry: Optional[weakref.WeakKeyDictionary[
+                       asyncio.AbstractEventLoop, _ClientEngine]] = None,
+                   high_water: int = DEFAULT_HIGH_WATER) -> _ClientEngine:
+    """The loop's client engine of ``registry`` (message channels by default; the
+    transports keep theirs apart, for their own high-water mark), made at first use."""
+    reg = _client_engines if registry is None else registry
+    eng = reg.get(loop)
     if eng is None or eng.closed:
-        eng = _ClientEngine(loop, Hub(None), thread=thread)
-        _client_engines[loop] = eng
+        eng = _ClientEngine(loop, Hub(None, high_water=high_water), thread=thread,
+                            read_limit=high_water)
+        eng.registry = reg
+        reg[loop] = eng
     return eng
 
 
 _executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+
+def _discard_connection(f: concurrent.futures.Future[Connection]) -> None:
+    """A handshake whose caller was cancelled: close what it made."""
+    if not f.cancelled() and f.exception() is None:
+        f.result().close()
 
 
 def _handshakes() -> concurrent.futures.ThreadPoolExecutor:
@@ -703,10 +795,7 @@ async def connect(
     try:
         conn = await asyncio.wrap_future(cf)
     except asyncio.CancelledError:
-        def discard(f: concurrent.futures.Future[Connection]) -> None:
-            if not f.cancelled() and f.exception() is None:
-                f.result().close()
-        cf.add_done_callback(discard)
+        cf.add_done_callback(_discard_connection)
         raise
     try:
         engine = _client_engine(loop, engine_thread)

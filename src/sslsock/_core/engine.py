@@ -38,6 +38,8 @@ from sslsock._core.errors import raise_err
 DEFAULT_BATCH = 256
 
 MESSAGE, ACCEPTED, ENDED = lib.SS_EV_MESSAGE, lib.SS_EV_ACCEPTED, lib.SS_EV_ENDED
+#: A channel's write queue drained as its consumer asked (``ss_hub_want_drain``).
+WRITABLE = lib.SS_EV_WRITABLE
 
 
 class Hub:
@@ -128,8 +130,9 @@ class Hub:
     def poll(self, timeout_ms: int) -> list[tuple[int, Connection, bytes]]:
         """Wait at most ``timeout_ms`` (-1: no limit) and return a batch of
         ``(kind, connection, message)``: MESSAGE with its bytes, ACCEPTED (a new channel,
-        already served) and ENDED (``b""``; the connection is out of the hub, its next read
-        tells why).  An empty list means the time-out passed.
+        already served), ENDED (``b""``; the connection is out of the hub, its next read
+        tells why) and WRITABLE (``b""``; its queue drained, for a consumer that asked with
+        ``ss_hub_want_drain``).  An empty list means the time-out passed.
 
         The raw batch, for one consumer that dispatches it itself; threads sharing the hub
         use :meth:`wait_ready` and :meth:`read`, which deliver batches into the channels'
@@ -168,6 +171,10 @@ class Hub:
                 conn._hub_id = int(e.id)
                 channels[conn._hub_id] = conn
                 append((ACCEPTED, conn, b""))
+            elif kind == WRITABLE:
+                conn = channels.get(e.id)
+                if conn is not None:
+                    append((WRITABLE, conn, b""))
             else:
                 conn = channels.pop(e.id, None)
                 if conn is None:
@@ -196,6 +203,8 @@ class Hub:
             if kind == ACCEPTED:
                 if self._on_accept is not None:
                     self._on_accept(conn)
+                continue
+            if kind == WRITABLE:  # (threads do not ask: their writes wait in C)
                 continue
             inbox = conn._inbox
             if inbox is None:  # (made at its first message: an idle channel has none)
