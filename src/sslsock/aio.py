@@ -151,6 +151,19 @@ class _Engine:
                 if ch is not None:
                     ch._ended()
 
+    def stop_accepting(self, listener: Listener) -> None:
+        """A server's close: the hub stops taking clients first (a hub that saw its
+        listener closed would stop serving everyone), then the listener is let go now (its
+        threads stop and its socket closes: new clients are refused), not when the hub
+        goes.  The channels already open are served on."""
+        if not self.closed:
+            lib.ss_hub_stop_accepting(self._hub_ptr)
+        listener.close()
+        if not self.closed:
+            release = self.hub._g.take_on_free()
+            if release is not None:
+                release()
+
     def _engine_ended(self, e: BaseException) -> None:
         for ch in list(self.channels.values()):
             ch._fail(e)
@@ -614,17 +627,7 @@ class Server:
         if self._closing:
             return
         self._closing = True
-        eng = self._engine
-        if not eng.closed:
-            # first: a hub that saw the listener closed would stop serving everyone
-            lib.ss_hub_stop_accepting(eng._hub_ptr)
-        self.listener.close()
-        if not eng.closed:
-            # The hub no longer looks at the listener: let it go now (its threads stop
-            # and its socket closes: new clients are refused), not when the hub goes.
-            release = eng.hub._g.take_on_free()
-            if release is not None:
-                release()
+        self._engine.stop_accepting(self.listener)
         if self._serving is not None and not self._serving.done():
             self._serving.set_result(None)
         if not self._tasks:

@@ -597,14 +597,7 @@ class Server(asyncio.AbstractServer):
         if self._closing:
             return
         self._closing = True
-        eng = self._engine
-        if not eng.closed:
-            lib.ss_hub_stop_accepting(eng._hub_ptr)
-        self.listener.close()
-        if not eng.closed:
-            release = eng.hub._g.take_on_free()
-            if release is not None:
-                release()
+        self._engine.stop_accepting(self.listener)
         if self._serving is not None and not self._serving.done():
             self._serving.set_result(None)
         if not self._transports:
