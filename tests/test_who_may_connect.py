@@ -277,6 +277,15 @@ def _spoof(port: int, ctx: ssl.SSLContext, claimed: str = "192.0.2.44") -> str:
         return f"refused: {e}"
 
 
+# The stdlib client of _spoof, refused by a reset before its handshake, can leave the
+# SSLSocket that ssl.wrap_socket made and failed to finish unclosed (CPython's, not ours):
+# its ResourceWarning says nothing about sslsock.
+_STDLIB_SPOOF_LEAK = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
+                      pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+
+
+@_STDLIB_SPOOF_LEAK[0]
+@_STDLIB_SPOOF_LEAK[1]
 def test_proxy_protocol_without_an_allow_list_is_refused(pki: Any) -> None:
     with pytest.raises(sslsock.ArgumentError, match=r'proxy_allow=\["10.0.0.5"\].*"any"'):
         sslsock.Listener(0, "localhost", host=LOOPBACK, proxy_protocol=True)
@@ -295,6 +304,8 @@ def test_proxy_protocol_without_an_allow_list_is_refused(pki: Any) -> None:
         t.join(PEER_TIMEOUT)
 
 
+@_STDLIB_SPOOF_LEAK[0]
+@_STDLIB_SPOOF_LEAK[1]
 def test_named_face_gives_the_proxy_allow_list(pki: Any) -> None:
     ctx = pki.client_context()
     sslsock.Socket.Option = sslsock.SocketProxyProtocol
