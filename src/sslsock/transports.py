@@ -227,14 +227,7 @@ class Transport(asyncio.Transport):
         if lib.ss_hub_want_drain(eng._hub_ptr, ptr, self._low) == 0:
             return  # (a lower mark was reached for a close; not ours yet)
         self._writing_paused = False
-        try:
-            self._protocol.resume_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler({
-                "message": "protocol.resume_writing() failed", "exception": exc,
-                "transport": self, "protocol": self._protocol})
+        self._flow_callback("resume_writing")
 
     # -- reading -----------------------------------------------------------------------
 
@@ -301,16 +294,21 @@ class Transport(asyncio.Transport):
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
 
-    def _pause_writing(self) -> None:
-        self._writing_paused = True
+    def _flow_callback(self, name: str) -> None:
+        """protocol.pause_writing() or resume_writing(); an exception from it goes to the
+        loop's exception handler, as asyncio's transports report it."""
         try:
-            self._protocol.pause_writing()
+            getattr(self._protocol, name)()
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             self._loop.call_exception_handler({
-                "message": "protocol.pause_writing() failed", "exception": exc,
+                "message": f"protocol.{name}() failed", "exception": exc,
                 "transport": self, "protocol": self._protocol})
+
+    def _pause_writing(self) -> None:
+        self._writing_paused = True
+        self._flow_callback("pause_writing")
         ch = self._ch
         if ch._engine.closed or ch._conn._g.ptr is None:
             return  # (its end is being reported: connection_lost follows)
