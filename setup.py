@@ -19,9 +19,9 @@ setup(
     ext_modules=[] if platform.python_implementation() != "CPython" else [
         Extension(
             "sslsock._fastio",
-            sources=["src/_native/fastio.c"],
+            sources=["src/_native/fastio.c", "src/_native/fastio_inbox.c"],
             include_dirs=["src/_native"],
-            depends=["src/_native/sslsock_core.h"],
+            depends=["src/_native/sslsock_core.h", "src/_native/fastio.h"],
             extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra",
                                 "-Wno-unused-parameter", "-Wno-missing-field-initializers",
                                 "-Wno-cast-function-type"] + _san_flags,

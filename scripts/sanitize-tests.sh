@@ -69,6 +69,7 @@ pyinc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 suffix=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 "$CC" -shared -fPIC -std=gnu11 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
   -fno-sanitize-recover=all -I"$pyinc" -I"$WORK/src/_native" "$WORK/src/_native/fastio.c" \
+  "$WORK/src/_native/fastio_inbox.c" \
   -o "$SITE/sslsock/_fastio$suffix" >>"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
 
 export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}

@@ -254,6 +254,57 @@ def test_mutual_tls_peer_certificate(pki: Any, run: Any) -> None:
 # Cancellation, time-outs, closing
 
 
+def test_tasks_resumed_by_the_engine_run_as_themselves(pki: Any, run: Any) -> None:
+    """The engine resumes the tasks waiting for the channels a batch fed in the same loop
+    iteration (not one Handle each later): each must still run as its own current task,
+    in its own context, including a read wrapped in wait_for (a task of its own); a
+    handler that fails or closes the server mid-batch leaves the others served."""
+    import contextvars
+
+    who: contextvars.ContextVar[int] = contextvars.ContextVar("who")
+    wrong: list[str] = []
+
+    async def handle(ch: aio.Channel) -> None:
+        me = asyncio.current_task()
+        first = await ch.read()
+        who.set(int(first))
+        await ch.write(first)
+        async for message in ch:
+            if asyncio.current_task() is not me:
+                wrong.append("current task")
+            if who.get(None) != int(first):
+                wrong.append(f"context of {int(first)} saw {who.get(None)}")
+            if message == b"fail":
+                raise ValueError("this handler fails on purpose")
+            if message == b"wrapped":
+                message = await asyncio.wait_for(ch.read(), 5)
+            await ch.write(message)
+
+    def client(port: int, k: int) -> list[bytes]:
+        with stdlib_client(pki, port) as s:
+            s.sendall(frame(b"%d" % k))
+            got = [recv_exactly(s, len(frame(b"%d" % k)))]
+            for i in range(30):
+                m = b"%d-%d" % (k, i)
+                if k == 0 and i == 10:
+                    s.sendall(frame(b"fail"))
+                    return got
+                s.sendall(frame(b"wrapped") + frame(m) if i % 7 == 3 else frame(m))
+                got.append(recv_exactly(s, len(frame(m)))[-len(m):])
+            return got
+
+    async def main() -> None:
+        server = await aio.start_server(handle, 0, "localhost", options=TLS, host=LOOPBACK)
+        async with server:
+            results = await asyncio.gather(*(in_thread(client, server.port, k)
+                                             for k in range(8)))
+        for k, got in enumerate(results[1:], 1):
+            assert got[1:] == [b"%d-%d" % (k, i) for i in range(30)]
+        assert wrong == []
+
+    run(main())
+
+
 def test_cancelled_read_loses_nothing(pki: Any, run: Any) -> None:
     async def main() -> None:
         got: asyncio.Queue[bytes] = asyncio.Queue()

@@ -228,3 +228,94 @@ def test_the_main_thread_reads_in_slices_and_loses_nothing() -> None:
         timer.join()
         timer2.join()
     b.close()
+
+
+# -- the asyncio face's inboxes (fastio_inbox.c) ----------------------------------------
+
+
+def _batch(*events: tuple[int, int, bytes]) -> tuple[Any, Any, list[Any]]:
+    """An event array as the hub fills it: (kind, channel id, message)."""
+    from sslsock._core.binding import ffi
+
+    ev = ffi.new("ss_event[]", len(events))
+    keep = []
+    for i, (kind, ident, data) in enumerate(events):
+        buf = ffi.new("char[]", data or b"\0")
+        keep.append(buf)
+        ev[i].kind, ev[i].id, ev[i].data, ev[i].len = kind, ident, buf, len(data)
+    return ev, int(ffi.cast("uintptr_t", ev)), keep
+
+
+def test_feed_puts_each_message_in_its_channels_inbox_as_python_bytes() -> None:
+    """One call per run of messages: each becomes bytes of Python's own (the hub's buffer
+    is reused by its next poll), in order, in its channel's inbox; it stops at the first
+    event that is not a message; a channel with a reader waiting (or over its read limit)
+    is listed once; an unknown channel (closed during the poll) is skipped."""
+    from sslsock._core.binding import ffi, lib
+    from sslsock._fastio import Inbox, feed
+
+    msg, other = lib.SS_EV_MESSAGE, lib.SS_EV_ENDED
+    a, b, c = Inbox(), Inbox(), Inbox()
+    b._next = object()  # a reader waits
+    c._limit = 5
+    ev, addr, keep = _batch((msg, 1, b"one"), (msg, 2, b"two"), (msg, 9, b"gone"),
+                            (msg, 2, b"three"), (msg, 3, b"sixsix"), (other, 1, b""),
+                            (msg, 1, b"after"))
+    fed: list[Any] = []
+    assert feed(addr, 0, 7, {1: a, 2: b, 3: c}, fed) == 5
+    assert fed == [b, c]  # b once although fed twice; c over its limit
+    keep[0][0:3] = b"XXX"  # the hub's buffer reused: the message is Python's copy
+    assert (a._count, a._unread, a._take()) == (1, 3, b"one")
+    assert [b._take(), b._take()] == [b"two", b"three"] and b._count == 0
+    with pytest.raises(IndexError, match="no message"):
+        b._take()
+    assert feed(addr, 6, 7, {1: a}, fed) == 7 and a._take() == b"after"
+    b._unlist()
+    fed.clear()
+    assert feed(addr, 1, 2, {2: b}, fed) == 2 and fed == [b]  # listed again after _unlist
+    del ev, ffi
+
+
+def test_feed_refuses_what_is_not_an_inbox_and_a_bad_range() -> None:
+    from sslsock._core.binding import lib
+    from sslsock._fastio import Inbox, feed
+
+    ev, addr, _keep = _batch((lib.SS_EV_MESSAGE, 1, b"x"))
+    with pytest.raises(TypeError, match="not an Inbox"):
+        feed(addr, 0, 1, {1: "a str"}, [])
+    with pytest.raises(ValueError, match="bad range"):
+        feed(addr, 1, 0, {1: Inbox()}, [])
+    with pytest.raises(TypeError, match="fed: list"):
+        feed(addr, 0, 1, {1: Inbox()}, ())
+    good = Inbox()
+    assert feed(addr, 0, 1, {1: good}, []) == 1 and good._take() == b"x"  # and it carries on
+    del ev
+    from sslsock._fastio import resume
+
+    with pytest.raises(TypeError, match="resume\\(fed: list, rest: list\\)"):
+        resume((good,), [])  # type: ignore[arg-type]
+    rest: list[Any] = []
+    resume([good, "not a channel"], rest)  # nothing waits: both left to Python
+    assert rest == [good, "not a channel"]
+
+
+def test_an_inbox_over_its_limit_asks_for_a_pause_and_resumes_at_half() -> None:
+    from sslsock._fastio import Inbox
+
+    calls: list[bool] = []
+
+    class Paused(Inbox):
+        def _pause(self, paused: bool) -> None:
+            calls.append(paused)
+            self._paused = paused
+
+    box = Paused()
+    box._limit = 10
+    assert box._push(b"123456") is False
+    assert box._push(b"123456") is True  # 12 > 10: the caller pauses the peer
+    box._pause(True)
+    assert box._push(b"1") is False  # paused already
+    assert box._take() == b"123456" and calls == [True]  # 7 unread: still over half
+    assert box._take() == b"123456" and calls == [True, False]  # 1 <= 5: resumed
+    with pytest.raises(TypeError, match="takes bytes"):
+        box._push("text")  # type: ignore[arg-type]

@@ -44,11 +44,11 @@ fi
 
 BUILD=fuzz/c/build
 mkdir -p "$BUILD" fuzz/crashes
-# The core's C files: every src/_native/*.c but fastio.c, the CPython bridge (it needs
+# The core's C files: every src/_native/*.c but fastio*.c, the CPython bridge (it needs
 # Python.h and is covered by scripts/sanitize-tests.sh instead).
 core_c=()
 for f in src/_native/*.c; do
-  [ "$f" = src/_native/fastio.c ] || core_c+=("$f")
+  case "$f" in src/_native/fastio*.c) ;; *) core_c+=("$f") ;; esac
 done
 
 # build NAME: fuzz/c/fuzz_NAME.c with the core, rebuilt when a source is newer than the

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "sslsock_core.h"
+#include "fastio.h"
 
 /* The core's prototypes, from its header (never re-typed here). */
 typedef __typeof__(&ss_conn_read_hold) read_hold_fn;
@@ -386,6 +387,10 @@ static PyMethodDef module_methods[] = {
      "read(guard, timeout_ms, max_bytes) -> bytes, or an SS_E_* code"},
     {"write", (PyCFunction)(void (*)(void))fast_write, METH_FASTCALL,
      "write(guard, data, timeout_ms, queued) -> None, or an SS_E_* code"},
+    {"feed", (PyCFunction)(void (*)(void))ss_fastio_feed, METH_FASTCALL,
+     "feed(events_address, start, n, channels, fed) -> index of the first non-message"},
+    {"resume", (PyCFunction)(void (*)(void))ss_fastio_resume, METH_FASTCALL,
+     "resume(fed, rest): hand waiting async-for readers their next message"},
     {"error_address", error_address, METH_NOARGS,
      "address of this thread's record of the last failed fast call (an ss_err)"},
     {"setup", setup, METH_VARARGS, "wire the module to the core (sslsock._core.connection does it)"},
@@ -412,6 +417,10 @@ PyMODINIT_FUNC PyInit__fastio(void)
     Py_INCREF(&GuardType);
     if (PyModule_AddObject(m, "Guard", (PyObject *)&GuardType) < 0) {
         Py_DECREF(&GuardType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (ss_fastio_inbox_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

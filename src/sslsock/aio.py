@@ -29,14 +29,16 @@ face (:mod:`sslsock`).  See docs/asyncio.md.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextvars
 import logging
 import weakref
+from asyncio import Future as _Future
+from asyncio import current_task as _current_task
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional, Union
 
+from sslsock import _fastio
 from sslsock._core import errors as _errors
 from sslsock._core.binding import ffi, lib, new_err
 from sslsock._core.connection import (
@@ -47,9 +49,11 @@ from sslsock._core.connection import (
     Mode,
     Seconds,
     _as_bytes,
+    _fast_error,
+    _fast_write,
     _ms,
 )
-from sslsock._core.engine import ACCEPTED, MESSAGE, WRITABLE, Hub
+from sslsock._core.engine import WRITABLE, Hub
 from sslsock._core.errors import raise_err
 from sslsock._faces.objects import Listener
 from sslsock._faces.objects import connect as _connect
@@ -60,11 +64,73 @@ __all__ = ["Channel", "Server", "start_server", "connect", "DEFAULT_HIGH_WATER"]
 log = logging.getLogger("sslsock")
 
 _BATCH = 256
+_resume = _fastio.resume
+_TIMEOUT = lib.SS_E_TIMEOUT
 
 Handler = Callable[["Channel"], Awaitable[None]]
 
 #: A channel's end when the peer closed cleanly (the exception is only made when asked).
 _PEER_CLOSED_MARK = _errors.PeerClosed("the peer closed the connection")
+
+
+def _resume_readers(loop: asyncio.AbstractEventLoop, fed: list[Channel]) -> None:
+    """After a batch: the channels it fed that have something to do.  A channel over its
+    read limit is paused; a protocol channel (sslsock.transports) gets its messages
+    through its own _feed; a task waiting to read is resumed now: each waiter's done
+    callbacks (the waiting task's step) run here, in this iteration of the loop, instead
+    of one Handle each at the loop's next iteration.  The task sees what it would see a
+    moment later, only sooner: it runs in its own context, as its own current task.
+
+    An ``async for`` waits on a future that carries the message itself: it is handed
+    over only here, with the task's step run at once, so no cancellation can come between
+    the two and lose it.  With a task running already (never the case from the loop's
+    reader) this is done at the loop's next iteration instead."""
+    if _current_task(loop) is not None:
+        loop.call_soon(_resume_readers, loop, fed)
+        return
+    # The common case in C (an `async for` waiting, handed its next message); the rest,
+    # and what a raising step left behind, here.
+    rest: list[Channel] = []
+    try:
+        _resume(fed, rest)
+    except BaseException:  # (KeyboardInterrupt, SystemExit from a task's step)
+        loop.call_soon(_resume_readers, loop, rest)
+        raise
+    i = 0
+    try:
+        for i in range(len(rest)):  # noqa: B007 (i is read when a step raises)
+            ch = rest[i]
+            ch._unlist()
+            if not ch._direct:
+                while ch._count and not ch._closing:
+                    ch._feed(ch._take())
+                continue
+            if ch._unread > ch._limit and not ch._paused:
+                ch._pause(True)  # a task that does not read: stop reading its peer
+            w = ch._next
+            if w is not None:
+                ch._hand_next(w)
+                continue
+            w = ch._waiter
+            if w is None or w.done() or not ch._count:
+                continue  # (woken already this batch, or not waiting any more)
+            _settle_now(w, None)
+    except BaseException:
+        loop.call_soon(_resume_readers, loop, rest[i + 1:])
+        raise
+
+
+def _settle_now(w: asyncio.Future[Any], result: Any) -> None:
+    """Set ``w``'s result and run its done callbacks here and now (a task's step runs in
+    its own context, as the loop would run it).  Only where no task is running."""
+    callbacks = getattr(w, "_callbacks", None)
+    if callbacks:
+        for cb, _ctx in callbacks:
+            w.remove_done_callback(cb)
+    w.set_result(result)
+    if callbacks:
+        for cb, ctx in callbacks:
+            ctx.run(cb, w)
 
 
 class _Engine:
@@ -109,43 +175,47 @@ class _Engine:
         if self.closed:
             return
         pump = self._pump
+        fed: list[Channel] = []
         if pump is not None:
             n = lib.ss_pump_take(pump, self._evp, self._err)
             if n > 0:
                 try:
-                    batch = self.hub.events(self._evp[0], n)
+                    later = self.hub.feed(self._evp[0], n, self.channels, fed, self._accepted)
                 finally:
                     lib.ss_pump_release(pump)  # (copied out: the thread may poll again)
-                self._dispatch(batch)
+                self._dispatch(later, fed)
         else:
             n = lib.ss_hub_poll(self._hub_ptr, 0, self._events, _BATCH, self._err)
-            if n == lib.SS_E_TIMEOUT:
+            if n == _TIMEOUT:
                 return
             if n > 0:
-                self._dispatch(self.hub.events(self._events, n))
+                self._dispatch(self.hub.feed(self._events, n, self.channels, fed,
+                                             self._accepted), fed)
         if n < 0:
             try:
                 raise_err(n, self._err)
             except _errors.Error as e:
                 self._engine_ended(e)
 
-    def _dispatch(self, batch: list[tuple[int, Connection, bytes]]) -> None:
-        # Nothing below runs user code (futures only schedule their callbacks).
+    def _accepted(self, conn: Connection) -> None:
+        # (in the middle of a batch: the channel must exist before its first message)
+        if self._on_accept is None:
+            conn.close()
+        else:
+            self._on_accept(conn)
+
+    def _dispatch(self, later: list[tuple[int, Connection, bytes]], fed: list[Channel]) -> None:
+        """After a batch is copied out (hub.feed): its messages first (the tasks waiting
+        for them resume, each once), then its channels that ended or drained their
+        queue."""
+        if fed:
+            _resume_readers(self.loop, fed)
         channels = self.channels
-        for kind, conn, data in batch:
-            if kind == MESSAGE:
-                ch = channels.get(conn._hub_id)
-                if ch is not None:
-                    ch._feed(data)
-            elif kind == WRITABLE:
+        for kind, conn, _data in later:
+            if kind == WRITABLE:
                 ch = channels.get(conn._hub_id)
                 if ch is not None:
                     ch._drained()
-            elif kind == ACCEPTED:
-                if self._on_accept is None:
-                    conn.close()
-                else:
-                    self._on_accept(conn)
             else:  # ENDED: out of the hub already
                 ch = channels.pop(conn._hub_id, None)
                 if ch is not None:
@@ -208,7 +278,7 @@ class _Engine:
         self.hub.close()
 
 
-class Channel:
+class Channel(_fastio.Inbox):
     """One TLS (or plain TCP) connection served by the engine, asyncio style.
 
     ``await channel.read()`` returns the next whole message (framed by the transmission
@@ -218,28 +288,27 @@ class Channel:
     a write queues its whole message or nothing.
     """
 
-    __slots__ = ("_conn", "_engine", "_inbox", "_waiter", "_end", "_closing", "_closed",
-                 "_close_timeout", "_unread", "_paused", "_loop", "_ptr", "_err", "_limit",
-                 "_drain", "__weakref__")
+    # (the inbox, its size and limit, and the futures a reader waits on are the C base's:
+    # the engine's batches are fed into it in C, see src/_native/fastio_inbox.c)
+    __slots__ = ("_conn", "_engine", "_end", "_closing", "_closed", "_close_timeout",
+                 "_loop", "_ptr", "_err", "_drain", "__weakref__")
 
     def __init__(self, conn: Connection, engine: _Engine, close_timeout: float) -> None:
         self._conn = conn
         self._engine = engine
         #: messages not read yet; made at the first message (an idle channel has none)
-        self._inbox: Optional[collections.deque[bytes]] = None
-        self._waiter: Optional[asyncio.Future[None]] = None
         self._end: Optional[BaseException] = None
         self._closing = False
         self._closed: Optional[asyncio.Future[None]] = None
         self._close_timeout = close_timeout
-        self._unread = 0  # bytes in the inbox
         self._loop = engine.loop
         # The connection is only freed by close() on the loop's thread, after _closing is
         # set: until then its pointer is used without the guard.
         self._ptr = conn._g.ptr
         self._err = engine._err
-        self._limit = engine.read_limit
-        self._paused = False  # the engine stopped reading it: the inbox is full
+        self._limit = engine.read_limit  # (over it, the engine stops reading the peer)
+        if type(self)._feed is not Channel._feed:
+            self._direct = False  # the engine calls this class's _feed for each message
         #: resolved when the engine reports the write queue drained (SS_EV_WRITABLE), or
         #: the channel ends; made only while a write or a close waits for it
         self._drain: Optional[asyncio.Future[None]] = None
@@ -247,17 +316,10 @@ class Channel:
     # -- fed by the engine -----------------------------------------------------------
 
     def _feed(self, data: bytes) -> None:
-        inbox = self._inbox
-        if inbox is None:
-            inbox = self._inbox = collections.deque()
-        inbox.append(data)
-        unread = self._unread + len(data)
-        self._unread = unread
-        if unread > self._limit and not self._paused:
+        """One message (the engine feeds its batches in C, _fastio.feed; this is the same
+        for a message from Python)."""
+        if self._push(data):
             self._pause(True)  # a task that does not read: stop reading its peer
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
 
     def _ended(self) -> None:
         """The engine reported the channel's end (every message before it was handed out)
@@ -318,13 +380,6 @@ class Channel:
         if ptr is not None and not eng.closed and not self._closing:
             lib.ss_hub_pause(eng._hub_ptr, ptr, int(paused))
 
-    def _take(self) -> bytes:
-        data = self._inbox.popleft()  # type: ignore[union-attr]
-        self._unread -= len(data)
-        if self._paused and self._unread <= self._limit >> 1:
-            self._pause(False)
-        return data
-
     # -- reading ---------------------------------------------------------------------
 
     async def read(self) -> bytes:
@@ -333,14 +388,16 @@ class Channel:
         SocketClosed after close().  Cancel it (or use ``asyncio.timeout``) to stop
         waiting: no message is lost."""
         while True:
-            if self._inbox:
+            if self._count:
                 return self._take()
-            if self._closing or self._end is not None or self._waiter is not None:
+            n = self._next
+            if self._closing or self._end is not None or self._waiter is not None or \
+                    (n is not None and not n.done()):
                 self._cannot_wait(False)
             # The future only says "look again": the message itself stays in the inbox
             # until a read returns it, so a cancellation cannot lose it.  (Awaited here,
             # not in a coroutine of its own: a waiting channel holds one frame less.)
-            w = self._waiter = self._loop.create_future()
+            w = self._waiter = _Future(loop=self._loop)
             try:
                 await w
             finally:
@@ -365,18 +422,36 @@ class Channel:
     def __aiter__(self) -> Channel:
         return self
 
-    async def __anext__(self) -> bytes:
-        # read() without its own coroutine per message (this is the hot path)
-        while True:
-            if self._inbox:
-                return self._take()
-            if self._closing or self._end is not None or self._waiter is not None:
-                self._cannot_wait(True)
-            w = self._waiter = self._loop.create_future()
+    def __anext__(self) -> asyncio.Future[bytes]:
+        # The hot path: no coroutine per message.  A message in the inbox comes in a
+        # future already done; otherwise the future is the channel's, and the engine sets
+        # it to the next message (or how the channel ended) when it comes.
+        if self._count:
+            f: asyncio.Future[bytes] = _Future(loop=self._loop)
+            f.set_result(self._take())
+            return f
+        w = self._next
+        if self._closing or self._end is not None or self._waiter is not None or \
+                (w is not None and not w.done()):
+            self._cannot_wait(True)
+        w = self._next = _Future(loop=self._loop)
+        return w
+
+    def _hand_next(self, w: asyncio.Future[bytes]) -> None:
+        """Settle the future an ``async for`` waits on: the next message (handed over with
+        the task's step run at once: see _resume_readers), or how the channel ended.  No
+        task may be running."""
+        if w.done():  # cancelled: the message stays for the next read
+            self._next = None
+        elif self._count:
+            self._next = None
+            _settle_now(w, self._take())
+        elif self._closing or self._end is not None:
+            self._next = None
             try:
-                await w
-            finally:
-                self._waiter = None
+                self._cannot_wait(True)
+            except BaseException as e:  # (StopAsyncIteration, or how it ended)
+                w.set_exception(e)
 
     # -- writing ---------------------------------------------------------------------
 
@@ -391,11 +466,13 @@ class Channel:
         while True:
             if self._closing:
                 raise _errors.SocketClosed("the channel is closed")
-            rc = lib.ss_conn_queue_write(self._ptr, data, len(data), 0, self._err)
-            if rc == 0:
+            # the one write call of every face (queued: the engine sends what the socket
+            # does not take now); None when queued whole
+            rc = _fast_write(self._conn._g, data, 0, True)
+            if rc is None:
                 return
-            if rc != lib.SS_E_TIMEOUT:
-                raise_err(rc, self._err)
+            if rc != _TIMEOUT:
+                _fast_error(rc)
             # over the high-water mark: nothing of this message is queued yet; the engine
             # says when the queue is down to the low-water mark
             await self._until_drained(self._engine.write_low)
@@ -447,6 +524,17 @@ class Channel:
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+        n = self._next
+        if n is not None and not n.done():  # (a message is handed over where no task runs)
+            try:
+                self._loop.call_soon(self._hand_pending)
+            except RuntimeError:  # the loop is closed: nobody can be waiting any more
+                self._next = None
+
+    def _hand_pending(self) -> None:
+        w = self._next
+        if w is not None:
+            self._hand_next(w)
 
     def _finish_close(self) -> None:
         conn = self._conn

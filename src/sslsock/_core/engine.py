@@ -21,6 +21,7 @@ from threading import get_ident as _get_ident
 from time import monotonic as _monotonic
 from typing import Any, Callable, Optional
 
+from sslsock import _fastio
 from sslsock._core import errors as _errors
 from sslsock._core.binding import ffi, lib, new_err
 from sslsock._core.connection import (
@@ -36,6 +37,8 @@ from sslsock._core.errors import raise_err
 
 #: Events per batch: a poll returns at most this many (messages, new and ended channels).
 DEFAULT_BATCH = 256
+
+_feed = _fastio.feed
 
 MESSAGE, ACCEPTED, ENDED = lib.SS_EV_MESSAGE, lib.SS_EV_ACCEPTED, lib.SS_EV_ENDED
 #: A channel's write queue drained as its consumer asked (``ss_hub_want_drain``).
@@ -151,42 +154,72 @@ class Hub:
         ss_hub_poll or the pump) becomes Python objects: every message is copied into
         bytes before the caller runs any code (the batch's memory is the hub's, reused by
         its next poll); a new channel becomes a Connection of this hub; an ended channel
-        leaves the hub (its next read, directly, tells how it ended)."""
+        leaves the hub (its next read, directly, tells how it ended).  :meth:`feed` is the
+        same for a consumer whose channels keep their messages in C inboxes."""
         channels = self.channels
         unpack = ffi.unpack
         out: list[tuple[int, Connection, bytes]] = []
         append = out.append
         for i in range(n):
             e = ev[i]
-            kind = e.kind
-            if kind == MESSAGE:
+            if e.kind == MESSAGE:
                 conn = channels.get(e.id)
                 if conn is not None:  # (None: closed or discarded during the poll)
                     append((MESSAGE, conn, unpack(e.data, e.len) if e.len else b""))
-            elif kind == ACCEPTED:
-                conn = Connection._from_engine(e.conn, tls=self._tls, mode=self._mode,
-                                               end_tag=self._end_tag,
-                                               max_message=self._max_message)
-                conn._hub = self
-                conn._hub_id = int(e.id)
-                channels[conn._hub_id] = conn
-                append((ACCEPTED, conn, b""))
-            elif kind == WRITABLE:
-                conn = channels.get(e.id)
-                if conn is not None:
-                    append((WRITABLE, conn, b""))
             else:
-                conn = channels.pop(e.id, None)
-                if conn is None:
-                    continue
-                conn._hub = None
-                try:  # give its slot back now (a closed one left when it was freed)
-                    with conn._g as cptr:
-                        lib.ss_hub_remove(self._g.ptr, cptr)
-                except _errors.SocketClosed:
-                    pass
-                append((ENDED, conn, b""))
+                item = self._event(e)
+                if item is not None:
+                    append(item)
         return out
+
+    def feed(self, ev: Any, n: int, inboxes: dict[int, Any], fed: list[Any],
+             on_accept: Callable[[Connection], None]) -> list[tuple[int, Connection, bytes]]:
+        """:meth:`events` for sslsock.aio, whose channels are inboxes in C
+        (``sslsock._fastio.Inbox``, keyed by hub id in ``inboxes``): the messages go into
+        them in one C call per run of messages (``_fastio.feed``), which lists in ``fed``
+        each channel that has a reader waiting (or went over its read limit).  A new
+        channel goes to ``on_accept`` at once, before its messages in the same batch (it
+        must run no user code); the other events are returned, for after the batch."""
+        addr = int(ffi.cast("uintptr_t", ev))
+        later: list[tuple[int, Connection, bytes]] = []
+        i = 0
+        while i < n:
+            i = _feed(addr, i, n, inboxes, fed)
+            if i < n:
+                item = self._event(ev[i])
+                if item is not None:
+                    if item[0] == ACCEPTED:
+                        on_accept(item[1])
+                    else:
+                        later.append(item)
+                i += 1
+        return later
+
+    def _event(self, e: Any) -> Optional[tuple[int, Connection, bytes]]:
+        """An event of the batch that is not a message (see :meth:`events`), or None when
+        its channel is no longer this hub's."""
+        kind = e.kind
+        if kind == ACCEPTED:
+            conn = Connection._from_engine(e.conn, tls=self._tls, mode=self._mode,
+                                           end_tag=self._end_tag,
+                                           max_message=self._max_message)
+            conn._hub = self
+            conn._hub_id = int(e.id)
+            self.channels[conn._hub_id] = conn
+            return (ACCEPTED, conn, b"")
+        if kind == WRITABLE:
+            known = self.channels.get(e.id)
+            return None if known is None else (WRITABLE, known, b"")
+        ended = self.channels.pop(e.id, None)  # ENDED
+        if ended is None:
+            return None
+        ended._hub = None
+        try:  # give its slot back now (a closed one left when it was freed)
+            with ended._g as cptr:
+                lib.ss_hub_remove(self._g.ptr, cptr)
+        except _errors.SocketClosed:
+            pass
+        return (ENDED, ended, b"")
 
     # -- the driver: threads sharing the hub ----------------------------------------------
     #
