@@ -66,6 +66,7 @@ log = logging.getLogger("sslsock")
 _BATCH = 256
 _resume = _fastio.resume
 _TIMEOUT = lib.SS_E_TIMEOUT
+_PEER_CLOSED = lib.SS_E_PEER_CLOSED
 
 Handler = Callable[["Channel"], Awaitable[None]]
 
@@ -120,14 +121,18 @@ def _resume_readers(loop: asyncio.AbstractEventLoop, fed: list[Channel]) -> None
         raise
 
 
-def _settle_now(w: asyncio.Future[Any], result: Any) -> None:
-    """Set ``w``'s result and run its done callbacks here and now (a task's step runs in
-    its own context, as the loop would run it).  Only where no task is running."""
+def _settle_now(w: asyncio.Future[Any], result: Any,
+                exc: Optional[BaseException] = None) -> None:
+    """Set ``w``'s result (or exception) and run its done callbacks here and now (a task's
+    step runs in its own context, as the loop would run it).  Only where no task runs."""
     callbacks = getattr(w, "_callbacks", None)
     if callbacks:
         for cb, _ctx in callbacks:
             w.remove_done_callback(cb)
-    w.set_result(result)
+    if exc is None:
+        w.set_result(result)
+    else:
+        w.set_exception(exc)
     if callbacks:
         for cb, ctx in callbacks:
             ctx.run(cb, w)
@@ -204,14 +209,14 @@ class _Engine:
         else:
             self._on_accept(conn)
 
-    def _dispatch(self, later: list[tuple[int, Connection, bytes]], fed: list[Channel]) -> None:
+    def _dispatch(self, later: list[tuple[int, Connection, int]], fed: list[Channel]) -> None:
         """After a batch is copied out (hub.feed): its messages first (the tasks waiting
         for them resume, each once), then its channels that ended or drained their
         queue."""
         if fed:
             _resume_readers(self.loop, fed)
         channels = self.channels
-        for kind, conn, _data in later:
+        for kind, conn, code in later:
             if kind == WRITABLE:
                 ch = channels.get(conn._hub_id)
                 if ch is not None:
@@ -219,7 +224,7 @@ class _Engine:
             else:  # ENDED: out of the hub already
                 ch = channels.pop(conn._hub_id, None)
                 if ch is not None:
-                    ch._ended()
+                    ch._ended(code)
 
     def stop_accepting(self, listener: Listener) -> None:
         """A server's close: the hub stops taking clients first (a hub that saw its
@@ -321,19 +326,34 @@ class Channel(_fastio.Inbox):
         if self._push(data):
             self._pause(True)  # a task that does not read: stop reading its peer
 
-    def _ended(self) -> None:
+    def _ended(self, code: int) -> None:
         """The engine reported the channel's end (every message before it was handed out)
-        and let it go.  A clean close is only noted (the exception is made if a read asks
-        for it); another end is read once from the connection, which tells why."""
-        try:
-            self._conn.read(0, 65536)
-            e: BaseException = _errors.PeerClosed("the peer closed the connection")
-        except _errors.SocketTimeout:
-            e = _errors.PeerClosed("the peer closed the connection")
-        except _errors.PeerClosed:
-            e = _PEER_CLOSED_MARK
-        except _errors.Error as exc:
-            e = exc
+        and let it go; ``code`` says how.  A clean close is only noted (the exception is
+        made if a read asks for it); another end is read once from the connection, which
+        tells why.  An ``async for`` waiting on it ends now (called after a batch, where no
+        task runs)."""
+        if code == _PEER_CLOSED:
+            e: BaseException = _PEER_CLOSED_MARK
+        else:
+            try:
+                self._conn.read(0, 65536)
+                e = _errors.PeerClosed("the peer closed the connection")
+            except _errors.SocketTimeout:
+                e = _errors.PeerClosed("the peer closed the connection")
+            except _errors.PeerClosed:
+                e = _PEER_CLOSED_MARK
+            except _errors.Error as exc:
+                e = exc
+        n = self._next
+        if n is not None and self._end is None and not self._count and \
+                _current_task(self._loop) is None:
+            self._end = e
+            self._next = None
+            if not n.done():
+                try:
+                    self._cannot_wait(True)
+                except BaseException as why:  # (StopAsyncIteration, or how it ended)
+                    _settle_now(n, None, why)
         self._fail(e)
 
     def _fail(self, e: BaseException) -> None:

@@ -173,15 +173,16 @@ class Hub:
         return out
 
     def feed(self, ev: Any, n: int, inboxes: dict[int, Any], fed: list[Any],
-             on_accept: Callable[[Connection], None]) -> list[tuple[int, Connection, bytes]]:
+             on_accept: Callable[[Connection], None]) -> list[tuple[int, Connection, int]]:
         """:meth:`events` for sslsock.aio, whose channels are inboxes in C
         (``sslsock._fastio.Inbox``, keyed by hub id in ``inboxes``): the messages go into
         them in one C call per run of messages (``_fastio.feed``), which lists in ``fed``
         each channel that has a reader waiting (or went over its read limit).  A new
         channel goes to ``on_accept`` at once, before its messages in the same batch (it
-        must run no user code); the other events are returned, for after the batch."""
+        must run no user code); the other events are returned, for after the batch, as
+        ``(kind, connection, code)`` (an ENDED's code: SS_E_PEER_CLOSED or what broke it)."""
         addr = int(ffi.cast("uintptr_t", ev))
-        later: list[tuple[int, Connection, bytes]] = []
+        later: list[tuple[int, Connection, int]] = []
         i = 0
         while i < n:
             i = _feed(addr, i, n, inboxes, fed)
@@ -191,7 +192,7 @@ class Hub:
                     if item[0] == ACCEPTED:
                         on_accept(item[1])
                     else:
-                        later.append(item)
+                        later.append((item[0], item[1], int(ev[i].code)))
                 i += 1
         return later
 
