@@ -339,17 +339,29 @@ def test_cancelled_read_loses_nothing(pki: Any, run: Any) -> None:
     run(main())
 
 
-def test_reads_cancelled_while_messages_arrive_lose_nothing(pki: Any, run: Any) -> None:
+@pytest.mark.parametrize("how", ["read", "anext", "anext-timeout"])
+def test_reads_cancelled_while_messages_arrive_lose_nothing(pki: Any, run: Any,
+                                                            how: str) -> None:
     """Reads time out over and over (1 ms) while 300 messages arrive: some time-outs hit
-    just as a message was delivered; every message still comes out once, in order."""
+    just as a message was delivered; every message still comes out once, in order.  The
+    same for an ``async for``'s step (``anext``: the engine hands it its message with the
+    task's step), under wait_for and under asyncio.timeout."""
     count = 300
+
+    async def one(ch: aio.Channel) -> bytes:
+        if how == "read":
+            return await asyncio.wait_for(ch.read(), 0.001)
+        if how == "anext" or not hasattr(asyncio, "timeout"):
+            return await asyncio.wait_for(ch.__anext__(), 0.001)
+        async with asyncio.timeout(0.001):
+            return await ch.__anext__()
 
     async def handle(ch: aio.Channel) -> None:
         got: list[bytes] = []
         timeouts = 0
         while len(got) < count:
             try:
-                got.append(await asyncio.wait_for(ch.read(), 0.001))
+                got.append(await one(ch))
             except (asyncio.TimeoutError, TimeoutError):
                 timeouts += 1
         assert got == [b"m%d" % i for i in range(count)], got[:20]
