@@ -1,8 +1,10 @@
 """Wires the two compiled modules; the C core's build logic lives in src/_native/build.py.
 
 - ``sslsock._native`` (cffi): the C core over OpenSSL.
-- ``sslsock._fastio`` (CPython C API, no OpenSSL): a channel thread's read and write, and the
-  C objects' guard, called without cffi's per-call overhead (src/_native/fastio.c).
+- ``sslsock._fastio`` (CPython C API, no OpenSSL): every read and write, and the C objects'
+  guard, called without cffi's per-call overhead (src/_native/fastio.c); sslsock.aio's
+  inboxes, fed a batch at a time, and the resumption of the tasks waiting on them
+  (src/_native/fastio_inbox.c).
 """
 import os
 import platform

@@ -13,7 +13,8 @@
  * sslsock._native) through function pointers that sslsock._core.connection hands to setup() at
  * import.  It also defines Guard, the object that keeps a C object (connection, listener,
  * hub) alive while calls use it and frees it exactly once; being in C, its counters change
- * under the GIL alone, without a lock.
+ * under the GIL alone, without a lock.  Its second file, fastio_inbox.c, holds sslsock.aio's
+ * inboxes (feed, resume).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

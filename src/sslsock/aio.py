@@ -16,8 +16,9 @@ How it works: a server's channels (and, per event loop, the client channels of
 :func:`connect`) are held by one channel engine (``src/_native/hub.c``), watched by the
 loop through one descriptor: thousands of channels cost the loop one reader.  At each
 wake-up one C call (GIL released) reads every ready channel, decrypts it and cuts it into
-messages, and returns the whole batch; Python turns the batch into ``bytes`` and resumes
-the coroutines waiting for them.  Handshakes run on the listener's C threads (server) or
+messages, and returns the whole batch; a second C call puts each message, as ``bytes``,
+into its channel's inbox, and the tasks waiting for them resume in the same loop
+iteration.  Handshakes run on the listener's C threads (server) or
 in a worker thread (client), never on the loop's.  Writes are framed, encrypted and
 handed to the kernel in one C call (GIL released); what the socket does not take is queued
 and sent by the engine.  With ``engine_thread=True`` the reading and decrypting move to a
@@ -301,7 +302,6 @@ class Channel(_fastio.Inbox):
     def __init__(self, conn: Connection, engine: _Engine, close_timeout: float) -> None:
         self._conn = conn
         self._engine = engine
-        #: messages not read yet; made at the first message (an idle channel has none)
         self._end: Optional[BaseException] = None
         self._closing = False
         self._closed: Optional[asyncio.Future[None]] = None
